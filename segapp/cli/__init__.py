@@ -1,0 +1,65 @@
+"""The `segapp` command line.
+
+Each subcommand lives in its own module under `segapp.cli` and exposes
+`register(subparsers)`, which adds its parser and sets `func(args) -> int` as the
+handler. Exit codes: 0 success, 1 the work failed (partly or wholly), 2 usage errors.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+from typing import Sequence
+
+# Subcommand modules, in the order `segapp --help` lists them.
+SUBCOMMANDS = ("info", "download")
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+
+
+class CLIError(Exception):
+    """A problem the user can fix (bad argument, missing file); printed without a traceback."""
+
+    def __init__(self, message: str, exit_code: int = EXIT_USAGE) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from segapp import __version__
+
+    parser = argparse.ArgumentParser(
+        prog="segapp",
+        description="SAM 2-style promptable segmentation: images, video, batch, evaluation, web demo.",
+    )
+    parser.add_argument("--version", action="version", version=f"segapp {__version__}")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name in SUBCOMMANDS:
+        importlib.import_module(f"segapp.cli.{name}").register(subparsers)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(levelname)s %(name)s: %(message)s",
+    )
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return EXIT_USAGE
+    try:
+        return int(args.func(args))
+    except CLIError as err:
+        print(f"segapp {args.command}: error: {err}", file=sys.stderr)
+        return err.exit_code
+    except KeyboardInterrupt:
+        print(f"segapp {args.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
