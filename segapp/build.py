@@ -1,0 +1,121 @@
+"""Build models from Hydra configs: by name (`sam2.1_hiera_t`) or by path to a YAML file.
+
+Hydra's global state is never left initialised: each composition runs inside
+`initialize_config_dir`, which restores whatever state was there before (none, or a
+caller's own Hydra app).
+"""
+from __future__ import annotations
+
+import importlib.resources
+import logging
+from pathlib import Path
+from typing import Any, Sequence
+
+import torch
+
+logger = logging.getLogger(__name__)
+
+
+def config_dir() -> Path:
+    """The folder of segapp's bundled configs (the repository's `configs/`)."""
+    return Path(str(importlib.resources.files("segapp.configs")))
+
+
+def list_configs() -> list[str]:
+    """Names of the bundled model configs (`base/` holds shared parts, not models)."""
+    return sorted(p.stem for p in config_dir().glob("*.yaml"))
+
+
+def resolve_config(name_or_path: str | Path) -> Path:
+    """A config name or a path to a YAML file -> the YAML file to compose."""
+    candidate = Path(name_or_path)
+    if candidate.suffix in (".yaml", ".yml") and candidate.is_file():
+        return candidate.resolve()
+    name = str(name_or_path)
+    bundled = config_dir() / f"{name.removesuffix('.yaml')}.yaml"
+    if bundled.is_file():
+        return bundled
+    if candidate.suffix in (".yaml", ".yml"):
+        raise FileNotFoundError(f"config file not found: {candidate}")
+    raise ValueError(f"unknown config {name!r}; bundled configs: {', '.join(list_configs())}; "
+                     "or pass the path of a YAML file")
+
+
+def compose_config(name_or_path: str | Path, overrides: Sequence[str] = ()):
+    """Compose a config (with its defaults list) into a resolved OmegaConf object.
+
+    The bundled configs folder stays on the search path, so a user's YAML file can extend
+    `base/sam2.1` in its defaults list.
+    """
+    from hydra import compose, initialize_config_dir
+    from omegaconf import OmegaConf
+
+    path = resolve_config(name_or_path)
+    overrides = list(overrides)
+    if path.parent != config_dir():
+        overrides.append(f"+hydra.searchpath=[file://{config_dir()}]")
+    with initialize_config_dir(config_dir=str(path.parent), version_base="1.3"):
+        cfg = compose(config_name=path.stem, overrides=overrides)
+    cfg = OmegaConf.to_container(cfg, resolve=True)
+    cfg.pop("hydra", None)
+    logger.info("config %s from %s", name_or_path, path)
+    return OmegaConf.create(cfg)
+
+
+def default_device() -> torch.device:
+    """CUDA when present, else Apple MPS, else CPU."""
+    if torch.cuda.is_available():
+        return torch.device("cuda")
+    mps = getattr(torch.backends, "mps", None)
+    if mps is not None and mps.is_available():
+        return torch.device("mps")
+    return torch.device("cpu")
+
+
+def build_model(
+    name_or_path: str | Path,
+    checkpoint: str | Path | None = None,
+    device: str | torch.device | None = None,
+    *,
+    image_size: int | None = None,
+    overrides: Sequence[str] = (),
+    bf16: bool = False,
+):
+    """Build a SAM 2 model in eval mode.
+
+    Args:
+      name_or_path: a bundled config name (see `list_configs()`) or a YAML path.
+      checkpoint: an official `.pt` ({"model": state_dict}) or a segapp `.safetensors`,
+        loaded strictly; None leaves the weights random (a warning says so).
+      device: "cpu", "cuda", "mps", ...; default: the best available.
+      image_size: model input side in pixels (a multiple of 32; default from the config,
+        1024 for the official ones). Everything derived from it follows.
+      overrides: extra Hydra overrides, e.g. ["model.tracking.num_maskmem=5"].
+      bf16: run the predictors' computations in bfloat16 autocast (weights stay fp32).
+    """
+    from hydra.utils import instantiate
+
+    from segapp.checkpoint import load_checkpoint
+
+    overrides = list(overrides)
+    if image_size is not None:
+        if image_size <= 0 or image_size % 32:
+            raise ValueError(f"image_size must be a positive multiple of 32, got {image_size}")
+        overrides.append(f"image_size={int(image_size)}")
+    cfg = compose_config(name_or_path, overrides)
+    model = instantiate(cfg.model, _convert_="all")
+    if checkpoint is not None:
+        load_checkpoint(model, checkpoint)
+    else:
+        logger.warning("no checkpoint given: %s has random weights", name_or_path)
+    model.config_name = str(name_or_path)
+    model.compute_dtype = torch.bfloat16 if bf16 else torch.float32
+    model = model.to(torch.device(device) if device is not None else default_device())
+    return model.eval()
+
+
+def describe(cfg: Any) -> str:
+    """The composed config as YAML, for logs and `segapp info`."""
+    from omegaconf import OmegaConf
+
+    return OmegaConf.to_yaml(cfg)

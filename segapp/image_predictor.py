@@ -1,0 +1,313 @@
+"""ImagePredictor: the official SAM2ImagePredictor interface over segapp's model.
+
+Two layers: a NumPy/PIL convenience layer (`set_image`, `predict`, ...) that validates
+input and returns NumPy arrays, over a tensor core (`_predict`, `decode_low_res`) that
+works in model-input coordinates and can decode many prompts in one decoder call.
+"""
+from __future__ import annotations
+
+import contextlib
+import logging
+from typing import Sequence
+
+import numpy as np
+import torch
+
+from segapp.modeling.sam2 import ImageEmbedding, SAM2Model
+from segapp.postprocess import fill_holes_and_sprinkles
+from segapp.transforms import ImageTransforms, to_rgb_uint8
+
+logger = logging.getLogger(__name__)
+
+# Low-resolution logits are clamped to this range before they are returned, as the
+# official predictor does, so that feeding them back as mask input stays well-scaled.
+LOW_RES_LOGIT_CLAMP = 32.0
+VALID_LABELS = (-1, 0, 1, 2, 3)
+
+
+class ImagePredictor:
+    """Computes an image's embedding once, then predicts masks for prompts on it.
+
+    Args:
+      model: a SAM2Model (see `segapp.build_model`).
+      mask_threshold: logit threshold for binary masks.
+      max_hole_area, max_sprinkle_area: if > 0, fill holes / remove islands up to this
+        many pixels in the low-resolution masks before upsampling.
+    """
+
+    def __init__(self, model: SAM2Model, mask_threshold: float = 0.0, max_hole_area: float = 0.0,
+                 max_sprinkle_area: float = 0.0) -> None:
+        self.model = model
+        self.mask_threshold = mask_threshold
+        self.max_hole_area = max_hole_area
+        self.max_sprinkle_area = max_sprinkle_area
+        self._transforms = ImageTransforms(model.image_size)
+        self.reset_predictor()
+
+    # ------------------------------------------------------------------ state
+    @property
+    def device(self) -> torch.device:
+        return self.model.device
+
+    @property
+    def is_image_set(self) -> bool:
+        return self._embedding is not None
+
+    @property
+    def _is_image_set(self) -> bool:  # official attribute name
+        return self.is_image_set
+
+    @property
+    def _features(self) -> dict | None:
+        """Official layout of the cached features: {"image_embed", "high_res_feats"}."""
+        if self._embedding is None:
+            return None
+        return {"image_embed": self._embedding.image_embed, "high_res_feats": self._embedding.high_res_feats}
+
+    @property
+    def _orig_hw(self) -> list[tuple[int, int]] | None:
+        return self._image_hw
+
+    def reset_predictor(self) -> None:
+        """Forget the current image(s) and their embedding."""
+        self._embedding: ImageEmbedding | None = None
+        self._image_hw: list[tuple[int, int]] | None = None
+        self._is_batch = False
+
+    def _autocast(self):
+        dtype = getattr(self.model, "compute_dtype", torch.float32)
+        if dtype == torch.float32:
+            return contextlib.nullcontext()
+        return torch.autocast(device_type=self.device.type, dtype=dtype)
+
+    # ------------------------------------------------------------------ images
+    @torch.inference_mode()
+    def set_image(self, image) -> None:
+        """Embed one image: [H, W, 3] uint8 RGB array (gray, RGBA, 16-bit and float [0, 1]
+        arrays are converted) or a PIL image (EXIF orientation applied)."""
+        self._embed([to_rgb_uint8(image)], batch=False)
+
+    @torch.inference_mode()
+    def set_image_batch(self, image_list: Sequence) -> None:
+        """Embed several images at once, for `predict_batch`."""
+        if isinstance(image_list, np.ndarray) or not isinstance(image_list, (list, tuple)):
+            raise TypeError("set_image_batch expects a list of images")
+        if not image_list:
+            raise ValueError("set_image_batch got an empty list")
+        self._embed([to_rgb_uint8(im) for im in image_list], batch=True)
+
+    def _embed(self, images: list[np.ndarray], batch: bool) -> None:
+        self.reset_predictor()
+        inputs = self._transforms.to_input(images, self.device)
+        with self._autocast():
+            embedding = self.model.embed_images(inputs)
+        if embedding.image_embed.dtype != torch.float32:
+            embedding = ImageEmbedding(embedding.image_embed.float(), [f.float() for f in embedding.high_res_feats])
+        self._embedding = embedding
+        self._image_hw = [tuple(int(s) for s in im.shape[:2]) for im in images]
+        self._is_batch = batch
+
+    def get_image_embedding(self) -> torch.Tensor:
+        """[B, C, h, w] embedding of the current image(s) (C=256, h=w=image_size/16)."""
+        self._require_image()
+        return self._embedding.image_embed
+
+    def _require_image(self) -> None:
+        if self._embedding is None:
+            raise RuntimeError("An image must be set with .set_image(...) before mask prediction.")
+
+    # ------------------------------------------------------------------ prompts (NumPy layer)
+    def predict(
+        self,
+        point_coords: np.ndarray | None = None,
+        point_labels: np.ndarray | None = None,
+        box: np.ndarray | None = None,
+        mask_input: np.ndarray | None = None,
+        multimask_output: bool = True,
+        return_logits: bool = False,
+        normalize_coords: bool = True,
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Predict masks for prompts on the current image.
+
+        point_coords: [N, 2] (or [B, N, 2]) xy pixels of the image (or relative [0, 1] with
+        normalize_coords=False); point_labels: [N] (or [B, N]): 1 foreground, 0 background.
+        box: [4] (or [B, 4]) xyxy. mask_input: [1, 256, 256] (or [B, 1, 256, 256]) low-res
+        logits from a previous call.
+        Returns masks [C, H, W] (bool, or float logits with return_logits), iou_predictions
+        [C], low_res_masks [C, 256, 256]; with B prompts, each gains a leading B axis.
+        """
+        self._require_image()
+        return self._predict_one(point_coords, point_labels, box, mask_input, multimask_output,
+                                 return_logits, normalize_coords, img_idx=0 if not self._is_batch else -1)
+
+    def predict_batch(
+        self,
+        point_coords_batch: Sequence | None = None,
+        point_labels_batch: Sequence | None = None,
+        box_batch: Sequence | None = None,
+        mask_input_batch: Sequence | None = None,
+        multimask_output: bool = True,
+        return_logits: bool = False,
+        normalize_coords: bool = True,
+    ) -> tuple[list[np.ndarray], list[np.ndarray], list[np.ndarray]]:
+        """`predict` for each image of `set_image_batch`; each argument is a list with one
+        entry per image (or None). Returns lists of masks, ious and low-res logits."""
+        self._require_image()
+        if not self._is_batch:
+            raise RuntimeError("predict_batch needs images set with .set_image_batch(...)")
+        n = len(self._image_hw)
+        for name, value in (("point_coords_batch", point_coords_batch), ("point_labels_batch", point_labels_batch),
+                            ("box_batch", box_batch), ("mask_input_batch", mask_input_batch)):
+            if value is not None and len(value) != n:
+                raise ValueError(f"{name} has {len(value)} entries for {n} images")
+        outputs = ([], [], [])
+        for i in range(n):
+            pick = lambda seq: None if seq is None else seq[i]  # noqa: E731
+            result = self._predict_one(pick(point_coords_batch), pick(point_labels_batch), pick(box_batch),
+                                       pick(mask_input_batch), multimask_output, return_logits,
+                                       normalize_coords, img_idx=i)
+            for out, r in zip(outputs, result):
+                out.append(r)
+        return outputs
+
+    def _predict_one(self, point_coords, point_labels, box, mask_input, multimask_output, return_logits,
+                     normalize_coords, img_idx):
+        img_idx = 0 if img_idx < 0 else img_idx
+        coords, labels, boxes, masks_in = self._prep_prompts(point_coords, point_labels, box, mask_input,
+                                                             normalize_coords, img_idx)
+        masks, ious, low_res = self._predict(coords, labels, boxes, masks_in, multimask_output,
+                                             return_logits=return_logits, img_idx=img_idx)
+        squeeze = lambda t: t.squeeze(0).float().cpu().numpy() if t.shape[0] == 1 else t.float().cpu().numpy()  # noqa: E731
+        masks_np = masks.squeeze(0).cpu().numpy() if masks.shape[0] == 1 else masks.cpu().numpy()
+        return masks_np, squeeze(ious), squeeze(low_res)
+
+    def _prep_prompts(self, point_coords, point_labels, box, mask_logits, normalize_coords, img_idx=0):
+        """Validate NumPy prompts and move them to model-input tensors:
+        (coords [B, N, 2] | None, labels [B, N] | None, boxes [B, 4] model pixels | None,
+        mask_input [B, 1, 4h, 4w] | None)."""
+        h, w = self._image_hw[img_idx]
+        limit = np.array([1.0, 1.0]) if not normalize_coords else np.array([float(w), float(h)])
+        coords = labels = boxes = masks = None
+        if point_coords is not None:
+            if point_labels is None:
+                raise ValueError("point_labels must be supplied if point_coords is supplied.")
+            pc = np.asarray(point_coords, dtype=np.float64)
+            pl = np.asarray(point_labels)
+            if pc.ndim == 2:
+                pc = pc[None]
+            if pl.ndim == 1:
+                pl = pl[None]
+            if pc.ndim != 3 or pc.shape[-1] != 2:
+                raise ValueError(f"point_coords must have shape [N, 2] or [B, N, 2], got {np.shape(point_coords)}")
+            if pl.shape != pc.shape[:2]:
+                raise ValueError(f"point_labels shape {np.shape(point_labels)} does not match point_coords "
+                                 f"shape {np.shape(point_coords)} (one label per point)")
+            if pc.shape[1] == 0:
+                raise ValueError("point_coords is empty; pass None for no points")
+            _check_finite(pc, "point_coords")
+            _check_inside(pc.reshape(-1, 2), limit, "point_coords")
+            if not np.isin(pl, VALID_LABELS).all():
+                raise ValueError(f"point_labels must be 1 (foreground) or 0 (background); got {np.unique(pl).tolist()}")
+            coords = self._transforms.coords_to_input(
+                torch.as_tensor(pc, dtype=torch.float, device=self.device), (h, w), normalize_coords)
+            labels = torch.as_tensor(pl, dtype=torch.int, device=self.device)
+        elif point_labels is not None:
+            raise ValueError("point_labels given without point_coords")
+        if box is not None:
+            bx = np.asarray(box, dtype=np.float64)
+            if bx.ndim == 1:
+                bx = bx[None]
+            if bx.ndim != 2 or bx.shape[-1] != 4:
+                raise ValueError(f"box must have shape [4] or [B, 4] (x0, y0, x1, y1), got {np.shape(box)}")
+            _check_finite(bx, "box")
+            bad = np.nonzero((bx[:, 2] < bx[:, 0]) | (bx[:, 3] < bx[:, 1]))[0]
+            if len(bad):
+                raise ValueError(f"box {bx[bad[0]].tolist()} has x1 < x0 or y1 < y0; boxes are (x0, y0, x1, y1)")
+            _check_inside(bx.reshape(-1, 2), limit, "box")
+            boxes = self._transforms.boxes_to_input(
+                torch.as_tensor(bx, dtype=torch.float, device=self.device), (h, w), normalize_coords).reshape(-1, 4)
+        if mask_logits is not None:
+            m = np.asarray(mask_logits, dtype=np.float32)
+            expected = self.model.prompt_encoder.mask_input_size
+            if m.ndim == 3:
+                m = m[None]
+            if m.ndim != 4 or m.shape[1] != 1 or tuple(m.shape[2:]) != tuple(expected):
+                raise ValueError(f"mask_input must have shape [1, {expected[0]}, {expected[1]}] (low_res_masks of a "
+                                 f"previous prediction), got {np.shape(mask_logits)}")
+            _check_finite(m, "mask_input")
+            masks = torch.as_tensor(m, device=self.device)
+        if coords is not None and boxes is not None and coords.shape[0] != boxes.shape[0]:
+            if coords.shape[0] == 1:
+                coords, labels = coords.expand(boxes.shape[0], -1, -1), labels.expand(boxes.shape[0], -1)
+            else:
+                raise ValueError(f"{coords.shape[0]} point sets for {boxes.shape[0]} boxes")
+        return coords, labels, boxes, masks
+
+    # ------------------------------------------------------------------ tensor core
+    @torch.inference_mode()
+    def decode_low_res(
+        self,
+        point_coords: torch.Tensor | None,
+        point_labels: torch.Tensor | None,
+        boxes: torch.Tensor | None = None,
+        mask_input: torch.Tensor | None = None,
+        multimask_output: bool = True,
+        img_idx: int = 0,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Decode prompts in model-input pixels without upsampling.
+
+        point_coords [B, N, 2], point_labels [B, N], boxes [B, 4], mask_input [B, 1, 4h, 4w].
+        Returns (low-res logits [B, C, 4h, 4w] float32, iou predictions [B, C]).
+        """
+        self._require_image()
+        points = None
+        if boxes is not None:
+            corners = boxes.reshape(-1, 2, 2)
+            corner_labels = torch.tensor([[2, 3]], dtype=torch.int, device=corners.device).expand(corners.shape[0], 2)
+            if point_coords is not None:
+                points = (torch.cat([corners, point_coords], dim=1), torch.cat([corner_labels, point_labels], dim=1))
+            else:
+                points = (corners, corner_labels)
+        elif point_coords is not None:
+            points = (point_coords, point_labels)
+        with self._autocast():
+            out = self.model.decode(self._embedding.select(img_idx), points, mask_input, multimask_output)
+        return out.masks.float(), out.iou_pred.float()
+
+    @torch.inference_mode()
+    def _predict(
+        self,
+        point_coords: torch.Tensor | None,
+        point_labels: torch.Tensor | None,
+        boxes: torch.Tensor | None = None,
+        mask_input: torch.Tensor | None = None,
+        multimask_output: bool = True,
+        return_logits: bool = False,
+        img_idx: int = -1,
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Official tensor-level predict: prompts in model-input pixels (boxes [B, 4] or [B, 2, 2]).
+        Returns (masks [B, C, H, W] at image size, iou [B, C], low-res logits [B, C, 4h, 4w])."""
+        img_idx = 0 if img_idx < 0 else img_idx
+        low_res, iou = self.decode_low_res(point_coords, point_labels, boxes, mask_input, multimask_output, img_idx)
+        cleaned = fill_holes_and_sprinkles(low_res, self.mask_threshold, self.max_hole_area, self.max_sprinkle_area)
+        masks = self._transforms.masks_to_image(cleaned, self._image_hw[img_idx])
+        if not return_logits:
+            masks = masks > self.mask_threshold
+        return masks, iou, low_res.clamp(-LOW_RES_LOGIT_CLAMP, LOW_RES_LOGIT_CLAMP)
+
+
+def _check_finite(values: np.ndarray, name: str) -> None:
+    if not np.isfinite(values).all():
+        raise ValueError(f"{name} contains NaN or infinite values")
+
+
+def _check_inside(xy: np.ndarray, limit: np.ndarray, name: str) -> None:
+    """Points may lie anywhere on the image, edges included: 0 <= x <= W, 0 <= y <= H."""
+    outside = (xy < 0).any(axis=1) | (xy > limit).any(axis=1)
+    if outside.any():
+        first = xy[np.argmax(outside)].tolist()
+        raise ValueError(f"{name} has a point {first} outside the image (0..{limit[0]:g} x 0..{limit[1]:g})")
+
+
+# The official class name, so `from segapp import SAM2ImagePredictor` ports code unchanged.
+SAM2ImagePredictor = ImagePredictor

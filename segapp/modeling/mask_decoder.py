@@ -1,0 +1,196 @@
+"""Mask decoder: prompt tokens + image embedding -> mask logits, IoU and object scores."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from segapp.modeling.layers import MLP, LayerNorm2d, activation_layer
+
+# Object-score logit reported by decoders without an object-score head ("always present").
+ALWAYS_PRESENT_SCORE = 10.0
+
+
+@dataclass
+class DecoderOutput:
+    """masks: [B, M, 4h, 4w] logits; iou_pred: [B, M]; sam_tokens: [B, M or 1, C] output tokens
+    (for object pointers); object_score_logits: [B, 1]."""
+
+    masks: torch.Tensor
+    iou_pred: torch.Tensor
+    sam_tokens: torch.Tensor
+    object_score_logits: torch.Tensor
+
+
+def stability_score(logits: torch.Tensor, threshold: float, offset: float) -> torch.Tensor:
+    """IoU of the masks thresholded at `threshold + offset` and `threshold - offset`.
+
+    logits: [..., H, W] -> [...]; an empty outer mask scores 1.
+    """
+    flat = logits.flatten(-2)
+    inner = (flat > threshold + offset).sum(-1).float()
+    outer = (flat > threshold - offset).sum(-1).float()
+    return torch.where(outer > 0, inner / outer, torch.ones_like(outer))
+
+
+class MaskDecoder(nn.Module):
+    """SAM 2 mask decoder.
+
+    Output tokens (object score, IoU, 1 + num_multimask_outputs mask tokens) are prepended
+    to the prompt tokens and run through the two-way transformer with the image
+    embedding (plus the dense prompt). The image tokens are upscaled 4x with transposed
+    convolutions, adding the stride-8 and stride-4 skip features when
+    `use_high_res_features`; each mask token, through its own MLP, gives the weights of a
+    dot product with every upscaled pixel: one mask per token.
+
+    Token 0 is the single-mask output; tokens 1..3 are the multimask outputs. With
+    `dynamic_multimask_via_stability` (SAM 2's default at inference), a single-mask
+    request whose mask is unstable falls back to the best multimask output.
+    """
+
+    def __init__(
+        self,
+        transformer_dim: int,
+        transformer: nn.Module,
+        num_multimask_outputs: int = 3,
+        activation: str = "gelu",
+        iou_head_depth: int = 3,
+        iou_head_hidden_dim: int = 256,
+        use_high_res_features: bool = False,
+        iou_prediction_use_sigmoid: bool = False,
+        dynamic_multimask_via_stability: bool = False,
+        dynamic_multimask_stability_delta: float = 0.05,
+        dynamic_multimask_stability_thresh: float = 0.98,
+        pred_obj_scores: bool = False,
+        pred_obj_scores_mlp: bool = False,
+        use_multimask_token_for_obj_ptr: bool = False,
+    ) -> None:
+        super().__init__()
+        if getattr(transformer, "embedding_dim", transformer_dim) != transformer_dim:
+            raise ValueError(
+                f"the transformer's width {transformer.embedding_dim} differs from transformer_dim {transformer_dim}"
+            )
+        self.transformer_dim = transformer_dim
+        self.transformer = transformer
+        self.num_multimask_outputs = num_multimask_outputs
+        self.num_mask_tokens = num_multimask_outputs + 1
+        self.iou_token = nn.Embedding(1, transformer_dim)
+        self.mask_tokens = nn.Embedding(self.num_mask_tokens, transformer_dim)
+        self.pred_obj_scores = pred_obj_scores
+        if pred_obj_scores:
+            self.obj_score_token = nn.Embedding(1, transformer_dim)
+        self.use_multimask_token_for_obj_ptr = use_multimask_token_for_obj_ptr
+
+        d4, d8 = transformer_dim // 4, transformer_dim // 8
+        self.output_upscaling = nn.Sequential(
+            nn.ConvTranspose2d(transformer_dim, d4, kernel_size=2, stride=2),
+            LayerNorm2d(d4),
+            activation_layer(activation),
+            nn.ConvTranspose2d(d4, d8, kernel_size=2, stride=2),
+            activation_layer(activation),
+        )
+        self.use_high_res_features = use_high_res_features
+        if use_high_res_features:
+            # Applied to the backbone's stride-4 and stride-8 maps once per image (see SAM2Model).
+            self.conv_s0 = nn.Conv2d(transformer_dim, d8, kernel_size=1)
+            self.conv_s1 = nn.Conv2d(transformer_dim, d4, kernel_size=1)
+        self.output_hypernetworks_mlps = nn.ModuleList(
+            MLP(transformer_dim, transformer_dim, d8, 3) for _ in range(self.num_mask_tokens)
+        )
+        self.iou_prediction_head = MLP(transformer_dim, iou_head_hidden_dim, self.num_mask_tokens,
+                                       iou_head_depth, sigmoid_output=iou_prediction_use_sigmoid)
+        if pred_obj_scores:
+            self.pred_obj_score_head = (MLP(transformer_dim, transformer_dim, 1, 3) if pred_obj_scores_mlp
+                                        else nn.Linear(transformer_dim, 1))
+        self.dynamic_multimask_via_stability = dynamic_multimask_via_stability
+        self.dynamic_multimask_stability_delta = dynamic_multimask_stability_delta
+        self.dynamic_multimask_stability_thresh = dynamic_multimask_stability_thresh
+
+    def forward(
+        self,
+        image_embeddings: torch.Tensor,
+        image_pe: torch.Tensor,
+        sparse_prompt_embeddings: torch.Tensor,
+        dense_prompt_embeddings: torch.Tensor,
+        multimask_output: bool,
+        repeat_image: bool,
+        high_res_features: list[torch.Tensor] | None = None,
+    ) -> DecoderOutput:
+        """image_embeddings: [1 or B, C, h, w] (repeated to B prompts when `repeat_image`);
+        image_pe: [1, C, h, w]; sparse: [B, N, C]; dense: [B, C, h, w];
+        high_res_features: [stride-4 [., C/8, 4h, 4w], stride-8 [., C/4, 2h, 2w]]."""
+        masks, iou_pred, mask_tokens_out, object_score_logits = self.predict_masks(
+            image_embeddings, image_pe, sparse_prompt_embeddings, dense_prompt_embeddings,
+            repeat_image, high_res_features,
+        )
+        if multimask_output:
+            masks, iou_pred = masks[:, 1:], iou_pred[:, 1:]
+        elif self.dynamic_multimask_via_stability and not self.training:
+            masks, iou_pred = self.select_stable(masks, iou_pred)
+        else:
+            masks, iou_pred = masks[:, :1], iou_pred[:, :1]
+        if multimask_output and self.use_multimask_token_for_obj_ptr:
+            sam_tokens = mask_tokens_out[:, 1:]
+        else:
+            sam_tokens = mask_tokens_out[:, :1]
+        return DecoderOutput(masks, iou_pred, sam_tokens, object_score_logits)
+
+    def predict_masks(self, image_embeddings, image_pe, sparse, dense, repeat_image, high_res_features):
+        """All 1 + num_multimask_outputs masks: ([B, T, 4h, 4w], [B, T], [B, T, C], [B, 1])."""
+        heads = [self.iou_token.weight, self.mask_tokens.weight]
+        if self.pred_obj_scores:
+            heads.insert(0, self.obj_score_token.weight)
+        first = 1 if self.pred_obj_scores else 0  # index of the IoU token
+        tokens = torch.cat(heads, dim=0).unsqueeze(0).expand(sparse.shape[0], -1, -1)
+        tokens = torch.cat([tokens, sparse], dim=1)
+        batch = tokens.shape[0]
+
+        if repeat_image:
+            src = image_embeddings.repeat_interleave(batch, dim=0)
+        else:
+            if image_embeddings.shape[0] != batch:
+                raise ValueError(f"{image_embeddings.shape[0]} image embeddings for {batch} prompts")
+            src = image_embeddings
+        src = src + dense
+        pos = image_pe.expand(batch, -1, -1, -1)
+        b, c, h, w = src.shape
+
+        hs, src = self.transformer(src, pos, tokens)
+        iou_token_out = hs[:, first]
+        mask_tokens_out = hs[:, first + 1: first + 1 + self.num_mask_tokens]
+
+        src = src.transpose(1, 2).reshape(b, c, h, w)
+        if self.use_high_res_features:
+            if high_res_features is None:
+                raise ValueError("this decoder uses high-resolution features; none were given")
+            dc1, ln1, act1, dc2, act2 = self.output_upscaling
+            feat_s0, feat_s1 = high_res_features
+            up = act1(ln1(dc1(src) + feat_s1))
+            up = act2(dc2(up) + feat_s0)
+        else:
+            up = self.output_upscaling(src)
+
+        hyper_in = torch.stack(
+            [mlp(mask_tokens_out[:, i]) for i, mlp in enumerate(self.output_hypernetworks_mlps)], dim=1
+        )  # [B, T, C/8]
+        b, c, h, w = up.shape
+        masks = (hyper_in @ up.reshape(b, c, h * w)).reshape(b, -1, h, w)
+        iou_pred = self.iou_prediction_head(iou_token_out)
+        if self.pred_obj_scores:
+            object_score_logits = self.pred_obj_score_head(hs[:, 0])
+        else:
+            object_score_logits = iou_pred.new_full((iou_pred.shape[0], 1), ALWAYS_PRESENT_SCORE)
+        return masks, iou_pred, mask_tokens_out, object_score_logits
+
+    def select_stable(self, masks: torch.Tensor, iou_pred: torch.Tensor):
+        """Keep the single-mask output where it is stable, else the best-scoring multimask output."""
+        multi, multi_iou = masks[:, 1:], iou_pred[:, 1:]
+        best = multi_iou.argmax(dim=-1)
+        rows = torch.arange(masks.shape[0], device=masks.device)
+        best_masks, best_iou = multi[rows, best].unsqueeze(1), multi_iou[rows, best].unsqueeze(1)
+        single, single_iou = masks[:, :1], iou_pred[:, :1]
+        stable = stability_score(single, 0.0, self.dynamic_multimask_stability_delta) \
+            >= self.dynamic_multimask_stability_thresh  # [B, 1]
+        return (torch.where(stable[..., None, None], single, best_masks),
+                torch.where(stable, single_iou, best_iou))
