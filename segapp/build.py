@@ -47,19 +47,36 @@ def compose_config(name_or_path: str | Path, overrides: Sequence[str] = ()):
     The bundled configs folder stays on the search path, so a user's YAML file can extend
     `base/sam2.1` in its defaults list.
     """
-    from hydra import compose, initialize_config_dir
     from omegaconf import OmegaConf
 
     path = resolve_config(name_or_path)
     overrides = list(overrides)
     if path.parent != config_dir():
         overrides.append(f"+hydra.searchpath=[file://{config_dir()}]")
-    with initialize_config_dir(config_dir=str(path.parent), version_base="1.3"):
-        cfg = compose(config_name=path.stem, overrides=overrides)
+    cfg = _compose_isolated(path, overrides)
     cfg = OmegaConf.to_container(cfg, resolve=True)
     cfg.pop("hydra", None)
     logger.info("config %s from %s", name_or_path, path)
     return OmegaConf.create(cfg)
+
+
+def _compose_isolated(path: Path, overrides: list[str]):
+    """Compose `path` with a Hydra instance of our own, leaving any caller's Hydra untouched.
+
+    A caller may have initialised Hydra's global singleton (its own app, or a library at
+    import); it is set aside, and put back afterwards, exactly as it was.
+    """
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+    from hydra.initialize import get_gh_backup, restore_gh_from_backup
+
+    saved = get_gh_backup()
+    GlobalHydra.instance().clear()
+    try:
+        with initialize_config_dir(config_dir=str(path.parent), version_base="1.3"):
+            return compose(config_name=path.stem, overrides=overrides)
+    finally:
+        restore_gh_from_backup(saved)
 
 
 def default_device() -> torch.device:

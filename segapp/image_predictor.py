@@ -133,7 +133,7 @@ class ImagePredictor:
         normalize_coords=False); point_labels: [N] (or [B, N]): 1 foreground, 0 background.
         box: [4] (or [B, 4]) xyxy. mask_input: [1, 256, 256] (or [B, 1, 256, 256]) low-res
         logits from a previous call.
-        Returns masks [C, H, W] (bool, or float logits with return_logits), iou_predictions
+        Returns masks [C, H, W] (float32 0/1, or logits with return_logits), iou_predictions
         [C], low_res_masks [C, 256, 256]; with B prompts, each gains a leading B axis.
         """
         self._require_image()
@@ -177,9 +177,10 @@ class ImagePredictor:
                                                              normalize_coords, img_idx)
         masks, ious, low_res = self._predict(coords, labels, boxes, masks_in, multimask_output,
                                              return_logits=return_logits, img_idx=img_idx)
-        squeeze = lambda t: t.squeeze(0).float().cpu().numpy() if t.shape[0] == 1 else t.float().cpu().numpy()  # noqa: E731
-        masks_np = masks.squeeze(0).cpu().numpy() if masks.shape[0] == 1 else masks.cpu().numpy()
-        return masks_np, squeeze(ious), squeeze(low_res)
+        # As the official predictor: float32 arrays (binary masks hold 0.0 / 1.0), and the
+        # prompt-batch axis dropped when there is a single prompt.
+        to_np = lambda t: (t.squeeze(0) if t.shape[0] == 1 else t).float().cpu().numpy()  # noqa: E731
+        return to_np(masks), to_np(ious), to_np(low_res)
 
     def _prep_prompts(self, point_coords, point_labels, box, mask_logits, normalize_coords, img_idx=0):
         """Validate NumPy prompts and move them to model-input tensors:

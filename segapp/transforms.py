@@ -78,7 +78,7 @@ class ImageTransforms:
         mean = torch.tensor(PIXEL_MEAN, device=device).view(3, 1, 1)
         std = torch.tensor(PIXEL_STD, device=device).view(3, 1, 1)
         for image in images:
-            x = torch.from_numpy(image).to(device).permute(2, 0, 1).float().div(255)
+            x = torch.as_tensor(np.ascontiguousarray(image), device=device).permute(2, 0, 1).float().div(255)
             x = F.interpolate(x[None], size=(self.image_size, self.image_size), mode="bilinear",
                               align_corners=False, antialias=True)[0]
             out.append((x - mean) / std)
