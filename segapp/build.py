@@ -52,7 +52,7 @@ def compose_config(name_or_path: str | Path, overrides: Sequence[str] = ()):
     path = resolve_config(name_or_path)
     overrides = list(overrides)
     if path.parent != config_dir():
-        overrides.append(f"+hydra.searchpath=[file://{config_dir()}]")
+        overrides.append(f"hydra.searchpath=[file://{config_dir()}]")
     cfg = _compose_isolated(path, overrides)
     cfg = OmegaConf.to_container(cfg, resolve=True)
     cfg.pop("hydra", None)
@@ -119,8 +119,17 @@ def build_model(
         if image_size <= 0 or image_size % 32:
             raise ValueError(f"image_size must be a positive multiple of 32, got {image_size}")
         overrides.append(f"image_size={int(image_size)}")
+    from hydra.errors import InstantiationException
+
     cfg = compose_config(name_or_path, overrides)
-    model = instantiate(cfg.model, _convert_="all")
+    try:
+        model = instantiate(cfg.model, _convert_="all")
+    except InstantiationException as err:
+        # Hydra wraps the part's own error; the user needs that message, about their config.
+        cause = err.__cause__
+        if isinstance(cause, (ValueError, TypeError)):
+            raise ValueError(f"config {name_or_path}: {cause}") from err
+        raise
     if checkpoint is not None:
         load_checkpoint(model, checkpoint)
     else:
