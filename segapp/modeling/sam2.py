@@ -160,6 +160,9 @@ class SAM2Model(nn.Module):
             )
         if self.image_size % 32:
             raise ValueError(f"image_size must be a multiple of 32 (the trunk's total stride), got {self.image_size}")
+        kv_dim = getattr(self.memory_attention, "kv_in_dim", self.mem_dim)
+        if kv_dim != self.mem_dim:
+            raise ValueError(f"memory attention reads {kv_dim}-wide memories, the memory encoder writes {self.mem_dim}")
         attn_dim = getattr(self.memory_attention, "d_model", hidden)
         if attn_dim != hidden:
             raise ValueError(f"memory attention d_model {attn_dim} differs from the neck's d_model {hidden}")
