@@ -57,10 +57,22 @@ class PromptEncoder(nn.Module):
             nn.Conv2d(mask_in_chans, embed_dim, kernel_size=1),
         )
         self.no_mask_embed = nn.Embedding(1, embed_dim)
+        self._dense_pe: torch.Tensor | None = None
+        self._dense_pe_key: tuple | None = None
 
     def get_dense_pe(self) -> torch.Tensor:
-        """[1, C, h, w] encoding of the image embedding's grid (same frequencies as points)."""
-        return self.pe_layer.grid(*self.image_embedding_size).unsqueeze(0)
+        """[1, C, h, w] encoding of the image embedding's grid (same frequencies as points).
+
+        It depends only on the frequency matrix, so it is computed once and reused for every
+        click; the cache key notices a moved or reloaded matrix.
+        """
+        matrix = self.pe_layer.positional_encoding_gaussian_matrix
+        key = (matrix.device, matrix.data_ptr(), matrix._version)
+        if self._dense_pe_key != key or self.training:
+            with torch.no_grad():
+                self._dense_pe = self.pe_layer.grid(*self.image_embedding_size).unsqueeze(0)
+            self._dense_pe_key = key
+        return self._dense_pe
 
     def embed_points(self, points: torch.Tensor, labels: torch.Tensor, pad: bool) -> torch.Tensor:
         """points: [B, N, 2] xy in model-input pixels; labels: [B, N] int -> [B, N(+1), C]."""
