@@ -1,0 +1,179 @@
+"""`segapp segment`: segment folders of images and videos, resumably, locally or on Ray.
+
+    segapp segment photos/ clips/ --out seg_out                       # segment everything
+    segapp segment photos/ --out seg_out --prompts prompts.json       # prompted (docs/segment.md)
+    segapp segment val2017/ --out seg_out --prompts instances_val2017.json   # COCO boxes
+    segapp segment photos/ --out seg_out --engine ray                 # on Ray (RAY_ADDRESS)
+
+Exit codes: 0 every input succeeded (or was skipped for want of prompts), 1 some failed (see
+the manifest and the summary), 2 usage errors. Rerunning the same command resumes.
+"""
+from __future__ import annotations
+
+import argparse
+import hashlib
+import logging
+import sys
+from pathlib import Path
+
+from segapp.cli import EXIT_FAILED, EXIT_OK, EXIT_USAGE, CLIError
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_MODEL = "sam2.1_hiera_t"
+RANDOM_WEIGHTS_MODELS = ("test_tiny",)  # test configs that run without a checkpoint
+ENGINES = ("local", "ray")
+
+
+def register(subparsers) -> None:
+    from segapp.batch.outputs import FORMATS
+
+    p = subparsers.add_parser(
+        "segment", help="segment folders of images and videos (batch, resumable, local or Ray)",
+        description="Segment images and videos: everything (no prompts), or the objects of a "
+                    "prompts file (segapp JSON or COCO annotations). Outputs mirror the input tree "
+                    "under --out: instance-id PNGs, one COCO results JSON, optional overlays and a "
+                    "manifest. Rerunning the same command resumes. See docs/segment.md.")
+    p.add_argument("inputs", nargs="+", type=Path, metavar="INPUT",
+                   help="image or video files, or folders (searched recursively)")
+    p.add_argument("--out", required=True, type=Path, metavar="DIR", help="output folder")
+    p.add_argument("--prompts", type=Path, metavar="FILE",
+                   help="prompts JSON (schema in docs/segment.md) or a COCO annotation file (boxes)")
+    p.add_argument("--model", default=DEFAULT_MODEL, metavar="NAME",
+                   help=f"model config name or YAML path (default: {DEFAULT_MODEL})")
+    p.add_argument("--checkpoint", type=Path, metavar="PATH",
+                   help="model checkpoint (default: the downloaded official one for --model)")
+    p.add_argument("--device", help="cpu, cuda, ... (default: the best available)")
+    p.add_argument("--format", default="png,coco", metavar="LIST",
+                   help=f"comma-separated outputs among {','.join(FORMATS)} (default: png,coco)")
+    p.add_argument("--engine", choices=ENGINES, default="local",
+                   help="local: this machine; ray: a Ray cluster (pip install 'segapp[ray]')")
+    p.add_argument("--batch-size", type=int, default=4, metavar="N",
+                   help="images per encoder batch (default: 4)")
+    p.add_argument("--ray-actors", type=int, metavar="N",
+                   help="Ray engine: model actors (default: one per GPU, else one per 4 CPUs)")
+    p.add_argument("--no-resume", action="store_true",
+                   help="recompute every input, even those a previous run finished")
+    p.add_argument("--points-per-side", type=int, default=32, metavar="N",
+                   help="segment everything: grid points per side (default: 32)")
+    p.add_argument("--pred-iou-thresh", type=float, default=0.8, metavar="T",
+                   help="segment everything: keep masks with predicted IoU above T (default: 0.8)")
+    p.add_argument("--stability-score-thresh", type=float, default=0.95, metavar="T",
+                   help="segment everything: keep masks with stability at least T (default: 0.95)")
+    p.add_argument("--no-progress", action="store_true", help="do not show a progress bar")
+    p.set_defaults(func=run)
+
+
+def parse_formats(text: str) -> tuple[str, ...]:
+    from segapp.batch.outputs import FORMATS
+
+    wanted = [f.strip().lower() for f in text.split(",") if f.strip()]
+    bad = [f for f in wanted if f not in FORMATS]
+    if bad or not wanted:
+        raise CLIError(f"--format: unknown output(s) {', '.join(bad) or '(none)'}; choose from {','.join(FORMATS)}")
+    return tuple(f for f in FORMATS if f in wanted)  # canonical order
+
+
+def resolve_checkpoint(model: str, checkpoint: Path | None) -> Path | None:
+    """The checkpoint to load: the given one, a downloaded official one, or None for test configs."""
+    from segapp import registry
+
+    if checkpoint is not None:
+        if not checkpoint.is_file():
+            raise CLIError(f"checkpoint not found: {checkpoint}")
+        return checkpoint
+    if Path(model).stem in RANDOM_WEIGHTS_MODELS:
+        return None
+    try:
+        found = registry.find_local(model)
+        hint = registry.get(model).config
+    except registry.UnknownCheckpointError:
+        found, hint = None, registry.DEFAULT_CHECKPOINT
+    if found is None:
+        dirs = ", ".join(str(d) for d in registry.default_search_dirs())
+        raise CLIError(f"no checkpoint for {model} (searched {dirs}); get one with "
+                       f"`segapp download {hint}`, or pass --checkpoint PATH")
+    return found
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(1 << 20):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def run(args: argparse.Namespace) -> int:
+    from segapp import __version__
+    from segapp.batch import inputs as inputs_mod
+    from segapp.batch import prompts as prompts_mod
+    from segapp.batch.outputs import MANIFEST, RunState
+    from segapp.batch.pipeline import ModelSpec, Options
+
+    formats = parse_formats(args.format)
+    if args.batch_size < 1:
+        raise CLIError(f"--batch-size must be at least 1, got {args.batch_size}")
+    if args.points_per_side < 1:
+        raise CLIError(f"--points-per-side must be at least 1, got {args.points_per_side}")
+    if args.ray_actors is not None and (args.ray_actors < 1 or args.engine != "ray"):
+        raise CLIError("--ray-actors needs --engine ray and a value of at least 1")
+    if args.out.exists() and not args.out.is_dir():
+        raise CLIError(f"--out {args.out} exists and is not a folder")
+    prompts = None
+    if args.prompts is not None:
+        try:
+            prompts = prompts_mod.load(args.prompts)
+        except prompts_mod.PromptsError as err:
+            raise CLIError(str(err)) from err
+    checkpoint = resolve_checkpoint(args.model, args.checkpoint)
+    exclude = [args.out] + ([args.prompts] if args.prompts else [])
+    try:
+        items = inputs_mod.discover(args.inputs, exclude=exclude)
+    except FileNotFoundError as err:
+        raise CLIError(str(err)) from err
+    if not items:
+        raise CLIError(f"no input files found in {', '.join(str(p) for p in args.inputs)}")
+    if prompts is not None:
+        for key in prompts.unmatched([i.rel for i in items])[:10]:
+            logger.warning("prompts for %r match no input", key)
+
+    spec = ModelSpec(str(args.model), str(checkpoint) if checkpoint else None, args.device)
+    options = Options(formats=formats, batch_size=args.batch_size, points_per_side=args.points_per_side,
+                      pred_iou_thresh=args.pred_iou_thresh, stability_score_thresh=args.stability_score_thresh,
+                      resume=not args.no_resume, progress=not args.no_progress and sys.stderr.isatty())
+    signature = {
+        "segapp": __version__, "model": spec.name,
+        "checkpoint": None if checkpoint is None else {"name": checkpoint.name, "size": checkpoint.stat().st_size},
+        "prompts": None if args.prompts is None else _sha256(args.prompts),
+        "formats": list(formats), "batch_size": args.batch_size, "points_per_side": args.points_per_side,
+        "pred_iou_thresh": args.pred_iou_thresh, "stability_score_thresh": args.stability_score_thresh,
+        "inputs": [i.rel for i in items],
+    }
+    RunState(args.out).start(signature, resume=options.resume)
+
+    if args.engine == "ray":
+        from segapp.batch.ray_engine import RayMissing, run_ray
+
+        try:
+            summary = run_ray(items, spec, options, prompts, args.out, actors=args.ray_actors)
+        except RayMissing as err:
+            raise CLIError(str(err)) from err
+    else:
+        from segapp.batch.pipeline import run_local
+
+        summary = run_local(items, spec, options, prompts, args.out)
+
+    ok, skipped, failed = summary.count("ok"), summary.count("skipped"), summary.count("failed")
+    rate = (len(items) - summary.already_done) / summary.seconds if summary.seconds > 0 else 0.0
+    print(f"segment: {len(items)} inputs: {ok} ok, {skipped} skipped, {failed} failed"
+          f" ({summary.already_done} already done by an earlier run); {summary.seconds:.1f} s, "
+          f"{rate:.2f} inputs/s")
+    for record in summary.records:
+        if record["status"] == "failed":
+            print(f"  failed  {record['input']}: {record['error']}")
+    print(f"outputs in {args.out} (manifest: {args.out / MANIFEST})")
+    return EXIT_FAILED if failed else EXIT_OK
+
+
+__all__ = ["register", "run", "EXIT_USAGE"]
