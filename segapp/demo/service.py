@@ -1,0 +1,739 @@
+"""The web demo's service layer: sessions, objects, undo/redo and exports, with no Gradio.
+
+One `DemoService` owns the model (shared by every user, behind one lock, so concurrent
+requests cannot interleave inside it) and a table of `ImageSession`s keyed by an opaque id:
+a user only ever reaches the session whose id their browser holds. Each session keeps its
+own image embedding (computed once per image), so a click costs only the mask decoder.
+
+Memory is bounded: a session's undo history is capped by count and bytes, at most
+`Limits.max_sessions` sessions live at once (the least recently used go first), and
+sessions idle for `Limits.idle_seconds` are evicted.
+
+    service = DemoService(segapp.build_model("test_tiny"))
+    sid = service.create_session()
+    service.set_image(sid, image)                 # the encoder runs once here
+    service.click(sid, 40, 30, "positive")        # decoder only
+    service.export(sid, "out/")                   # instance PNG, COCO RLE JSON, overlay
+"""
+from __future__ import annotations
+
+import collections
+import dataclasses
+import hashlib
+import io
+import json
+import logging
+import secrets
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+from segapp.demo import exports
+
+logger = logging.getLogger(__name__)
+
+CLICK_MODES = ("positive", "negative", "box")
+# Embeddings kept for the stateless API endpoints (keyed by image content).
+API_EMBEDDING_CACHE = 4
+
+
+class DemoError(ValueError):
+    """A problem the user can fix (bad file, bad prompt, no image yet); the message says how."""
+
+
+class SessionNotFound(DemoError):
+    """The session id is unknown or was evicted."""
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Resource limits of the demo (the UI shows them).
+
+    max_upload_bytes: largest accepted image or video file.
+    max_image_side: longest accepted image side, in pixels.
+    max_sessions: live sessions at once; the least recently used is evicted beyond this.
+    idle_seconds: a session unused this long is evicted.
+    max_history: undo steps kept per session.
+    max_session_bytes: a session's masks and embedding; the oldest undo steps are dropped
+      to stay under it.
+    max_points_per_side: the densest "segment everything" grid.
+    """
+
+    max_upload_bytes: int = 20 * 1024 * 1024
+    max_image_side: int = 4096
+    max_sessions: int = 32
+    idle_seconds: float = 30 * 60
+    max_history: int = 30
+    max_session_bytes: int = 256 * 1024 * 1024
+    max_points_per_side: int = 64
+
+
+@dataclass(frozen=True)
+class ObjectState:
+    """One segmented object: its prompts and the mask candidates they gave (immutable, so
+    undo snapshots share arrays instead of copying them).
+
+    candidates: [C, H, W] bool, or None before the first prompt. scores: C predicted IoUs.
+    """
+
+    obj_id: int
+    name: str
+    color: tuple[int, int, int]
+    points: tuple[tuple[float, float], ...] = ()
+    labels: tuple[int, ...] = ()
+    box: tuple[float, float, float, float] | None = None
+    candidates: np.ndarray | None = field(default=None, repr=False, compare=False)
+    scores: tuple[float, ...] = ()
+    chosen: int = 0
+
+    @property
+    def mask(self) -> np.ndarray | None:
+        """[H, W] bool of the chosen candidate, or None."""
+        return None if self.candidates is None else self.candidates[self.chosen]
+
+    @property
+    def has_prompts(self) -> bool:
+        return bool(self.points) or self.box is not None
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """Everything undo restores."""
+
+    objects: tuple[ObjectState, ...]
+    selected: int | None
+    next_id: int
+
+
+@dataclass
+class Timing:
+    """Latency of the last step, in milliseconds; `cached` when the embedding was reused."""
+
+    step: str
+    ms: float
+    cached: bool = False
+
+    def __str__(self) -> str:
+        return f"{self.step}: {self.ms:.0f} ms" + (" (embedding cached)" if self.cached else "")
+
+
+@dataclass
+class ImageSession:
+    """One user's image tab state. Reached only through DemoService (which holds the locks)."""
+
+    session_id: str
+    last_used: float
+    image: np.ndarray | None = None
+    image_name: str = "image.png"
+    image_key: str | None = None
+    predictor: Any = None
+    state: Snapshot = Snapshot((), None, 1)
+    undo_stack: collections.deque = field(default_factory=collections.deque)
+    redo_stack: list = field(default_factory=list)
+    pending_corner: tuple[float, float] | None = None
+    timings: list[Timing] = field(default_factory=list)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    # ------------------------------------------------------------------ views
+    @property
+    def objects(self) -> tuple[ObjectState, ...]:
+        return self.state.objects
+
+    @property
+    def selected(self) -> ObjectState | None:
+        return next((o for o in self.state.objects if o.obj_id == self.state.selected), None)
+
+    def get_object(self, obj_id: int) -> ObjectState:
+        for obj in self.state.objects:
+            if obj.obj_id == obj_id:
+                return obj
+        raise DemoError(f"no object with id {obj_id} (objects: {[o.obj_id for o in self.state.objects]})")
+
+    def nbytes(self) -> int:
+        """Bytes held by the image, its embedding and every mask reachable from the history."""
+        seen: dict[int, int] = {}
+        for snap in (self.state, *self.undo_stack, *self.redo_stack):
+            for obj in snap.objects:
+                if obj.candidates is not None:
+                    seen[id(obj.candidates)] = obj.candidates.nbytes
+        total = sum(seen.values()) + (0 if self.image is None else self.image.nbytes)
+        if self.predictor is not None and self.predictor.is_image_set:
+            emb = self.predictor._embedding
+            total += emb.image_embed.nbytes + sum(f.nbytes for f in emb.high_res_feats)
+        return total
+
+
+class DemoService:
+    """Sessions over one shared model.
+
+    model: a SAM2Model (`segapp.build_model`). limits: see Limits.
+    amg_options: extra AutomaticMaskGenerator arguments for "segment everything" (e.g.
+      {"pred_iou_thresh": 0.0} for random-weight test models, whose scores are low).
+    clock: seconds, for tests of eviction (default time.monotonic).
+    """
+
+    def __init__(self, model, limits: Limits | None = None, amg_options: dict | None = None,
+                 clock=time.monotonic) -> None:
+        self.model = model
+        self.limits = limits or Limits()
+        self.amg_options = dict(amg_options or {})
+        self._clock = clock
+        self._model_lock = threading.Lock()
+        self._table_lock = threading.Lock()
+        self._sessions: collections.OrderedDict[str, ImageSession] = collections.OrderedDict()
+        self._api_predictors: collections.OrderedDict[str, Any] = collections.OrderedDict()
+
+    # ------------------------------------------------------------------ sessions
+    def create_session(self) -> str:
+        """A new empty session; returns its id (unguessable)."""
+        sid = secrets.token_urlsafe(16)
+        with self._table_lock:
+            self._sessions[sid] = ImageSession(session_id=sid, last_used=self._clock())
+            self._evict_locked()
+        return sid
+
+    def ensure_session(self, sid: str | None) -> str:
+        """`sid` if it is live, else a new session's id (an evicted session starts afresh)."""
+        with self._table_lock:
+            if sid is not None and sid in self._sessions:
+                return sid
+        return self.create_session()
+
+    def has_session(self, sid: str | None) -> bool:
+        with self._table_lock:
+            return sid in self._sessions
+
+    def session_ids(self) -> list[str]:
+        with self._table_lock:
+            return list(self._sessions)
+
+    def close_session(self, sid: str) -> None:
+        with self._table_lock:
+            self._sessions.pop(sid, None)
+
+    def evict_idle(self) -> list[str]:
+        """Drop sessions idle longer than the limit; returns their ids."""
+        with self._table_lock:
+            return self._evict_locked()
+
+    def _evict_locked(self) -> list[str]:
+        now = self._clock()
+        gone = [sid for sid, s in self._sessions.items() if now - s.last_used > self.limits.idle_seconds]
+        while len(self._sessions) - len(gone) > self.limits.max_sessions:
+            oldest = next(sid for sid in self._sessions if sid not in gone)
+            gone.append(oldest)
+        for sid in gone:
+            del self._sessions[sid]
+        if gone:
+            logger.info("evicted %d session(s)", len(gone))
+        return gone
+
+    def _session(self, sid: str) -> ImageSession:
+        with self._table_lock:
+            self._evict_locked()
+            session = self._sessions.get(sid)
+            if session is None:
+                raise SessionNotFound("this session has expired (idle too long or too many users): "
+                                      "upload the image again")
+            session.last_used = self._clock()
+            self._sessions.move_to_end(sid)
+            return session
+
+    def _locked(self, sid: str):
+        """Context manager: the session, locked against concurrent requests of the same user."""
+        session = self._session(sid)
+        return _SessionGuard(session)
+
+    def get_session(self, sid: str) -> ImageSession:
+        """The session (for reading; mutate only through the service's methods)."""
+        return self._session(sid)
+
+    # ------------------------------------------------------------------ images
+    def load_image(self, source) -> np.ndarray:
+        """Validate and decode an upload: a path, bytes, a PIL image or an array -> [H, W, 3] uint8.
+
+        Raises DemoError for files that are too large, not images, or too big in pixels."""
+        from PIL import Image, UnidentifiedImageError
+
+        from segapp.transforms import to_rgb_uint8
+
+        if source is None:
+            raise DemoError("no image given: upload an image (PNG, JPEG, WebP, ...) first")
+        if isinstance(source, (str, Path)):
+            path = Path(source)
+            if not path.is_file():
+                raise DemoError(f"image file not found: {path.name}")
+            size = path.stat().st_size
+            self._check_upload_size(size, path.name)
+            try:
+                with Image.open(path) as im:
+                    self._check_pixels(im.size)
+                    im.load()
+                    return to_rgb_uint8(im)
+            except (UnidentifiedImageError, OSError, SyntaxError) as err:
+                raise DemoError(f"{path.name} is not an image we can read (PNG, JPEG, WebP, BMP, TIFF): {err}") from err
+        if isinstance(source, (bytes, bytearray)):
+            self._check_upload_size(len(source), "upload")
+            try:
+                with Image.open(io.BytesIO(source)) as im:
+                    self._check_pixels(im.size)
+                    im.load()
+                    return to_rgb_uint8(im)
+            except (UnidentifiedImageError, OSError, SyntaxError) as err:
+                raise DemoError(f"the upload is not an image we can read: {err}") from err
+        if isinstance(source, Image.Image):
+            self._check_pixels(source.size)
+            return to_rgb_uint8(source)
+        if isinstance(source, np.ndarray):
+            if source.ndim not in (2, 3):
+                raise DemoError(f"an image array must be [H, W] or [H, W, C], got shape {source.shape}")
+            self._check_pixels((source.shape[1], source.shape[0]))
+            try:
+                return to_rgb_uint8(source)
+            except (TypeError, ValueError) as err:
+                raise DemoError(f"cannot use this array as an image: {err}") from err
+        raise DemoError(f"unsupported image input of type {type(source).__name__}")
+
+    def _check_upload_size(self, size: int, name: str) -> None:
+        if size > self.limits.max_upload_bytes:
+            raise DemoError(f"{name} is {size / 2**20:.1f} MB; the limit is "
+                            f"{self.limits.max_upload_bytes / 2**20:.0f} MB")
+        if size == 0:
+            raise DemoError(f"{name} is empty")
+
+    def _check_pixels(self, wh: tuple[int, int]) -> None:
+        w, h = wh
+        if max(w, h) > self.limits.max_image_side:
+            raise DemoError(f"the image is {w}x{h} pixels; the limit is {self.limits.max_image_side} "
+                            "pixels on the longest side: downscale it first")
+        if min(w, h) < 1:
+            raise DemoError(f"the image is empty ({w}x{h})")
+
+    def _new_predictor(self):
+        from segapp.image_predictor import ImagePredictor
+
+        return ImagePredictor(self.model)
+
+    def set_image(self, sid: str, image, name: str | None = None) -> Timing:
+        """Give the session a new image (any form `load_image` takes); computes its embedding
+        unless the session already holds the same image. Clears objects and history."""
+        array = self.load_image(image)
+        key = _image_key(array)
+        with self._locked(sid) as session:
+            cached = session.image_key == key and session.predictor is not None and session.predictor.is_image_set
+            start = time.perf_counter()
+            if not cached:
+                predictor = session.predictor or self._new_predictor()
+                with self._model_lock:
+                    predictor.set_image(array)
+                session.predictor = predictor
+            timing = Timing("image embedding", (time.perf_counter() - start) * 1e3, cached)
+            session.image, session.image_key = array, key
+            if name:
+                session.image_name = Path(str(name)).name
+            session.state = Snapshot((), None, 1)
+            session.undo_stack.clear()
+            session.redo_stack.clear()
+            session.pending_corner = None
+            session.timings = [timing]
+            return timing
+
+    # ------------------------------------------------------------------ prompts
+    def _decode(self, predictor, obj: ObjectState) -> ObjectState:
+        """Run the decoder for the object's prompts; choose the best-scoring candidate."""
+        if not obj.has_prompts:
+            return dataclasses.replace(obj, candidates=None, scores=(), chosen=0)
+        masks, scores = _predict(predictor, self._model_lock, obj.points, obj.labels, obj.box)
+        return dataclasses.replace(obj, candidates=masks, scores=tuple(float(s) for s in scores),
+                                   chosen=int(np.argmax(scores)))
+
+    def _require_image(self, session: ImageSession) -> None:
+        if session.image is None or session.predictor is None:
+            raise DemoError("upload an image (or pick an example) first")
+
+    def _commit(self, session: ImageSession, new: Snapshot) -> None:
+        """Make `new` the current state, pushing the old one for undo."""
+        session.undo_stack.append(session.state)
+        while len(session.undo_stack) > self.limits.max_history:
+            session.undo_stack.popleft()
+        session.redo_stack.clear()
+        session.state = new
+        while session.undo_stack and session.nbytes() > self.limits.max_session_bytes:
+            session.undo_stack.popleft()
+
+    def _new_object_state(self, session: ImageSession, name: str | None = None) -> ObjectState:
+        obj_id = session.state.next_id
+        return ObjectState(obj_id=obj_id, name=name or f"object {obj_id}", color=exports.color_for(obj_id - 1))
+
+    def _replace_object(self, session: ImageSession, obj: ObjectState, *, is_new: bool) -> Snapshot:
+        objects = list(session.objects)
+        if is_new:
+            objects.append(obj)
+        else:
+            objects = [obj if o.obj_id == obj.obj_id else o for o in objects]
+        next_id = max(session.state.next_id, obj.obj_id + 1)
+        return Snapshot(tuple(objects), obj.obj_id, next_id)
+
+    def add_point(self, sid: str, x: float, y: float, positive: bool = True) -> Timing:
+        """Add a click to the selected object (a new object if none is selected)."""
+        with self._locked(sid) as session:
+            self._require_image(session)
+            x, y = self._check_xy(session, x, y)
+            obj, is_new = self._target(session)
+            obj = dataclasses.replace(obj, points=obj.points + ((x, y),), labels=obj.labels + (1 if positive else 0,))
+            return self._apply(session, obj, is_new, "decoder (click)")
+
+    def set_box(self, sid: str, box: Sequence[float]) -> Timing:
+        """Set the selected object's box (xyxy, pixels; corners in any order)."""
+        with self._locked(sid) as session:
+            self._require_image(session)
+            x0, y0 = self._check_xy(session, box[0], box[1])
+            x1, y1 = self._check_xy(session, box[2], box[3])
+            obj, is_new = self._target(session)
+            obj = dataclasses.replace(obj, box=(min(x0, x1), min(y0, y1), max(x0, x1), max(y0, y1)))
+            session.pending_corner = None
+            return self._apply(session, obj, is_new, "decoder (box)")
+
+    def click(self, sid: str, x: float, y: float, mode: str) -> Timing | None:
+        """A click on the image in a UI mode: "positive", "negative", or "box" (the first
+        click of a box marks a corner and returns None; the second completes the box)."""
+        if mode not in CLICK_MODES:
+            raise DemoError(f"unknown click mode {mode!r}; use one of {', '.join(CLICK_MODES)}")
+        if mode != "box":
+            with self._locked(sid) as session:
+                session.pending_corner = None
+            return self.add_point(sid, x, y, positive=(mode == "positive"))
+        with self._locked(sid) as session:
+            self._require_image(session)
+            corner = self._check_xy(session, x, y)
+            if session.pending_corner is None:
+                session.pending_corner = corner
+                return None
+            first = session.pending_corner
+        return self.set_box(sid, (*first, *corner))
+
+    def _target(self, session: ImageSession) -> tuple[ObjectState, bool]:
+        selected = session.selected
+        if selected is not None:
+            return selected, False
+        return self._new_object_state(session), True
+
+    def _apply(self, session: ImageSession, obj: ObjectState, is_new: bool, step: str) -> Timing:
+        start = time.perf_counter()
+        obj = self._decode(session.predictor, obj)
+        timing = Timing(step, (time.perf_counter() - start) * 1e3, cached=True)
+        self._commit(session, self._replace_object(session, obj, is_new=is_new))
+        session.timings = [timing]
+        return timing
+
+    def _check_xy(self, session: ImageSession, x, y) -> tuple[float, float]:
+        h, w = session.image.shape[:2]
+        try:
+            x, y = float(x), float(y)
+        except (TypeError, ValueError) as err:
+            raise DemoError(f"coordinates must be numbers, got {x!r}, {y!r}") from err
+        if not (0 <= x <= w and 0 <= y <= h):
+            raise DemoError(f"({x:g}, {y:g}) is outside the {w}x{h} image")
+        return x, y
+
+    # ------------------------------------------------------------------ objects
+    def new_object(self, sid: str, name: str | None = None) -> int:
+        """Add an empty object and select it: the next clicks go to it. Returns its id."""
+        with self._locked(sid) as session:
+            self._require_image(session)
+            obj = self._new_object_state(session, name)
+            self._commit(session, self._replace_object(session, obj, is_new=True))
+            return obj.obj_id
+
+    def select_object(self, sid: str, obj_id: int | None) -> None:
+        """Select the object that the next clicks refine (None: the next click starts a new one)."""
+        with self._locked(sid) as session:
+            if obj_id is not None:
+                session.get_object(obj_id)
+            session.state = dataclasses.replace(session.state, selected=obj_id)
+            session.pending_corner = None
+
+    def rename_object(self, sid: str, obj_id: int, name: str) -> None:
+        name = (name or "").strip()
+        if not name:
+            raise DemoError("a name cannot be empty")
+        if len(name) > 100:
+            raise DemoError("names are limited to 100 characters")
+        with self._locked(sid) as session:
+            obj = dataclasses.replace(session.get_object(obj_id), name=name)
+            snap = self._replace_object(session, obj, is_new=False)
+            self._commit(session, dataclasses.replace(snap, selected=session.state.selected))
+
+    def delete_object(self, sid: str, obj_id: int) -> None:
+        with self._locked(sid) as session:
+            session.get_object(obj_id)
+            objects = tuple(o for o in session.objects if o.obj_id != obj_id)
+            selected = session.state.selected if session.state.selected != obj_id else None
+            self._commit(session, Snapshot(objects, selected, session.state.next_id))
+
+    def choose_candidate(self, sid: str, index: int, obj_id: int | None = None) -> None:
+        """Use the index-th multimask candidate as the object's mask (default: selected object)."""
+        with self._locked(sid) as session:
+            obj = session.get_object(obj_id) if obj_id is not None else session.selected
+            if obj is None or obj.candidates is None:
+                raise DemoError("select an object with a mask first")
+            if not 0 <= index < len(obj.candidates):
+                raise DemoError(f"candidate {index} does not exist (there are {len(obj.candidates)})")
+            obj = dataclasses.replace(obj, chosen=int(index))
+            self._commit(session, self._replace_object(session, obj, is_new=False))
+
+    # ------------------------------------------------------------------ history
+    def undo(self, sid: str) -> bool:
+        """Go back one step; False when there is nothing to undo."""
+        with self._locked(sid) as session:
+            session.pending_corner = None
+            if not session.undo_stack:
+                return False
+            session.redo_stack.append(session.state)
+            session.state = session.undo_stack.pop()
+            return True
+
+    def redo(self, sid: str) -> bool:
+        """Redo the last undone step; False when there is nothing to redo."""
+        with self._locked(sid) as session:
+            if not session.redo_stack:
+                return False
+            session.undo_stack.append(session.state)
+            session.state = session.redo_stack.pop()
+            return True
+
+    def clear(self, sid: str) -> None:
+        """Remove every object (undoable)."""
+        with self._locked(sid) as session:
+            session.pending_corner = None
+            if session.objects:
+                self._commit(session, Snapshot((), None, session.state.next_id))
+
+    # ------------------------------------------------------------------ segment everything
+    def segment_everything(self, sid: str, points_per_side: int = 16) -> Timing:
+        """Replace the objects with the automatic mask generator's masks (undoable)."""
+        with self._locked(sid) as session:
+            self._require_image(session)
+            start = time.perf_counter()
+            records = self._generate(session.image, points_per_side)
+            objects = []
+            for k, rec in enumerate(records):
+                obj_id = session.state.next_id + k
+                objects.append(ObjectState(obj_id=obj_id, name=f"auto {k + 1}", color=exports.color_for(obj_id - 1),
+                                           candidates=rec["segmentation"][None], scores=(rec["predicted_iou"],)))
+            next_id = session.state.next_id + len(objects)
+            self._commit(session, Snapshot(tuple(objects), None, next_id))
+            timing = Timing(f"segment everything ({len(objects)} masks)", (time.perf_counter() - start) * 1e3)
+            session.timings = [timing]
+            return timing
+
+    def _generate(self, image: np.ndarray, points_per_side: int) -> list[dict]:
+        """AMG records sorted by area, largest first (so small masks are drawn on top)."""
+        from segapp.automatic_mask_generator import AutomaticMaskGenerator
+
+        try:
+            pps = int(points_per_side)
+        except (TypeError, ValueError) as err:
+            raise DemoError(f"points per side must be an integer, got {points_per_side!r}") from err
+        if not 1 <= pps <= self.limits.max_points_per_side:
+            raise DemoError(f"points per side must be between 1 and {self.limits.max_points_per_side}, got {pps}")
+        generator = AutomaticMaskGenerator(self.model, points_per_side=pps, output_mode="binary_mask",
+                                           **self.amg_options)
+        with self._model_lock:
+            records = generator.generate(image)
+        return sorted(records, key=lambda r: -r["area"])
+
+    # ------------------------------------------------------------------ views and exports
+    def render(self, sid: str) -> np.ndarray | None:
+        """The session's image with every object's mask in its colour and the selected
+        object's prompts marked; None before an image is set."""
+        with self._locked(sid) as session:
+            if session.image is None:
+                return None
+            objs = [o for o in session.objects if o.mask is not None]
+            sel = session.selected
+            highlight = next((k for k, o in enumerate(objs) if sel is not None and o.obj_id == sel.obj_id), None)
+            return exports.overlay(
+                session.image, [o.mask for o in objs], [o.color for o in objs], highlight=highlight,
+                points=sel.points if sel else (), labels=sel.labels if sel else (),
+                box=sel.box if sel else None, pending_corner=session.pending_corner)
+
+    def _masked_objects(self, session: ImageSession) -> list[ObjectState]:
+        self._require_image(session)
+        return [o for o in session.objects if o.mask is not None]
+
+    def instance_png(self, sid: str) -> bytes:
+        """PNG of the instance-id map: pixel value = object id, 0 = background."""
+        with self._locked(sid) as session:
+            objs = self._masked_objects(session)
+            id_map = exports.instance_id_map([o.mask for o in objs], session.image.shape[:2], [o.obj_id for o in objs])
+            return exports.id_map_to_png(id_map)
+
+    def coco_json(self, sid: str) -> str:
+        """COCO RLE JSON of the session's objects (one annotation per object with a mask)."""
+        with self._locked(sid) as session:
+            objs = self._masked_objects(session)
+            return exports.coco_json_for_image(
+                [o.mask for o in objs], session.image.shape[:2], file_name=session.image_name,
+                names=[o.name for o in objs], scores=[o.scores[o.chosen] for o in objs],
+                ids=[o.obj_id for o in objs])
+
+    def overlay_png(self, sid: str) -> bytes:
+        with self._locked(sid) as session:
+            objs = self._masked_objects(session)
+            image = exports.overlay(session.image, [o.mask for o in objs], [o.color for o in objs])
+        buf = io.BytesIO()
+        from PIL import Image
+
+        Image.fromarray(image).save(buf, format="PNG")
+        return buf.getvalue()
+
+    def export(self, sid: str, out_dir: str | Path) -> dict[str, Path]:
+        """Write the three downloads into out_dir: {"instance_png", "coco_json", "overlay_png"}."""
+        out_dir = Path(out_dir)
+        out_dir.mkdir(parents=True, exist_ok=True)
+        stem = Path(self.get_session(sid).image_name).stem or "image"
+        files = {
+            "instance_png": (out_dir / f"{stem}_instances.png", self.instance_png(sid)),
+            "coco_json": (out_dir / f"{stem}_coco_rle.json", self.coco_json(sid).encode()),
+            "overlay_png": (out_dir / f"{stem}_overlay.png", self.overlay_png(sid)),
+        }
+        for path, data in files.values():
+            path.write_bytes(data)
+        return {key: path for key, (path, _) in files.items()}
+
+    # ------------------------------------------------------------------ stateless API
+    def _api_predictor(self, image: np.ndarray):
+        """A predictor holding this image's embedding (cached by content, a few at most)."""
+        key = _image_key(image)
+        with self._table_lock:
+            predictor = self._api_predictors.get(key)
+            if predictor is not None:
+                self._api_predictors.move_to_end(key)
+                return predictor, True
+        predictor = self._new_predictor()
+        with self._model_lock:
+            predictor.set_image(image)
+        with self._table_lock:
+            self._api_predictors[key] = predictor
+            while len(self._api_predictors) > API_EMBEDDING_CACHE:
+                self._api_predictors.popitem(last=False)
+        return predictor, False
+
+    def segment_image(self, image, prompts: str | dict) -> tuple[np.ndarray, dict]:
+        """One-shot segmentation for the API: returns ([H, W] bool best mask, info) where info
+        holds every candidate's score, the chosen index, the area and the timings."""
+        array = self.load_image(image)
+        points, labels, box = parse_prompts(prompts, array.shape[:2])
+        start = time.perf_counter()
+        predictor, cached = self._api_predictor(array)
+        embed_ms = (time.perf_counter() - start) * 1e3
+        start = time.perf_counter()
+        masks, scores = _predict(predictor, self._model_lock, points, labels, box)
+        decode_ms = (time.perf_counter() - start) * 1e3
+        best = int(np.argmax(scores))
+        info = {
+            "scores": [float(s) for s in scores],
+            "best": best,
+            "area": int(masks[best].sum()),
+            "image_size": [int(array.shape[0]), int(array.shape[1])],
+            "timings_ms": {"embedding": round(embed_ms, 2), "embedding_cached": cached, "decoder": round(decode_ms, 2)},
+        }
+        return masks[best], info
+
+    def segment_everything_image(self, image, points_per_side: int = 16) -> tuple[np.ndarray, list[dict]]:
+        """"Segment everything" for the API: ([H, W] uint16 instance-id map, records) where
+        record k (id k + 1) has the COCO RLE segmentation, area, bbox and scores."""
+        array = self.load_image(image)
+        records = self._generate(array, points_per_side)
+        id_map = exports.instance_id_map([r["segmentation"] for r in records], array.shape[:2])
+        out = []
+        for k, rec in enumerate(records):
+            out.append({
+                "id": k + 1,
+                "segmentation": exports.encode_rle(rec["segmentation"]),
+                "area": int(rec["area"]),
+                "bbox": [float(v) for v in rec["bbox"]],
+                "predicted_iou": float(rec["predicted_iou"]),
+                "stability_score": float(rec["stability_score"]),
+                "point_coords": [[float(v) for v in p] for p in rec["point_coords"]],
+            })
+        return id_map, out
+
+
+class _SessionGuard:
+    def __init__(self, session: ImageSession) -> None:
+        self.session = session
+
+    def __enter__(self) -> ImageSession:
+        self.session.lock.acquire()
+        return self.session
+
+    def __exit__(self, *exc) -> None:
+        self.session.lock.release()
+
+
+def _image_key(image: np.ndarray) -> str:
+    digest = hashlib.sha1(np.ascontiguousarray(image).tobytes())
+    digest.update(repr(image.shape).encode())
+    return digest.hexdigest()
+
+
+def _predict(predictor, model_lock: threading.Lock, points, labels, box) -> tuple[np.ndarray, np.ndarray]:
+    """([C, H, W] bool multimask candidates, [C] scores) for one object's prompts."""
+    coords = np.asarray(points, dtype=np.float32).reshape(-1, 2) if len(points) else None
+    lab = np.asarray(labels, dtype=np.int32) if len(points) else None
+    box_arr = np.asarray(box, dtype=np.float32) if box is not None else None
+    with model_lock:
+        masks, scores, _ = predictor.predict(point_coords=coords, point_labels=lab, box=box_arr,
+                                             multimask_output=True)
+    return masks > 0.5, np.asarray(scores, dtype=np.float32)
+
+
+def parse_prompts(prompts: str | dict, hw: tuple[int, int]):
+    """Validate the API's prompt JSON: {"points": [[x, y], ...], "labels": [1, 0, ...],
+    "box": [x0, y0, x1, y1]} with any of the keys (labels default to 1, positive).
+    Returns (points tuple, labels tuple, box tuple or None); raises DemoError with the reason."""
+    if isinstance(prompts, (str, bytes)):
+        try:
+            prompts = json.loads(prompts or "{}")
+        except json.JSONDecodeError as err:
+            raise DemoError(f"prompts are not valid JSON: {err}") from err
+    if not isinstance(prompts, dict):
+        raise DemoError('prompts must be a JSON object like {"points": [[x, y]], "labels": [1], "box": [x0, y0, x1, y1]}')
+    unknown = set(prompts) - {"points", "labels", "box"}
+    if unknown:
+        raise DemoError(f"unknown prompt keys {sorted(unknown)}; use points, labels and box")
+    h, w = hw
+    points = prompts.get("points") or []
+    try:
+        points = tuple((float(p[0]), float(p[1])) for p in points if len(p) == 2) if points else ()
+    except (TypeError, ValueError, IndexError) as err:
+        raise DemoError(f"points must be a list of [x, y] pairs: {err}") from err
+    if len(points) != len(prompts.get("points") or []):
+        raise DemoError("points must be a list of [x, y] pairs")
+    labels = prompts.get("labels")
+    if labels is None:
+        labels = [1] * len(points)
+    if not isinstance(labels, list) or len(labels) != len(points) or any(l not in (0, 1) for l in labels):
+        raise DemoError(f"labels must be a list of {len(points)} values, each 1 (positive) or 0 (negative)")
+    box = prompts.get("box")
+    if box is not None:
+        try:
+            box = tuple(float(v) for v in box)
+        except (TypeError, ValueError) as err:
+            raise DemoError(f"box must be [x0, y0, x1, y1] numbers: {err}") from err
+        if len(box) != 4:
+            raise DemoError("box must be [x0, y0, x1, y1]")
+        box = (min(box[0], box[2]), min(box[1], box[3]), max(box[0], box[2]), max(box[1], box[3]))
+    if not points and box is None:
+        raise DemoError("give at least one point or a box")
+    for x, y in points + ((box[:2], box[2:]) if box else ()):
+        if not (np.isfinite(x) and np.isfinite(y) and 0 <= x <= w and 0 <= y <= h):
+            raise DemoError(f"prompt ({x:g}, {y:g}) is outside the {w}x{h} image")
+    return points, tuple(int(l) for l in labels), box
+
