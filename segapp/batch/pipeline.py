@@ -63,6 +63,24 @@ class Options:
     progress: bool = True
 
 
+RANDOM_WEIGHTS_SEED = 0
+
+
+def build_model(spec: ModelSpec):
+    """The model of `spec`. Without a checkpoint (test configs) the random weights are drawn
+    from a fixed seed, so that every process of every run (resumes, Ray actors) gets the same
+    model; the global RNG is left as it was."""
+    import torch
+
+    import segapp
+
+    if spec.checkpoint is not None:
+        return segapp.build_model(spec.name, checkpoint=spec.checkpoint, device=spec.device)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(RANDOM_WEIGHTS_SEED)
+        return segapp.build_model(spec.name, checkpoint=None, device=spec.device)
+
+
 def chunks(items: list[Input], batch_size: int) -> list[list[Input]]:
     return [items[i:i + batch_size] for i in range(0, len(items), batch_size)]
 
@@ -140,7 +158,7 @@ class Segmenter:
         self.spec = spec
         self.options = options
         self.prompts = prompts
-        self.model = segapp.build_model(spec.name, checkpoint=spec.checkpoint, device=spec.device)
+        self.model = build_model(spec)
         self.predictor = segapp.ImagePredictor(self.model)
         self._amg = None
         self._video = None
