@@ -273,7 +273,7 @@ class DemoService:
                 with Image.open(path) as im:
                     self._check_pixels(im.size)
                     im.load()
-                    return to_rgb_uint8(im)
+                    return np.array(to_rgb_uint8(im))  # a writable copy (PIL's view is read-only)
             except (UnidentifiedImageError, OSError, SyntaxError) as err:
                 raise DemoError(f"{path.name} is not an image we can read (PNG, JPEG, WebP, BMP, TIFF): {err}") from err
         if isinstance(source, (bytes, bytearray)):
@@ -282,12 +282,12 @@ class DemoService:
                 with Image.open(io.BytesIO(source)) as im:
                     self._check_pixels(im.size)
                     im.load()
-                    return to_rgb_uint8(im)
+                    return np.array(to_rgb_uint8(im))
             except (UnidentifiedImageError, OSError, SyntaxError) as err:
                 raise DemoError(f"the upload is not an image we can read: {err}") from err
         if isinstance(source, Image.Image):
             self._check_pixels(source.size)
-            return to_rgb_uint8(source)
+            return np.array(to_rgb_uint8(source))
         if isinstance(source, np.ndarray):
             if source.ndim not in (2, 3):
                 raise DemoError(f"an image array must be [H, W] or [H, W, C], got shape {source.shape}")
@@ -323,6 +323,8 @@ class DemoService:
         unless the session already holds the same image. Clears objects and history."""
         array = self.load_image(image)
         key = _image_key(array)
+        if name is None and isinstance(image, (str, Path)):
+            name = Path(image).name
         with self._locked(sid) as session:
             cached = session.image_key == key and session.predictor is not None and session.predictor.is_image_set
             start = time.perf_counter()
@@ -333,8 +335,7 @@ class DemoService:
                 session.predictor = predictor
             timing = Timing("image embedding", (time.perf_counter() - start) * 1e3, cached)
             session.image, session.image_key = array, key
-            if name:
-                session.image_name = Path(str(name)).name
+            session.image_name = Path(str(name)).name if name else "image.png"
             session.state = Snapshot((), None, 1)
             session.undo_stack.clear()
             session.redo_stack.clear()

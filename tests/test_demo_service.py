@@ -1,0 +1,386 @@
+"""The web demo's service layer (no Gradio): sessions, clicks, objects, undo/redo, segment
+everything, every export format, limits and eviction, and the CLI's checkpoint rules."""
+from __future__ import annotations
+
+import io
+import json
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+import segapp
+from segapp.demo import examples, exports
+from segapp.demo.service import DemoError, DemoService, Limits, SessionNotFound, parse_prompts
+
+PERMISSIVE_AMG = {"pred_iou_thresh": 0.0, "stability_score_thresh": 0.0}
+
+
+@pytest.fixture(scope="module")
+def model():
+    torch.manual_seed(0)
+    return segapp.build_model("test_tiny", device="cpu")
+
+
+@pytest.fixture()
+def service(model):
+    return DemoService(model, amg_options=PERMISSIVE_AMG)
+
+
+@pytest.fixture(scope="module")
+def image():
+    return examples.synthetic_image(160)
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def count_embeddings(model, monkeypatch) -> list:
+    calls = []
+    original = model.embed_images
+
+    def counting(*args, **kwargs):
+        calls.append(1)
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(model, "embed_images", counting)
+    return calls
+
+
+def decode_png(data: bytes) -> np.ndarray:
+    return np.asarray(Image.open(io.BytesIO(data)))
+
+
+# ---------------------------------------------------------------------- sessions and clicks
+def test_embedding_computed_once_per_image_and_clicks_only_decode(service, model, image, monkeypatch):
+    calls = count_embeddings(model, monkeypatch)
+    sid = service.create_session()
+    first = service.set_image(sid, image)
+    assert not first.cached and len(calls) == 1
+    again = service.set_image(sid, image.copy())
+    assert again.cached and len(calls) == 1
+    timing = service.click(sid, 80, 90, "positive")
+    service.click(sid, 20, 20, "negative")
+    assert len(calls) == 1, "a click must not recompute the image embedding"
+    assert timing.ms >= 0 and "decoder" in str(timing)
+    obj = service.get_session(sid).selected
+    assert obj.points == ((80.0, 90.0), (20.0, 20.0)) and obj.labels == (1, 0)
+    assert obj.candidates.shape == (3, 160, 160) and obj.candidates.dtype == bool
+    assert len(obj.scores) == 3 and obj.chosen == int(np.argmax(obj.scores))
+
+
+def test_click_matches_the_image_predictor(service, model, image):
+    sid = service.create_session()
+    service.set_image(sid, image)
+    service.add_point(sid, 80, 90)
+    service.add_point(sid, 30, 140, positive=False)
+    predictor = segapp.ImagePredictor(model)
+    predictor.set_image(image)
+    masks, scores, _ = predictor.predict(np.array([[80, 90], [30, 140]], np.float32), np.array([1, 0]),
+                                         multimask_output=True)
+    obj = service.get_session(sid).selected
+    np.testing.assert_array_equal(obj.candidates, masks > 0.5)
+    np.testing.assert_allclose(obj.scores, scores, rtol=1e-5)
+
+
+def test_sessions_are_isolated(service, image):
+    a, b = service.create_session(), service.create_session()
+    assert a != b
+    service.set_image(a, image)
+    service.set_image(b, image[::-1].copy())
+    service.click(a, 10, 10, "positive")
+    assert len(service.get_session(a).objects) == 1
+    assert service.get_session(b).objects == ()
+    with pytest.raises(SessionNotFound):
+        service.get_session("not-a-session")
+    assert service.ensure_session("not-a-session") not in (a, b)
+
+
+def test_click_needs_an_image_and_stays_inside_it(service, image):
+    sid = service.create_session()
+    with pytest.raises(DemoError, match="upload an image"):
+        service.click(sid, 1, 1, "positive")
+    service.set_image(sid, image)
+    with pytest.raises(DemoError, match="outside"):
+        service.click(sid, 500, 1, "positive")
+    with pytest.raises(DemoError, match="click mode"):
+        service.click(sid, 1, 1, "lasso")
+
+
+def test_box_from_two_clicks(service, image):
+    sid = service.create_session()
+    service.set_image(sid, image)
+    assert service.click(sid, 120, 100, "box") is None
+    assert service.get_session(sid).pending_corner == (120.0, 100.0)
+    assert service.get_session(sid).objects == ()
+    service.click(sid, 40, 20, "box")
+    obj = service.get_session(sid).selected
+    assert obj.box == (40.0, 20.0, 120.0, 100.0) and obj.mask is not None
+    assert service.get_session(sid).pending_corner is None
+
+
+# ---------------------------------------------------------------------- undo, redo, objects
+def test_undo_redo_and_clear(service, image):
+    sid = service.create_session()
+    service.set_image(sid, image)
+    assert not service.undo(sid) and not service.redo(sid)
+    service.click(sid, 80, 90, "positive")
+    one = service.get_session(sid).selected
+    service.click(sid, 20, 20, "negative")
+    assert len(service.get_session(sid).selected.points) == 2
+    assert service.undo(sid)
+    assert service.get_session(sid).selected == one
+    np.testing.assert_array_equal(service.get_session(sid).selected.mask, one.mask)
+    assert service.redo(sid)
+    assert len(service.get_session(sid).selected.points) == 2
+    service.undo(sid)
+    service.click(sid, 100, 40, "positive")  # a new step drops the redo branch
+    assert not service.redo(sid)
+    service.clear(sid)
+    assert service.get_session(sid).objects == ()
+    assert service.undo(sid) and len(service.get_session(sid).objects) == 1
+    assert service.undo(sid) and service.undo(sid)
+    assert service.get_session(sid).objects == ()
+
+
+def test_several_objects_select_rename_delete_and_candidates(service, image):
+    sid = service.create_session()
+    service.set_image(sid, image, name="shapes.png")
+    service.click(sid, 80, 90, "positive")
+    second = service.new_object(sid)
+    service.click(sid, 150, 60, "positive")
+    session = service.get_session(sid)
+    assert [o.obj_id for o in session.objects] == [1, second] == [1, 2]
+    assert session.objects[0].color != session.objects[1].color
+    assert session.objects[0].points == ((80.0, 90.0),) and session.objects[1].points == ((150.0, 60.0),)
+
+    service.select_object(sid, 1)
+    service.click(sid, 70, 100, "positive")
+    assert len(service.get_session(sid).get_object(1).points) == 2
+    assert len(service.get_session(sid).get_object(2).points) == 1
+
+    service.rename_object(sid, 2, "triangle")
+    assert service.get_session(sid).get_object(2).name == "triangle"
+    with pytest.raises(DemoError):
+        service.rename_object(sid, 2, "  ")
+
+    obj = service.get_session(sid).get_object(1)
+    other = (obj.chosen + 1) % 3
+    service.choose_candidate(sid, other)
+    np.testing.assert_array_equal(service.get_session(sid).get_object(1).mask, obj.candidates[other])
+    with pytest.raises(DemoError):
+        service.choose_candidate(sid, 7)
+
+    service.delete_object(sid, 1)
+    assert [o.obj_id for o in service.get_session(sid).objects] == [2]
+    assert service.get_session(sid).selected is None
+    service.click(sid, 20, 30, "positive")  # nothing selected: a new object with a fresh id
+    assert [o.obj_id for o in service.get_session(sid).objects] == [2, 3]
+    service.undo(sid)
+    service.undo(sid)
+    assert [o.obj_id for o in service.get_session(sid).objects] == [1, 2]
+    with pytest.raises(DemoError, match="no object"):
+        service.delete_object(sid, 99)
+
+
+def test_segment_everything_makes_undoable_objects(service, image):
+    sid = service.create_session()
+    service.set_image(sid, image)
+    service.click(sid, 80, 90, "positive")
+    timing = service.segment_everything(sid, points_per_side=4)
+    objs = service.get_session(sid).objects
+    assert len(objs) >= 1 and "segment everything" in str(timing)
+    areas = [int(o.mask.sum()) for o in objs]
+    assert areas == sorted(areas, reverse=True)
+    assert len({o.obj_id for o in objs}) == len(objs)
+    service.undo(sid)
+    assert len(service.get_session(sid).objects) == 1
+    with pytest.raises(DemoError, match="points per side"):
+        service.segment_everything(sid, points_per_side=0)
+
+
+# ---------------------------------------------------------------------- exports
+def test_exports_instance_png_coco_rle_and_overlay(service, image, tmp_path):
+    sid = service.create_session()
+    service.set_image(sid, image, name="shapes.png")
+    service.set_box(sid, (10, 10, 150, 150))
+    service.new_object(sid)
+    service.click(sid, 80, 90, "positive")
+    objs = service.get_session(sid).objects
+    masks = [o.mask for o in objs]
+
+    ids = decode_png(service.instance_png(sid))
+    assert ids.shape == image.shape[:2] and ids.dtype == np.uint8
+    np.testing.assert_array_equal(ids, exports.instance_id_map(masks, image.shape[:2], [1, 2]))
+    assert (ids == 2).sum() == masks[1].sum()  # the later object is drawn on top
+    assert ((ids == 1) == (masks[0] & ~masks[1])).all()
+
+    doc = json.loads(service.coco_json(sid))
+    assert doc["images"] == [{"id": 1, "width": 160, "height": 160, "file_name": "shapes.png"}]
+    assert [a["object_id"] for a in doc["annotations"]] == [1, 2]
+    for ann, mask in zip(doc["annotations"], masks):
+        np.testing.assert_array_equal(exports.decode_rle(ann["segmentation"]), mask)
+        assert ann["area"] == int(mask.sum()) and ann["iscrowd"] == 0
+        assert ann["bbox"] == exports.bbox_xywh(mask)
+        assert 0 <= ann["score"] <= 1.5
+
+    overlay = decode_png(service.overlay_png(sid))
+    assert overlay.shape == image.shape and overlay.dtype == np.uint8
+    inside = masks[1]
+    assert not np.array_equal(overlay[inside], image[inside])  # tinted
+    untouched = ~(masks[0] | masks[1])
+    if untouched.any():
+        np.testing.assert_array_equal(overlay[untouched][:10], image[untouched][:10])
+
+    files = service.export(sid, tmp_path / "out")
+    assert {p.name for p in files.values()} == {"shapes_instances.png", "shapes_coco_rle.json", "shapes_overlay.png"}
+    assert all(p.stat().st_size > 0 for p in files.values())
+
+
+def test_instance_png_is_16_bit_beyond_255_ids():
+    masks = [np.zeros((4, 4), bool) for _ in range(2)]
+    masks[0][0, 0] = masks[1][3, 3] = True
+    id_map = exports.instance_id_map(masks, (4, 4), ids=[5, 300])
+    decoded = decode_png(exports.id_map_to_png(id_map))
+    assert decoded[0, 0] == 5 and decoded[3, 3] == 300 and decoded.sum() == 305
+
+
+def test_render_marks_prompts(service, image):
+    sid = service.create_session()
+    assert service.render(sid) is None
+    service.set_image(sid, image)
+    np.testing.assert_array_equal(service.render(sid), image)
+    service.click(sid, 80, 90, "positive")
+    assert tuple(service.render(sid)[90, 80]) == exports.POSITIVE_COLOR
+
+
+# ---------------------------------------------------------------------- stateless API
+def test_segment_image_api_and_prompt_validation(service, model, image, monkeypatch):
+    calls = count_embeddings(model, monkeypatch)
+    mask, info = service.segment_image(image, '{"points": [[80, 90]], "labels": [1]}')
+    mask2, info2 = service.segment_image(image.copy(), {"points": [[80, 90]]})
+    assert len(calls) == 1 and info2["timings_ms"]["embedding_cached"]
+    np.testing.assert_array_equal(mask, mask2)
+    assert mask.shape == image.shape[:2] and info["area"] == int(mask.sum())
+    assert len(info["scores"]) == 3 and info["best"] == int(np.argmax(info["scores"]))
+    _, boxed = service.segment_image(image, '{"box": [10, 10, 100, 100]}')
+    assert boxed["area"] > 0
+
+    for bad, message in [("{", "not valid JSON"), ("[1, 2]", "JSON object"), ('{"points": []}', "at least one"),
+                         ('{"points": [[1, 2]], "labels": [3]}', "labels"), ('{"pts": [[1, 2]]}', "unknown"),
+                         ('{"points": [[999, 2]]}', "outside"), ('{"box": [1, 2, 3]}', "box")]:
+        with pytest.raises(DemoError, match=message):
+            service.segment_image(image, bad)
+    assert parse_prompts('{"points": [[1, 2]]}', (10, 10)) == (((1.0, 2.0),), (1,), None)
+
+
+def test_segment_everything_api(service, image):
+    id_map, records = service.segment_everything_image(image, points_per_side=4)
+    assert id_map.shape == image.shape[:2] and len(records) >= 1
+    assert [r["id"] for r in records] == list(range(1, len(records) + 1))
+    for rec in records:
+        mask = exports.decode_rle(rec["segmentation"])
+        assert mask.sum() == rec["area"]
+        assert ((id_map == rec["id"]) <= mask).all()
+
+
+# ---------------------------------------------------------------------- files and limits
+def test_bad_files_get_clear_messages(model, image, tmp_path):
+    service = DemoService(model, limits=Limits(max_upload_bytes=50_000, max_image_side=200))
+    sid = service.create_session()
+    text = tmp_path / "notes.png"
+    text.write_text("not an image")
+    with pytest.raises(DemoError, match="not an image"):
+        service.set_image(sid, text)
+    big = tmp_path / "big.png"
+    Image.fromarray(np.random.default_rng(0).integers(0, 255, (150, 150, 3), dtype=np.uint8)).save(big)
+    with pytest.raises(DemoError, match="limit is 0 MB|limit is"):
+        service.set_image(sid, big)
+    wide = tmp_path / "wide.png"
+    Image.fromarray(np.zeros((10, 300, 3), np.uint8)).save(wide)
+    with pytest.raises(DemoError, match="300x10 pixels"):
+        service.set_image(sid, wide)
+    empty = tmp_path / "empty.png"
+    empty.write_bytes(b"")
+    with pytest.raises(DemoError, match="empty"):
+        service.set_image(sid, empty)
+    with pytest.raises(DemoError, match="no image"):
+        service.set_image(sid, None)
+    ok = tmp_path / "ok.png"
+    Image.fromarray(image).save(ok)
+    service.set_image(sid, ok)
+    assert service.get_session(sid).image_name == "ok.png"
+
+
+def test_idle_sessions_are_evicted_and_count_is_bounded(model):
+    clock = Clock()
+    service = DemoService(model, limits=Limits(max_sessions=3, idle_seconds=60), clock=clock)
+    a = service.create_session()
+    clock.now = 30
+    b = service.create_session()
+    clock.now = 70  # a is idle for 70 s
+    assert service.evict_idle() == [a]
+    assert service.session_ids() == [b]
+    service.get_session(b)  # touch
+    c, d, e = (service.create_session() for _ in range(3))
+    assert service.session_ids() == [c, d, e]  # b, least recently used, made room
+    with pytest.raises(SessionNotFound, match="expired"):
+        service.get_session(b)
+
+
+def test_history_is_bounded_by_steps_and_bytes(model, image):
+    service = DemoService(model, limits=Limits(max_history=3))
+    sid = service.create_session()
+    service.set_image(sid, image)
+    for k in range(6):
+        service.click(sid, 10 + 10 * k, 50, "positive")
+    assert len(service.get_session(sid).undo_stack) == 3
+
+    tight = DemoService(model, limits=Limits(max_session_bytes=2 * 3 * 160 * 160 + 200_000))
+    sid = tight.create_session()
+    tight.set_image(sid, image)
+    for k in range(6):
+        tight.new_object(sid)
+        tight.click(sid, 10 + 10 * k, 50, "positive")
+    session = tight.get_session(sid)
+    assert len(session.objects) == 6  # the current state is never dropped
+    assert len(session.undo_stack) < 12
+
+
+# ---------------------------------------------------------------------- CLI
+def test_cli_refuses_without_checkpoint_and_names_the_command(monkeypatch, tmp_path, capsys):
+    from segapp.cli import main
+    from segapp.cli.demo import resolve_checkpoint
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("SEGAPP_CHECKPOINTS", raising=False)
+    assert main(["demo"]) == 2
+    err = capsys.readouterr().err
+    assert "segapp download sam2.1_hiera_t" in err and "--model test_tiny" in err
+    assert main(["demo", "--model", "sam2.1_hiera_l", "--checkpoint", "missing.pt"]) == 2
+    assert "checkpoint not found" in capsys.readouterr().err
+    assert resolve_checkpoint("test_tiny", None) is None
+
+
+def test_checkpoints_load_with_weights_only(tmp_path, monkeypatch, capsys):
+    """A checkpoint whose pickle would run code is refused, and the code never runs."""
+    from segapp.cli import main
+
+    marker = tmp_path / "pwned"
+
+    class Exploit:
+        def __reduce__(self):
+            return (open, (str(marker), "w"))
+
+    bad = tmp_path / "bad.pt"
+    torch.save({"model": {"w": Exploit()}}, bad)
+    monkeypatch.setenv("GRADIO_ANALYTICS_ENABLED", "False")
+    assert main(["demo", "--model", "test_tiny", "--checkpoint", str(bad), "--device", "cpu"]) == 2
+    assert "cannot" in capsys.readouterr().err
+    assert not marker.exists()
