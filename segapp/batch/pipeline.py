@@ -277,28 +277,33 @@ class Segmenter:
     # -------------------------------------------------------------- videos
     @property
     def video_predictor(self):
+        """A video predictor over the same model (one set of weights for images and videos)."""
         if self._video is None:
             try:
-                from segapp import build_video_predictor
+                from segapp.video.predictor import VideoPredictor
             except ImportError as err:
                 raise RuntimeError(f"video support is not available in this segapp ({err})") from err
-            self._video = build_video_predictor(self.spec.name, self.spec.checkpoint, device=self.spec.device)
+            self._video = VideoPredictor(self.model)
         return self._video
 
     def segment_video(self, d: Decoded) -> Iterator[tuple[int, Segmentation]]:
         """(frame index, result) for every frame, in order. Prompts on frame F: tracked forward
         from F, and backward from the first prompted frame to frame 0."""
         frames = self.video_objects(d.item)
-        if frames is None:
+        first_masks: list[tuple[int, np.ndarray]] = []
+        if frames is None:  # segment everything on the first frame, then track those masks
             first = self.segment_everything(d.image)
-            frames = {0: [_object_from_mask(first.id_map == o["instance_id"], o["instance_id"])
-                          for o in first.objects]}
+            first_masks = [(o["instance_id"], first.id_map == o["instance_id"]) for o in first.objects]
+            frames = {0: []} if first_masks else {}
         vp = self.video_predictor
         state = vp.init_state(str(d.item.path))
+        for obj_id, mask in first_masks:
+            vp.add_new_mask(state, frame_idx=0, obj_id=obj_id, mask=mask)
         num_frames = int(getattr(state, "num_frames", 0) or (state.get("num_frames") if isinstance(state, dict)
                                                               else 0) or d.num_frames)
         hw = d.image.shape[:2]
         categories = {o.obj_id: o.category_id for objs in frames.values() for o in objs}
+        categories.update({obj_id: 1 for obj_id, _ in first_masks})
         for frame_idx, objects in frames.items():
             if frame_idx >= num_frames:
                 raise ValueError(f"prompts on frame {frame_idx}, but the video has {num_frames} frames")
@@ -338,17 +343,6 @@ def _to_numpy(x) -> np.ndarray:
     if hasattr(x, "detach"):
         return x.detach().float().cpu().numpy()
     return np.asarray(x)
-
-
-def _object_from_mask(mask: np.ndarray, obj_id: int) -> ObjectPrompt:
-    """A mask found by segment-everything on the first frame -> its box and one click inside it."""
-    ys, xs = np.nonzero(mask)
-    box = np.array([xs.min(), ys.min(), xs.max(), ys.max()], dtype=np.float64)
-    # The click: the mask pixel nearest the mask's centroid (the centroid may lie outside it).
-    cy, cx = ys.mean(), xs.mean()
-    k = int(np.argmin((ys - cy) ** 2 + (xs - cx) ** 2))
-    return ObjectPrompt(obj_id, points=np.array([[xs[k], ys[k]]], dtype=np.float64),
-                        labels=np.array([1], dtype=np.int32), box=box)
 
 
 # ---------------------------------------------------------------------------- the writing side
