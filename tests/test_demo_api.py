@@ -1,0 +1,165 @@
+"""The demo served for real (127.0.0.1, a free port, the test_tiny model) and called with
+gradio_client: the two documented endpoints, errors, concurrency and what the server exposes."""
+from __future__ import annotations
+
+import io
+import json
+import socket
+import threading
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+import segapp
+from segapp.demo import examples, exports
+from segapp.demo.service import DemoService
+
+pytest.importorskip("gradio")
+from gradio_client import Client, handle_file  # noqa: E402
+
+PERMISSIVE_AMG = {"pred_iou_thresh": 0.0, "stability_score_thresh": 0.0}
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def server():
+    """(url, service, blocks) of a running demo; closed after the module."""
+    from segapp.demo.app import launch
+
+    torch.manual_seed(0)
+    service = DemoService(segapp.build_model("test_tiny", device="cpu"), amg_options=PERMISSIVE_AMG)
+    port = free_port()
+    demo = launch(service, host="127.0.0.1", port=port, block=False)
+    try:
+        yield f"http://127.0.0.1:{port}/", service, demo
+    finally:
+        demo.close()
+
+
+@pytest.fixture(scope="module")
+def client(server):
+    return Client(server[0], verbose=False)
+
+
+@pytest.fixture(scope="module")
+def image_file(tmp_path_factory):
+    path = tmp_path_factory.mktemp("img") / "shapes.png"
+    Image.fromarray(examples.synthetic_image(160)).save(path)
+    return path
+
+
+def read_png(path) -> np.ndarray:
+    return np.asarray(Image.open(path))
+
+
+def test_only_the_two_documented_endpoints_are_public(client):
+    api = client.view_api(print_info=False, return_format="dict")
+    assert set(api["named_endpoints"]) == {"/segment_image", "/segment_everything"}
+    assert not api["unnamed_endpoints"]
+    params = [p["parameter_name"] for p in api["named_endpoints"]["/segment_image"]["parameters"]]
+    assert params == ["image", "prompts"]
+
+
+def test_segment_image_endpoint(client, server, image_file):
+    _, service, _ = server
+    prompts = '{"points": [[80, 90], [20, 20]], "labels": [1, 0]}'
+    mask_path, scores = client.predict(handle_file(str(image_file)), prompts, api_name="/segment_image")
+    mask = read_png(mask_path)
+    info = json.loads(scores)
+    expected, expected_info = service.segment_image(image_file, prompts)
+    assert mask.shape == (160, 160) and set(np.unique(mask)) <= {0, 255}
+    np.testing.assert_array_equal(mask == 255, expected)
+    np.testing.assert_allclose(info["scores"], expected_info["scores"], rtol=1e-5)
+    assert info["best"] == expected_info["best"] and info["area"] == int(expected.sum())
+
+
+def test_segment_image_reports_bad_prompts(client, image_file):
+    from gradio_client.exceptions import AppError
+
+    with pytest.raises(AppError, match="outside the 160x160 image"):
+        client.predict(handle_file(str(image_file)), '{"points": [[900, 9]]}', api_name="/segment_image")
+    with pytest.raises(AppError, match="not valid JSON"):
+        client.predict(handle_file(str(image_file)), "{points", api_name="/segment_image")
+
+
+def test_segment_everything_endpoint(client, server, image_file):
+    _, service, _ = server
+    ids_path, records_json = client.predict(handle_file(str(image_file)), 4, api_name="/segment_everything")
+    ids = read_png(ids_path)
+    records = json.loads(records_json)
+    expected_ids, expected_records = service.segment_everything_image(image_file, 4)
+    np.testing.assert_array_equal(ids, expected_ids)
+    assert [r["area"] for r in records] == [r["area"] for r in expected_records]
+    for rec in records:
+        assert ((ids == rec["id"]) <= exports.decode_rle(rec["segmentation"])).all()
+
+
+@pytest.mark.slow
+def test_eight_concurrent_sessions_get_their_own_results(server, tmp_path):
+    """Eight clients, each with its own image and prompts, all at once."""
+    url, service, _ = server
+    jobs = []
+    for k in range(8):
+        image = np.roll(examples.synthetic_image(160, seed=k), shift=12 * k, axis=1)
+        path = tmp_path / f"img{k}.png"
+        Image.fromarray(image).save(path)
+        prompts = json.dumps({"points": [[20 + 15 * k, 30 + 10 * k]], "labels": [1],
+                              **({"box": [5, 5, 100 + 5 * k, 120]} if k % 2 else {})})
+        expected, info = service.segment_image(path, prompts)  # serial reference
+        jobs.append((path, prompts, expected, info))
+    clients = [Client(url, verbose=False) for _ in range(8)]
+    barrier = threading.Barrier(8)
+    results: list = [None] * 8
+    errors: list = []
+
+    def work(k: int) -> None:
+        path, prompts, _, _ = jobs[k]
+        try:
+            barrier.wait(timeout=60)
+            results[k] = clients[k].predict(handle_file(str(path)), prompts, api_name="/segment_image")
+        except Exception as err:  # reported below with the job's index
+            errors.append((k, err))
+
+    threads = [threading.Thread(target=work, args=(k,)) for k in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=180)
+    assert not errors, errors
+    for k, (mask_path, scores) in enumerate(results):
+        _, _, expected, info = jobs[k]
+        np.testing.assert_array_equal(read_png(mask_path) == 255, expected, err_msg=f"session {k}")
+        np.testing.assert_allclose(json.loads(scores)["scores"], info["scores"], rtol=1e-5)
+    assert len({r[0] for r in results}) == 8  # eight distinct result files
+
+
+# ---------------------------------------------------------------------- security
+def test_binds_loopback_by_default(server):
+    from segapp.cli import build_parser
+
+    _, _, demo = server
+    assert demo.server_name == "127.0.0.1"
+    assert build_parser().parse_args(["demo"]).host == "127.0.0.1"
+
+
+def test_serves_only_uploads_and_its_outputs(server, client, image_file):
+    import httpx
+
+    url, _, _ = server
+    repo_file = Path(__file__).resolve().parents[1] / "pyproject.toml"
+    for path in ("/etc/passwd", str(repo_file), str(image_file)):
+        response = httpx.get(f"{url}gradio_api/file={path}")
+        assert response.status_code in (403, 404), (path, response.status_code)
+        assert b"[build-system]" not in response.content and b"root:" not in response.content
+    # A result of the app is served (from Gradio's cache), which the client downloads.
+    job = client.submit(handle_file(str(image_file)), '{"points": [[80, 90]]}', api_name="/segment_image")
+    mask_path, _ = job.result()
+    assert Path(mask_path).is_file()
