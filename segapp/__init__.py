@@ -18,6 +18,9 @@ _EXPORTS = {
     "load_checkpoint": "segapp.checkpoint",
     "ImagePredictor": "segapp.image_predictor",
     "SAM2ImagePredictor": "segapp.image_predictor",
+    "build_video_predictor": "segapp.video.predictor",
+    "VideoPredictor": "segapp.video.predictor",
+    "SAM2VideoPredictor": "segapp.video.predictor",
 }
 
 __all__ = ["__version__", *_EXPORTS]

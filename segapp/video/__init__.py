@@ -1,0 +1,7 @@
+"""Video segmentation with SAM 2 memory: lazy frames, a typed bounded session, the tracker."""
+from segapp.video.frames import FrameSource, VideoReadError, open_frames
+from segapp.video.predictor import SAM2VideoPredictor, VideoPredictor, build_video_predictor
+from segapp.video.session import VideoSession
+
+__all__ = ["FrameSource", "VideoReadError", "open_frames", "SAM2VideoPredictor", "VideoPredictor",
+           "build_video_predictor", "VideoSession"]
