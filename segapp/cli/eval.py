@@ -1,0 +1,179 @@
+"""`segapp eval coco`: promptable-segmentation mIoU on a COCO-format dataset.
+
+    segapp eval coco --images val2017 --annotations instances_val2017.json \\
+        --checkpoint checkpoints/sam2.1_hiera_tiny.pt --prompt clicks --clicks 5 --out eval_out
+    segapp eval coco --images val2017 --annotations instances_val2017.json --predictor grabcut
+
+Writes report.json, per_instance.csv and miou_vs_clicks.png into --out and prints a table.
+Exit codes: 0 done, 1 evaluated but part of the dataset was unusable (missing or unreadable
+images, malformed annotations; listed in the report) or nothing could be evaluated, 2 usage
+errors (bad arguments, missing or malformed annotation file).
+The protocol is described in docs/evaluation.md.
+"""
+from __future__ import annotations
+
+import argparse
+import hashlib
+import logging
+from pathlib import Path
+
+from segapp.cli import EXIT_FAILED, EXIT_OK, EXIT_USAGE, CLIError
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_MODEL = "sam2.1_hiera_t"
+PREDICTORS = ("box-baseline", "grabcut")
+
+
+def register(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "eval", help="evaluate segmentation quality on a dataset",
+        description="Evaluate promptable segmentation on a dataset.")
+    datasets = parser.add_subparsers(dest="dataset", metavar="DATASET")
+    coco = datasets.add_parser(
+        "coco", help="mIoU and NoC of box, point or click prompts on COCO instances",
+        description="Promptable-segmentation mIoU on COCO instances (protocol: "
+                    "docs/evaluation.md). Writes report.json, per_instance.csv and "
+                    "miou_vs_clicks.png into --out.")
+    coco.add_argument("--images", required=True, type=Path, metavar="DIR",
+                      help="folder of the images (e.g. coco/val2017)")
+    coco.add_argument("--annotations", required=True, type=Path, metavar="JSON",
+                      help="COCO instances file (e.g. instances_val2017.json)")
+    coco.add_argument("--prompt", choices=("box", "point", "clicks"), default="box",
+                      help="box: the annotation's box; point: one click at the object's centre; "
+                           "clicks: K interactive clicks (default: box)")
+    coco.add_argument("--clicks", type=int, metavar="K",
+                      help="number of clicks for --prompt clicks (default: 5)")
+    coco.add_argument("--model", default=DEFAULT_MODEL, metavar="NAME",
+                      help=f"model config name or YAML path (default: {DEFAULT_MODEL})")
+    coco.add_argument("--checkpoint", type=Path, metavar="PATH",
+                      help="model checkpoint (official .pt or segapp .safetensors)")
+    coco.add_argument("--predictor", choices=PREDICTORS,
+                      help="a model-free baseline instead of a model (box prompt only)")
+    coco.add_argument("--device", help="device for the model, e.g. cpu or cuda (default: best)")
+    coco.add_argument("--max-images", type=int, metavar="N",
+                      help="evaluate the first N images (by image id) only")
+    coco.add_argument("--include-crowd", action="store_true",
+                      help="also evaluate crowd regions (iscrowd == 1)")
+    coco.add_argument("--min-area", type=float, default=0.0, metavar="A",
+                      help="skip annotations whose `area` is below A pixels (default: 0)")
+    coco.add_argument("--out", type=Path, default=Path("eval_out"), metavar="DIR",
+                      help="output folder (default: ./eval_out)")
+    coco.add_argument("--no-progress", action="store_true", help="do not show a progress bar")
+    coco.set_defaults(func=run_coco)
+    parser.set_defaults(func=_needs_dataset)
+
+
+def _needs_dataset(args: argparse.Namespace) -> int:
+    raise CLIError("name a dataset: `segapp eval coco --images DIR --annotations JSON ...`",
+                   EXIT_USAGE)
+
+
+def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _check_args(args: argparse.Namespace) -> None:
+    if args.clicks is not None:
+        if args.prompt != "clicks":
+            raise CLIError(f"--clicks applies to --prompt clicks, not --prompt {args.prompt}")
+        if args.clicks < 1:
+            raise CLIError(f"--clicks must be at least 1, got {args.clicks}")
+    if args.max_images is not None and args.max_images < 1:
+        raise CLIError(f"--max-images must be at least 1, got {args.max_images}")
+    if args.min_area < 0:
+        raise CLIError(f"--min-area must not be negative, got {args.min_area:g}")
+    if not args.images.is_dir():
+        raise CLIError(f"image folder not found: {args.images}")
+    if args.predictor and args.checkpoint:
+        raise CLIError("give --checkpoint (a model) or --predictor (a baseline), not both")
+    if args.predictor and args.prompt != "box":
+        raise CLIError(f"the {args.predictor} predictor needs a box prompt: it has no use for "
+                       f"clicks; use --prompt box, or a model (--checkpoint) for --prompt {args.prompt}")
+    if not args.predictor and not args.checkpoint:
+        raise CLIError("no model: pass --checkpoint PATH (get one with "
+                       "`segapp download sam2.1_hiera_t`), or evaluate a baseline with "
+                       "`--predictor box-baseline`")
+    if args.checkpoint and not args.checkpoint.is_file():
+        raise CLIError(f"checkpoint not found: {args.checkpoint} (get one with "
+                       "`segapp download sam2.1_hiera_t`)")
+
+
+def _make_predictor(args: argparse.Namespace):
+    """(predictor, the report's `predictor` entry)."""
+    if args.predictor:
+        from segapp.evaluation.baselines import BASELINES
+
+        return BASELINES[args.predictor](), {"name": args.predictor, "model": None,
+                                             "checkpoint": None}
+    import segapp
+    from segapp.checkpoint import CheckpointError
+
+    info = {"name": "segapp.ImagePredictor", "model": str(args.model),
+            "checkpoint": {"path": str(args.checkpoint), "sha256": sha256_file(args.checkpoint)}}
+    try:
+        model = segapp.build_model(args.model, checkpoint=args.checkpoint, device=args.device)
+    except (CheckpointError, FileNotFoundError, ValueError) as err:
+        raise CLIError(f"cannot load model {args.model!r} from {args.checkpoint}: {err}",
+                       EXIT_USAGE) from err
+    return segapp.ImagePredictor(model), info
+
+
+def run_coco(args: argparse.Namespace) -> int:
+    from segapp.evaluation import runner
+    from segapp.evaluation.coco import BAD_INPUT_SKIPS, AnnotationFileError, load_coco_instances
+
+    _check_args(args)
+    try:
+        dataset = load_coco_instances(args.annotations, args.images,
+                                      include_crowd=args.include_crowd, min_area=args.min_area,
+                                      max_images=args.max_images)
+    except AnnotationFileError as err:
+        raise CLIError(str(err), EXIT_USAGE) from err
+    if not dataset.images:
+        missing = sum(s.reason == "missing_image_file" for s in dataset.skipped)
+        hint = (f" ({missing} instances' image files are missing from {args.images}: is it the "
+                "right folder?)" if missing else "")
+        raise CLIError(f"no instance to evaluate in {args.annotations}{hint}", EXIT_FAILED)
+
+    predictor, predictor_info = _make_predictor(args)
+    result = runner.evaluate(predictor, dataset, args.prompt, args.clicks,
+                             progress=not args.no_progress)
+    if hasattr(predictor, "stats"):
+        predictor_info.update(predictor.stats())
+    report = runner.build_report(
+        result, dataset, predictor_info,
+        {"include_crowd": args.include_crowd, "min_area": args.min_area,
+         "max_images": args.max_images})
+    title = f"{predictor_info['model'] or predictor_info['name']}, --prompt {args.prompt}"
+    paths = runner.write_outputs(args.out, result, report, title)
+
+    _log_skipped(result.skipped)
+    if not result.instances:
+        raise CLIError(f"no instance could be evaluated (see {paths['report']})", EXIT_FAILED)
+    print(runner.format_table(result))
+    print(f"wrote {paths['report']}, {paths['csv']}, {paths['plot']}")
+    bad = sum(s.reason in BAD_INPUT_SKIPS for s in result.skipped)
+    if bad:
+        logger.error("%d instances could not be evaluated because of bad input; see 'skipped' "
+                     "in %s", bad, paths["report"])
+        return EXIT_FAILED
+    return EXIT_OK
+
+
+def _log_skipped(skipped) -> None:
+    from segapp.evaluation.coco import BAD_INPUT_SKIPS
+
+    counts: dict[str, list] = {}
+    for s in skipped:
+        counts.setdefault(s.reason, []).append(s)
+    for reason, items in sorted(counts.items()):
+        example = items[0]
+        log = logger.warning if reason in BAD_INPUT_SKIPS else logger.info
+        log("skipped %d instance(s): %s (e.g. image %s, annotation %s: %s)", len(items),
+                       reason.replace("_", " "), example.image_id, example.annotation_id,
+                       example.detail)

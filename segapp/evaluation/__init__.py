@@ -1,0 +1,16 @@
+"""Promptable-segmentation evaluation on COCO-format datasets (`segapp eval coco`).
+
+- `coco`: loading, instance selection, mask decoding, skipped-instance accounting
+- `clicks`: simulated clicks at the centre of the larger error
+- `metrics`: IoU, mIoU@k, NoC, breakdowns by area and category
+- `baselines`: model-free predictors (filled box, GrabCut) with the predictor interface
+- `runner`: the evaluation loop and its outputs (report.json, per_instance.csv, plot)
+
+The protocol is described in docs/evaluation.md.
+"""
+from segapp.evaluation.coco import CocoInstances, load_coco_instances
+from segapp.evaluation.metrics import InstanceResult
+from segapp.evaluation.runner import EvalResult, evaluate, iter_evaluate
+
+__all__ = ["CocoInstances", "EvalResult", "InstanceResult", "evaluate", "iter_evaluate",
+           "load_coco_instances"]
