@@ -209,7 +209,7 @@ def test_video_with_prompts_on_frame_zero(tmp_path):
         writer.write(frame)
     writer.release()
     (tmp_path / "p.json").write_text(json.dumps({"videos": {"clip.mp4": {"0": [
-        {"id": 3, "box": [10, 15, 35, 45]}, {"id": 7, "points": [[60, 55]], "labels": [1]}]}}}))
+        {"id": 3, "box": [10, 15, 35, 45]}, {"id": 300, "points": [[60, 55]], "labels": [1]}]}}}))
     out = tmp_path / "out"
     rc = main(["segment", str(src), "--out", str(out), "--prompts", str(tmp_path / "p.json"),
                "--format", "png,coco,overlay", *TINY])
@@ -217,7 +217,9 @@ def test_video_with_prompts_on_frame_zero(tmp_path):
     record = manifest(out)["clip.mp4"]
     assert record["outputs"] == [f"clip/{i:06d}.png" for i in range(5)] + ["clip.overlay.mp4"]
     for i in range(5):
-        assert set(np.unique(read_id_png(out / "clip" / f"{i:06d}.png")).tolist()) <= {0, 3, 7}
+        path = out / "clip" / f"{i:06d}.png"
+        assert cv2.imread(str(path), cv2.IMREAD_UNCHANGED).dtype == np.uint16  # id 300: every frame 16-bit
+        assert set(np.unique(read_id_png(path)).tolist()) <= {0, 3, 300}
     images = json.loads((out / "coco_images.json").read_text())["images"]
     assert sorted(i["frame_index"] for i in images) == list(range(5))
     assert check_coco_matches_pngs(out) == 10  # two objects on each of five frames

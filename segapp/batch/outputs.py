@@ -73,10 +73,13 @@ class Segmentation:
 
     id_map: [H, W] uint16, 0 background, else the instance id of the pixel's object.
     objects: one dict per object: {"instance_id", "score", "category_id"}.
+    sixteen_bit: the PNG depth to write; None: 16-bit only when an id is above 255 (a video
+      sets it for all its frames, so that they share one depth).
     """
 
     id_map: np.ndarray
     objects: list[dict[str, Any]] = field(default_factory=list)
+    sixteen_bit: bool | None = None
 
 
 def paint(masks: Iterable[np.ndarray], ids: Iterable[int], hw: tuple[int, int]) -> np.ndarray:

@@ -28,8 +28,8 @@ from typing import Any, Callable, Iterator
 import numpy as np
 
 from segapp.batch.inputs import Input, image_id
-from segapp.batch.outputs import (COCO_IMAGES, RunState, Segmentation, VideoOverlayWriter, atomic_write,
-                                  coco_annotations, encode_id_png, encode_jpeg, overlay, paint)
+from segapp.batch.outputs import (COCO_IMAGES, MAX_8BIT_ID, RunState, Segmentation, VideoOverlayWriter,
+                                  atomic_write, coco_annotations, encode_id_png, encode_jpeg, overlay, paint)
 from segapp.batch.prompts import MAX_OBJECT_ID, ObjectPrompt, Prompts
 
 logger = logging.getLogger(__name__)
@@ -311,11 +311,17 @@ class Segmenter:
                 vp.add_new_points_or_box(state, frame_idx=frame_idx, obj_id=o.obj_id, points=o.points,
                                          labels=o.labels, box=o.box)
 
+        sixteen = max(categories, default=0) > MAX_8BIT_ID  # one PNG depth for all frames
+
+        def empty() -> Segmentation:
+            return Segmentation(np.zeros(hw, np.uint16), sixteen_bit=sixteen)
+
         def result(obj_ids, logits) -> Segmentation:
             masks = (_to_numpy(logits)[:, 0] > 0.0)
             ids = [int(i) for i in obj_ids]
             return Segmentation(paint(masks, ids, hw), [
-                {"instance_id": i, "score": 1.0, "category_id": categories.get(i, 1)} for i in ids])
+                {"instance_id": i, "score": 1.0, "category_id": categories.get(i, 1)} for i in ids],
+                sixteen_bit=sixteen)
 
         start = min(frames) if frames else 0
         before: dict[int, Segmentation] = {}
@@ -324,16 +330,16 @@ class Segmenter:
                 if frame_idx < start:
                     before[frame_idx] = result(obj_ids, logits)
         for frame_idx in range(start):
-            yield frame_idx, before.get(frame_idx) or Segmentation(np.zeros(hw, np.uint16))
+            yield frame_idx, before.get(frame_idx) or empty()
         produced = start
         if frames:
             for frame_idx, obj_ids, logits in vp.propagate_in_video(state):
                 for gap in range(produced, frame_idx):
-                    yield gap, Segmentation(np.zeros(hw, np.uint16))
+                    yield gap, empty()
                 yield frame_idx, result(obj_ids, logits)
                 produced = frame_idx + 1
         for gap in range(produced, num_frames):
-            yield gap, Segmentation(np.zeros(hw, np.uint16))
+            yield gap, empty()
         reset = getattr(vp, "reset_state", None)
         if reset is not None:
             reset(state)
@@ -363,7 +369,6 @@ class InputWriter:
         self.seconds = d.seconds
         self._video: VideoOverlayWriter | None = None
         self._frames = None  # OpenCV capture re-reading the video for overlays
-        self._sixteen_bit: bool | None = None
 
     def _put(self, rel: str, data: bytes) -> None:
         atomic_write(self.state.out / rel, data)
@@ -387,15 +392,9 @@ class InputWriter:
 
     def _add(self, seg: Segmentation, frame: int | None, rgb: np.ndarray | None) -> None:
         h, w = seg.id_map.shape
-        if frame is None:
-            stem, sixteen = self.item.stem, None
-        else:
-            stem = f"{self.item.stem}/{frame:06d}"
-            if self._sixteen_bit is None:
-                self._sixteen_bit = bool(seg.objects) and max(o["instance_id"] for o in seg.objects) > 255
-            sixteen = self._sixteen_bit or int(seg.id_map.max()) > 255
+        stem = self.item.stem if frame is None else f"{self.item.stem}/{frame:06d}"
         if "png" in self.formats:
-            self._put(f"{stem}.png", encode_id_png(seg.id_map, sixteen))
+            self._put(f"{stem}.png", encode_id_png(seg.id_map, seg.sixteen_bit))
         if "coco" in self.formats:
             iid = self._image_id(frame)
             entry = {"id": iid, "file_name": self.item.rel, "height": h, "width": w}
