@@ -1,0 +1,192 @@
+"""`segapp train`: train or fine-tune the image path on COCO-format instance masks.
+
+    segapp train --annotations train.json --images train/ --config sam2.1_hiera_t \\
+        --init checkpoints/sam2.1_hiera_tiny.pt --freeze image_encoder --epochs 10 \\
+        --val-annotations val.json --val-images val/ --out runs/ft
+    segapp train ... --out runs/ft --resume      # continue from runs/ft/last.pt
+
+Writes last.pt, best.safetensors, final.safetensors and log.csv into --out (docs/training.md).
+Exit codes: 0 trained, 2 usage errors (missing files, bad arguments, a checkpoint that does
+not fit the config, an --out that holds a run and no --resume).
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+from pathlib import Path
+
+from segapp.cli import EXIT_OK, EXIT_USAGE, CLIError
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_CONFIG = "segapp_small"
+
+
+class _RecipeDefault:
+    """An option's default: TrainConfig's value, looked up only when --help shows it (so that
+    building the parser does not import torch) and left to TrainConfig when not overridden."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def __str__(self) -> str:
+        from segapp.training.trainer import TrainConfig
+
+        value = getattr(TrainConfig(), self.name)
+        return f"{value:g}" if isinstance(value, float) else str(value)
+
+
+def register(subparsers) -> None:
+    def recipe(name: str) -> _RecipeDefault:
+        return _RecipeDefault(name)
+
+    parser = subparsers.add_parser(
+        "train", help="train or fine-tune on COCO-format instance masks",
+        description="Train the image path (image encoder, prompt encoder, mask decoder) on "
+                    "COCO-format instance masks with simulated box, point and corrective-click "
+                    "prompts, as SAM 2 is trained. See docs/training.md.")
+    data = parser.add_argument_group("data")
+    data.add_argument("--annotations", required=True, type=Path, metavar="JSON",
+                      help="COCO instances file of the training images")
+    data.add_argument("--images", required=True, type=Path, metavar="DIR", help="folder of the training images")
+    data.add_argument("--val-annotations", type=Path, metavar="JSON",
+                      help="COCO instances file for validation mIoU after each epoch")
+    data.add_argument("--val-images", type=Path, metavar="DIR", help="folder of the validation images")
+    data.add_argument("--val-max-images", type=int, metavar="N", help="validate on the first N images only")
+    data.add_argument("--val-prompt", default=recipe("val_prompt"), metavar="PROMPT",
+                      help="prompt of the validation mIoU: box, point or clicks (default: %(default)s)")
+    data.add_argument("--max-images", type=int, metavar="N", help="train on the first N images only")
+    data.add_argument("--instances-per-image", type=int, default=recipe("instances_per_image"), metavar="K",
+                      help="instances sampled per image and step (default: %(default)s)")
+    data.add_argument("--no-augment", action="store_true",
+                      help="no scale/crop, flip, colour jitter or copy-paste")
+    data.add_argument("--workers", type=int, default=recipe("workers"), metavar="N",
+                      help="data-loading processes (default: %(default)s)")
+
+    model = parser.add_argument_group("model")
+    model.add_argument("--config", default=DEFAULT_CONFIG, metavar="NAME",
+                       help="model config name or YAML path (default: %(default)s); with --init, "
+                            "the config of that checkpoint")
+    model.add_argument("--init", type=Path, metavar="CHECKPOINT",
+                       help="start from these weights (official .pt or segapp .safetensors); "
+                            "default: random weights (training from scratch)")
+    model.add_argument("--image-size", type=int, metavar="S",
+                       help="model input side, a multiple of 32 (default: the config's)")
+    model.add_argument("--freeze", action="append", default=[], metavar="PART",
+                       help="do not train PART: image_encoder, prompt_encoder or mask_decoder "
+                            "(repeatable); the memory parts are never trained here")
+    model.add_argument("--device", help="cpu, cuda, ... (default: the best available)")
+    model.add_argument("--amp", default=recipe("amp"), metavar="MODE",
+                       help="auto (bf16 autocast on CUDA), bf16 or off (default: %(default)s)")
+
+    opt = parser.add_argument_group("optimisation")
+    opt.add_argument("--epochs", type=int, default=recipe("epochs"), help="total epochs (default: %(default)s)")
+    opt.add_argument("--batch-size", type=int, default=recipe("batch_size"),
+                     help="images per step (default: %(default)s)")
+    opt.add_argument("--lr", type=float, default=recipe("lr"), help="peak learning rate (default: %(default)s)")
+    opt.add_argument("--encoder-lr-scale", type=float, default=recipe("encoder_lr_scale"),
+                     help="the image encoder's lr relative to --lr (default: %(default)s)")
+    opt.add_argument("--weight-decay", type=float, default=recipe("weight_decay"),
+                     help="AdamW weight decay (default: %(default)s)")
+    opt.add_argument("--warmup-steps", type=int, default=recipe("warmup_steps"),
+                     help="linear warm-up steps before the cosine decay (default: %(default)s)")
+    opt.add_argument("--grad-clip", type=float, default=recipe("grad_clip"),
+                     help="max gradient norm, 0 for none (default: %(default)s)")
+    opt.add_argument("--correction-rounds", type=int, default=recipe("correction_rounds"),
+                     help="corrective-click rounds after the first prompt (default: %(default)s)")
+    opt.add_argument("--prob-box", type=float, default=recipe("prob_box"),
+                     help="probability that the first prompt is a box, not a point (default: %(default)s)")
+    opt.add_argument("--max-steps-per-epoch", type=int, metavar="N", help="cut epochs short (quick runs)")
+    opt.add_argument("--seed", type=int, default=recipe("seed"),
+                     help="seed of every random choice (default: %(default)s)")
+    opt.add_argument("--log-every", type=int, default=recipe("log_every"),
+                     help="steps between log lines (default: %(default)s)")
+
+    out = parser.add_argument_group("output")
+    out.add_argument("--out", type=Path, default=Path("train_out"), metavar="DIR",
+                     help="output folder (default: ./train_out)")
+    out.add_argument("--resume", action="store_true", help="continue the run saved in --out/last.pt")
+    parser.set_defaults(func=run)
+
+
+def _check_args(args: argparse.Namespace) -> None:
+    from segapp.training.trainer import LAST_NAME
+
+    if not args.annotations.is_file():
+        raise CLIError(f"annotation file not found: {args.annotations}")
+    if not args.images.is_dir():
+        raise CLIError(f"images folder not found: {args.images}")
+    if (args.val_annotations is None) != (args.val_images is None):
+        raise CLIError("give --val-annotations and --val-images together")
+    if args.val_annotations is not None:
+        if not args.val_annotations.is_file():
+            raise CLIError(f"validation annotation file not found: {args.val_annotations}")
+        if not args.val_images.is_dir():
+            raise CLIError(f"validation images folder not found: {args.val_images}")
+    if args.init is not None and not args.init.is_file():
+        raise CLIError(f"--init checkpoint not found: {args.init}")
+    if args.image_size is not None and (args.image_size <= 0 or args.image_size % 32):
+        raise CLIError(f"--image-size must be a positive multiple of 32, got {args.image_size}")
+    last = args.out / LAST_NAME
+    if args.resume and not last.is_file():
+        raise CLIError(f"--resume: {last} does not exist")
+    if not args.resume and last.is_file():
+        raise CLIError(f"{args.out} holds a run already ({last}): pass --resume to continue it, "
+                       "or choose another --out")
+
+
+# TrainConfig fields set from options of the same name (underscores for dashes).
+_RECIPE_OPTIONS = ("epochs", "batch_size", "instances_per_image", "lr", "encoder_lr_scale", "weight_decay",
+                   "warmup_steps", "grad_clip", "correction_rounds", "prob_box", "amp", "seed", "workers",
+                   "max_steps_per_epoch", "val_prompt", "log_every")
+
+
+def _train_config(args: argparse.Namespace):
+    from segapp.training.data import AugmentConfig
+    from segapp.training.trainer import TrainConfig
+
+    values = {name: getattr(args, name) for name in _RECIPE_OPTIONS
+              if not isinstance(getattr(args, name), _RecipeDefault)}
+    try:
+        return TrainConfig(**values, freeze=tuple(dict.fromkeys(args.freeze)),
+                           augment=AugmentConfig.none() if args.no_augment else AugmentConfig())
+    except ValueError as err:
+        raise CLIError(str(err)) from err
+
+
+def run(args: argparse.Namespace) -> int:
+    from segapp.build import build_model
+    from segapp.checkpoint import CheckpointError
+    from segapp.evaluation.coco import AnnotationFileError, load_coco_instances
+    from segapp.training.data import CocoInstanceDataset
+    from segapp.training.trainer import ResumeError, Trainer
+
+    _check_args(args)
+    config = _train_config(args)
+    try:
+        model = build_model(args.config, args.init, device=args.device, image_size=args.image_size)
+    except (ValueError, FileNotFoundError) as err:
+        raise CLIError(str(err)) from err
+    except CheckpointError as err:
+        raise CLIError(f"{err}\n  (pass the --config of this checkpoint)") from err
+    try:
+        train = CocoInstanceDataset(args.annotations, args.images, model.image_size,
+                                    instances_per_image=config.instances_per_image, augment=config.augment,
+                                    seed=config.seed, max_images=args.max_images)
+        val = None
+        if args.val_annotations is not None:
+            val = load_coco_instances(args.val_annotations, args.val_images, max_images=args.val_max_images)
+    except (AnnotationFileError, ValueError) as err:
+        raise CLIError(str(err)) from err
+    extra = {"train_annotations": str(args.annotations), "train_images": str(args.images),
+             "val_annotations": str(args.val_annotations or ""), "init": str(args.init or "")}
+    trainer = Trainer(model, train, config, args.out, val_data=val, config_name=args.config, recipe_extra=extra)
+    try:
+        result = trainer.fit(resume=args.resume)
+    except ResumeError as err:
+        raise CLIError(str(err), EXIT_USAGE) from err
+    best = (f"best validation mIoU {result['best']:.4f}" if val is not None
+            else f"lowest training loss {-result['best']:.4f}")
+    print(f"trained {result['epochs']} epochs ({result['steps']} steps); {best}; "
+          f"weights: {result['final']}")
+    return EXIT_OK

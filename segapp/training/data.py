@@ -1,0 +1,318 @@
+"""COCO-format instance masks as training samples: images at the model input with their masks.
+
+Geometry is that of `segapp.transforms.ImageTransforms`: the (cropped) image is stretched to
+image_size x image_size with antialiased bilinear resizing; masks go through the very same
+resize as float images and are thresholded at 0.5, so they stay on their pixels. Without
+augmentation, a sample's image is exactly `ImageTransforms(image_size).to_input([image])`.
+
+Augmentation (each step drawn from a NumPy generator seeded by (seed, epoch, index), so a
+sample is the same whenever it is drawn again, e.g. after resuming):
+- scale and crop: a window of the image of 1/scale its side (scale log-uniform in
+  `scale_range`, aspect jittered) at a random place; windows larger than the image are padded
+  with the mean pixel (which normalises to 0), so scales below 1 zoom out;
+- horizontal flip;
+- colour jitter: brightness, contrast and saturation;
+- copy-paste: instances of another image (itself scaled, cropped and flipped) pasted on top;
+  the masks they cover lose those pixels.
+Instances left with fewer than `min_mask_pixels` pixels are dropped; up to
+`instances_per_image` of the rest are drawn.
+
+Annotations and images that cannot be used (missing or unreadable files, malformed or empty
+masks, crowd regions) are skipped and counted in `skip_counts`, with a warning each.
+"""
+from __future__ import annotations
+
+import logging
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from segapp.transforms import PIXEL_MEAN, PIXEL_STD
+
+logger = logging.getLogger(__name__)
+
+# Masks resized as float images are kept where at least half a pixel is covered.
+MASK_RESIZE_THRESHOLD = 0.5
+# New crops tried when augmentation leaves no instance, before falling back to the whole image.
+MAX_CROP_ATTEMPTS = 5
+
+
+@dataclass(frozen=True)
+class AugmentConfig:
+    """Strengths of the augmentations; `AugmentConfig.none()` turns all of them off."""
+
+    crop_prob: float = 0.8
+    scale_range: tuple[float, float] = (0.75, 2.5)  # >1 zooms in (smaller window), <1 zooms out
+    aspect_range: tuple[float, float] = (0.75, 1.333)
+    hflip_prob: float = 0.5
+    colour_prob: float = 0.8
+    brightness: float = 0.3
+    contrast: float = 0.3
+    saturation: float = 0.3
+    copy_paste_prob: float = 0.3
+    copy_paste_max: int = 3
+
+    @classmethod
+    def none(cls) -> "AugmentConfig":
+        return cls(crop_prob=0.0, hflip_prob=0.0, colour_prob=0.0, copy_paste_prob=0.0)
+
+
+@dataclass
+class Sample:
+    """image: [3, S, S] float, normalised; masks: [K, S, S] bool, K >= 1; image_id: COCO id."""
+
+    image: torch.Tensor
+    masks: torch.Tensor
+    image_id: int
+
+
+@dataclass
+class Batch:
+    """images: [B, 3, S, S]; masks: [P, S, S] bool (all instances of all images);
+    image_index: [P] long, the image of each instance."""
+
+    images: torch.Tensor
+    masks: torch.Tensor
+    image_index: torch.Tensor
+    image_ids: list[int] = field(default_factory=list)
+
+    def to(self, device: torch.device) -> "Batch":
+        return Batch(self.images.to(device, non_blocking=True), self.masks.to(device, non_blocking=True),
+                     self.image_index.to(device, non_blocking=True), self.image_ids)
+
+
+def collate(samples: list[Sample]) -> Batch:
+    images = torch.stack([s.image for s in samples])
+    masks = torch.cat([s.masks for s in samples])
+    index = torch.cat([torch.full((len(s.masks),), i, dtype=torch.long) for i, s in enumerate(samples)])
+    return Batch(images, masks, index, [s.image_id for s in samples])
+
+
+# ------------------------------------------------------------------------------------ geometry
+def resize_to_input(image: torch.Tensor, masks: torch.Tensor, image_size: int
+                    ) -> tuple[torch.Tensor, torch.Tensor]:
+    """image [3, H, W] float in [0, 1], masks [K, H, W] bool -> [3, S, S], [K, S, S] bool,
+    with ImageTransforms' resize (bilinear, antialiased, align_corners=False) for both."""
+    size = (image_size, image_size)
+    image = F.interpolate(image[None], size=size, mode="bilinear", align_corners=False, antialias=True)[0]
+    if masks.shape[0]:
+        masks = F.interpolate(masks[None].float(), size=size, mode="bilinear", align_corners=False,
+                              antialias=True)[0] > MASK_RESIZE_THRESHOLD
+    else:
+        masks = masks.new_zeros((0, *size))
+    return image, masks
+
+
+def normalise(image: torch.Tensor) -> torch.Tensor:
+    """[3, S, S] in [0, 1] -> normalised with the ImageNet statistics."""
+    mean = torch.tensor(PIXEL_MEAN).view(3, 1, 1)
+    std = torch.tensor(PIXEL_STD).view(3, 1, 1)
+    return (image - mean) / std
+
+
+def crop_window(height: int, width: int, aug: AugmentConfig, rng: np.random.Generator
+                ) -> tuple[int, int, int, int]:
+    """A window (x0, y0, w, h) in image pixels; it may extend past the image (padding)."""
+    lo, hi = np.log(aug.scale_range[0]), np.log(aug.scale_range[1])
+    scale = float(np.exp(rng.uniform(lo, hi)))
+    aspect = float(np.exp(rng.uniform(np.log(aug.aspect_range[0]), np.log(aug.aspect_range[1]))))
+    w = max(1, int(round(width / scale * np.sqrt(aspect))))
+    h = max(1, int(round(height / scale / np.sqrt(aspect))))
+    x0 = int(rng.integers(min(0, width - w), max(0, width - w) + 1))
+    y0 = int(rng.integers(min(0, height - h), max(0, height - h) + 1))
+    return x0, y0, w, h
+
+
+def crop(image: torch.Tensor, masks: torch.Tensor, window: tuple[int, int, int, int]
+         ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Cut window (x0, y0, w, h) out of image [3, H, W] and masks [K, H, W]; outside the
+    image, the image is the mean pixel and the masks are empty."""
+    x0, y0, w, h = window
+    _, height, width = image.shape
+    fill = torch.tensor(PIXEL_MEAN, dtype=image.dtype).view(3, 1, 1)
+    out_image = fill.expand(3, h, w).clone()
+    out_masks = masks.new_zeros((masks.shape[0], h, w))
+    sx0, sy0 = max(x0, 0), max(y0, 0)
+    sx1, sy1 = min(x0 + w, width), min(y0 + h, height)
+    if sx1 > sx0 and sy1 > sy0:
+        out_image[:, sy0 - y0: sy1 - y0, sx0 - x0: sx1 - x0] = image[:, sy0:sy1, sx0:sx1]
+        out_masks[:, sy0 - y0: sy1 - y0, sx0 - x0: sx1 - x0] = masks[:, sy0:sy1, sx0:sx1]
+    return out_image, out_masks
+
+
+def colour_jitter(image: torch.Tensor, aug: AugmentConfig, rng: np.random.Generator) -> torch.Tensor:
+    """Brightness, contrast and saturation factors in [1 - s, 1 + s] on [3, H, W] in [0, 1]."""
+    gray_weights = torch.tensor([0.299, 0.587, 0.114]).view(3, 1, 1)
+    b = rng.uniform(1 - aug.brightness, 1 + aug.brightness)
+    c = rng.uniform(1 - aug.contrast, 1 + aug.contrast)
+    s = rng.uniform(1 - aug.saturation, 1 + aug.saturation)
+    image = image * float(b)
+    mean = (image * gray_weights).sum(0).mean()
+    image = (image - mean) * float(c) + mean
+    gray = (image * gray_weights).sum(0, keepdim=True)
+    image = (image - gray) * float(s) + gray
+    return image.clamp(0, 1)
+
+
+# ------------------------------------------------------------------------------------ dataset
+class CocoInstanceDataset(torch.utils.data.Dataset):
+    """Training samples from a COCO instances file.
+
+    Args:
+      annotations, images_dir: the COCO instances JSON and the folder of its images.
+      image_size: side of the model input S.
+      instances_per_image: at most this many instances are drawn per sample.
+      augment: augmentation strengths (AugmentConfig.none() for none).
+      seed: with the epoch (`set_epoch`) and the index, decides every random choice.
+      min_mask_pixels: instances smaller than this at the model input are dropped.
+      max_images: use the first N images (by image id) only.
+    """
+
+    def __init__(self, annotations: str | Path, images_dir: str | Path, image_size: int,
+                 instances_per_image: int = 8, augment: AugmentConfig | None = None, seed: int = 0,
+                 min_mask_pixels: int = 16, max_images: int | None = None) -> None:
+        from segapp.evaluation.coco import load_coco_instances
+
+        self.image_size = image_size
+        self.instances_per_image = instances_per_image
+        self.augment = augment if augment is not None else AugmentConfig()
+        self.seed = seed
+        self.epoch = 0
+        self.min_mask_pixels = min_mask_pixels
+        self.coco = load_coco_instances(annotations, images_dir, max_images=max_images)
+        self.entries = list(self.coco.images)
+        self.skip_counts: Counter[str] = Counter(s.reason for s in self.coco.skipped)
+        self._bad_images: set[int] = set()
+        self._bad_annotations: set[int] = set()
+        for reason, count in sorted(self.skip_counts.items()):
+            logger.warning("%s: skipped %d annotation(s): %s", annotations, count, reason)
+        if not self.entries:
+            raise ValueError(f"{annotations}: no usable image with instance masks in {images_dir}")
+
+    def __len__(self) -> int:
+        return len(self.entries)
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def _skip(self, reason: str, key: int, bad: set[int], detail: str) -> None:
+        if key not in bad:
+            bad.add(key)
+            self.skip_counts[reason] += 1
+            logger.warning("skipped (%s): %s", reason, detail)
+
+    def load(self, index: int) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """The image [3, H, W] float in [0, 1] and its non-empty masks [K, H, W] bool at the
+        original size; None (counted) when the image or all its masks are unusable."""
+        from segapp.evaluation.coco import decode_segmentation, read_image
+
+        entry = self.entries[index]
+        try:
+            rgb = read_image(entry)
+        except ValueError as err:
+            self._skip("unreadable_image", entry.image_id, self._bad_images, str(err))
+            return None
+        masks = []
+        for inst in entry.instances:
+            try:
+                mask = decode_segmentation(inst.segmentation, entry.height, entry.width)
+            except (ValueError, TypeError, KeyError) as err:
+                self._skip("malformed_annotation", inst.annotation_id, self._bad_annotations,
+                           f"annotation {inst.annotation_id}: {err}")
+                continue
+            if not mask.any():
+                self._skip("empty_mask", inst.annotation_id, self._bad_annotations,
+                           f"annotation {inst.annotation_id} of image {entry.image_id}")
+                continue
+            masks.append(mask)
+        if not masks:
+            self._skip("no_usable_instance", entry.image_id, self._bad_images,
+                       f"image {entry.image_id} has no usable instance mask")
+            return None
+        image = torch.from_numpy(rgb).permute(2, 0, 1).float().div(255)
+        return image, torch.from_numpy(np.stack(masks))
+
+    def _geometric(self, image: torch.Tensor, masks: torch.Tensor, rng: np.random.Generator,
+                   augment: bool) -> tuple[torch.Tensor, torch.Tensor]:
+        """Scale/crop, resize to the input and flip; drops instances that became too small."""
+        aug = self.augment
+        if augment and rng.random() < aug.crop_prob:
+            _, h, w = image.shape
+            for _ in range(MAX_CROP_ATTEMPTS):
+                img_c, masks_c = crop(image, masks, crop_window(h, w, aug, rng))
+                img_c, masks_c = resize_to_input(img_c, masks_c, self.image_size)
+                keep = masks_c.flatten(1).sum(1) >= self.min_mask_pixels
+                if keep.any():
+                    image, masks = img_c, masks_c[keep]
+                    break
+            else:
+                image, masks = self._plain(image, masks)
+        else:
+            image, masks = self._plain(image, masks)
+        if augment and rng.random() < aug.hflip_prob:
+            image, masks = image.flip(-1), masks.flip(-1)
+        return image, masks
+
+    def _plain(self, image: torch.Tensor, masks: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        image, masks = resize_to_input(image, masks, self.image_size)
+        return image, masks[masks.flatten(1).sum(1) >= self.min_mask_pixels]
+
+    def _copy_paste(self, index: int, image: torch.Tensor, masks: torch.Tensor,
+                    rng: np.random.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+        """Paste 1..copy_paste_max instances of another image on top of this one."""
+        if len(self.entries) < 2:
+            return image, masks
+        other = int(rng.integers(0, len(self.entries) - 1))
+        other += other >= index  # any image but this one
+        loaded = self.load(other)
+        if loaded is None:
+            return image, masks
+        src_image, src_masks = self._geometric(*loaded, rng, augment=True)
+        if not len(src_masks):
+            return image, masks
+        count = int(rng.integers(1, min(self.augment.copy_paste_max, len(src_masks)) + 1))
+        chosen = rng.choice(len(src_masks), size=count, replace=False)
+        pasted = src_masks[torch.from_numpy(np.sort(chosen))]
+        # Later pasted instances cover earlier ones, as they do the image's own.
+        for i in range(len(pasted) - 1):
+            pasted[i] &= ~pasted[i + 1:].any(0)
+        union = pasted.any(0)
+        image = torch.where(union, src_image, image)
+        masks = torch.cat([masks & ~union, pasted])
+        return image, masks[masks.flatten(1).sum(1) >= self.min_mask_pixels]
+
+    def sample(self, index: int, epoch: int | None = None) -> Sample | None:
+        """The sample of image `index` at `epoch` (default: the current one); None when the
+        image is unusable."""
+        epoch = self.epoch if epoch is None else epoch
+        rng = np.random.default_rng([self.seed, epoch, index])
+        loaded = self.load(index)
+        if loaded is None:
+            return None
+        image, masks = self._geometric(*loaded, rng, augment=True)
+        aug = self.augment
+        if rng.random() < aug.colour_prob:
+            image = colour_jitter(image, aug, rng)
+        if rng.random() < aug.copy_paste_prob:
+            image, masks = self._copy_paste(index, image, masks, rng)
+        if not len(masks):  # everything too small at this input size
+            self._skip("below_min_pixels", self.entries[index].image_id, self._bad_images,
+                       f"image {self.entries[index].image_id}: every instance is under "
+                       f"{self.min_mask_pixels} pixels at {self.image_size} px")
+            return None
+        if len(masks) > self.instances_per_image:
+            keep = np.sort(rng.choice(len(masks), size=self.instances_per_image, replace=False))
+            masks = masks[torch.from_numpy(keep)]
+        return Sample(normalise(image), masks, self.entries[index].image_id)
+
+    def __getitem__(self, index: int) -> Sample:
+        """The sample of `index`, or of the next usable image when it is unusable."""
+        for step in range(len(self.entries)):
+            sample = self.sample((index + step) % len(self.entries))
+            if sample is not None:
+                return sample
+        raise RuntimeError("no image of the dataset is usable (see the warnings above)")

@@ -1,0 +1,119 @@
+"""Simulated prompts for training, as SAM and SAM 2 are trained.
+
+Every function works on a batch of P prompts in model-input pixels (x right, y down, the
+[H, W] grid of the target masks) and draws its randomness from a `torch.Generator`, so a
+training run is reproducible and resumable.
+
+- the first prompt of an instance: its box, each side jittered by up to 10% of the box's
+  side and at most a fixed number of pixels (SAM 2: 20 px at 1024), or one positive point
+  drawn uniformly from the mask;
+- each later round: one corrective click drawn uniformly from the error region of the
+  previous prediction, positive on a false negative (the object was missed there),
+  negative on a false positive.
+"""
+from __future__ import annotations
+
+import torch
+
+from segapp.modeling.prompt_encoder import (LABEL_BOX_BOTTOM_RIGHT, LABEL_BOX_TOP_LEFT, LABEL_NEGATIVE,
+                                            LABEL_PAD, LABEL_POSITIVE)
+
+# Box jitter of SAM 2's training: uniform noise of at most this fraction of the box's width
+# (height) per side, and at most BOX_NOISE_MAX_PX pixels at a 1024-pixel input.
+BOX_NOISE_FRACTION = 0.1
+BOX_NOISE_MAX_PX = 20.0
+BOX_NOISE_REFERENCE_SIZE = 1024
+
+
+def boxes_from_masks(masks: torch.Tensor) -> torch.Tensor:
+    """masks: [P, H, W] bool -> [P, 4] float xyxy, the tight box in COCO's convention
+    (x1 = last column + 1), as the evaluation's box prompts are; all zeros for empty masks."""
+    p, h, w = masks.shape
+    cols, rows = masks.any(dim=1), masks.any(dim=2)  # [P, W], [P, H]
+    xs = torch.arange(w, device=masks.device).expand(p, w)
+    ys = torch.arange(h, device=masks.device).expand(p, h)
+    x0 = torch.where(cols, xs, w).amin(dim=1)
+    x1 = torch.where(cols, xs, -1).amax(dim=1) + 1
+    y0 = torch.where(rows, ys, h).amin(dim=1)
+    y1 = torch.where(rows, ys, -1).amax(dim=1) + 1
+    boxes = torch.stack([x0, y0, x1, y1], dim=1).float()
+    return torch.where(masks.flatten(1).any(dim=1, keepdim=True), boxes, torch.zeros_like(boxes))
+
+
+def jitter_boxes(boxes: torch.Tensor, image_size: int, generator: torch.Generator | None = None,
+                 fraction: float = BOX_NOISE_FRACTION, max_px: float | None = None) -> torch.Tensor:
+    """Move each side of each box [P, 4] xyxy by uniform noise in [-d, d], d = min(fraction *
+    side length, max_px); clamp to the image and keep x0 <= x1, y0 <= y1.
+
+    max_px defaults to SAM 2's 20 px scaled from 1024 to `image_size`.
+    """
+    if max_px is None:
+        max_px = BOX_NOISE_MAX_PX * image_size / BOX_NOISE_REFERENCE_SIZE
+    w = boxes[:, 2] - boxes[:, 0]
+    h = boxes[:, 3] - boxes[:, 1]
+    dx = (w * fraction).clamp(max=max_px)
+    dy = (h * fraction).clamp(max=max_px)
+    bound = torch.stack([dx, dy, dx, dy], dim=1)
+    noise = torch.rand(boxes.shape, generator=generator, device=boxes.device) * 2 - 1
+    out = (boxes + noise * bound).clamp(0, image_size)
+    x0, x1 = torch.minimum(out[:, 0], out[:, 2]), torch.maximum(out[:, 0], out[:, 2])
+    y0, y1 = torch.minimum(out[:, 1], out[:, 3]), torch.maximum(out[:, 1], out[:, 3])
+    return torch.stack([x0, y0, x1, y1], dim=1)
+
+
+def sample_points(regions: torch.Tensor, generator: torch.Generator | None = None
+                  ) -> tuple[torch.Tensor, torch.Tensor]:
+    """One pixel drawn uniformly from each region.
+
+    regions: [P, H, W] bool -> (xy [P, 2] float pixel indices, found [P] bool; False, with xy 0,
+    where a region is empty). Uniform because the arg-max of i.i.d. uniform scores restricted to
+    the region is equally likely to be any of its pixels.
+    """
+    p, h, w = regions.shape
+    scores = torch.rand((p, h * w), generator=generator, device=regions.device)
+    flat = regions.reshape(p, h * w)
+    scores = torch.where(flat, scores, torch.full_like(scores, -1.0))
+    index = scores.argmax(dim=1)
+    found = flat.any(dim=1)
+    xy = torch.stack([index % w, index // w], dim=1).float()
+    return torch.where(found[:, None], xy, torch.zeros_like(xy)), found
+
+
+def box_prompts(masks: torch.Tensor, generator: torch.Generator | None = None,
+                max_px: float | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Jittered boxes of masks [P, H, W] as corner points: ([P, 2, 2] xy, [P, 2] labels 2, 3)."""
+    size = masks.shape[-1]
+    boxes = jitter_boxes(boxes_from_masks(masks), size, generator, max_px=max_px)
+    labels = torch.tensor([LABEL_BOX_TOP_LEFT, LABEL_BOX_BOTTOM_RIGHT], device=masks.device)
+    return boxes.reshape(-1, 2, 2), labels.expand(masks.shape[0], 2).clone()
+
+
+def point_prompts(masks: torch.Tensor, generator: torch.Generator | None = None
+                  ) -> tuple[torch.Tensor, torch.Tensor]:
+    """One positive point inside each mask [P, H, W]: ([P, 1, 2] xy, [P, 1] labels; padding
+    label -1 for an empty mask)."""
+    xy, found = sample_points(masks, generator)
+    labels = torch.where(found, LABEL_POSITIVE, LABEL_PAD)
+    return xy[:, None], labels[:, None].long()
+
+
+def corrective_clicks(targets: torch.Tensor, predictions: torch.Tensor,
+                      generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """One corrective click per prompt, drawn uniformly from the error region.
+
+    targets, predictions: [P, H, W] bool -> ([P, 1, 2] xy, [P, 1] labels): positive (1) on a
+    false negative, negative (0) on a false positive. Where the prediction is exact, a positive
+    point inside the target (a padding point, label -1, when the target is empty too).
+    """
+    errors = targets ^ predictions
+    xy, found = sample_points(errors, generator)
+    x, y = xy[:, 0].long(), xy[:, 1].long()
+    rows = torch.arange(targets.shape[0], device=targets.device)
+    on_target = targets[rows, y, x]
+    labels = torch.where(on_target, LABEL_POSITIVE, LABEL_NEGATIVE)
+    exact = ~found
+    if exact.any():
+        fallback_xy, fallback_labels = point_prompts(targets[exact], generator)
+        xy[exact] = fallback_xy[:, 0]
+        labels[exact] = fallback_labels[:, 0]
+    return xy[:, None], labels[:, None].long()

@@ -1,0 +1,181 @@
+"""The training loop and `segapp train`: overfitting a fixed batch, outputs, resume, freezing,
+CLI errors. Tiny model (test_tiny at 64 px) on hand-made COCO files; a few steps each."""
+from __future__ import annotations
+
+import csv
+import json
+
+import pytest
+import torch
+from safetensors import safe_open
+from test_train_data import make_coco
+
+from segapp.build import build_model
+from segapp.checkpoint import load_checkpoint
+from segapp.cli import main
+from segapp.evaluation import load_coco_instances
+from segapp.training import AugmentConfig, CocoInstanceDataset, TrainConfig, Trainer
+from segapp.training.data import collate
+
+SIZE = 64
+
+
+def _model(seed: int = 0):
+    torch.manual_seed(seed)
+    return build_model("test_tiny", device="cpu", image_size=SIZE)
+
+
+def _config(**kw) -> TrainConfig:
+    base = dict(epochs=1, batch_size=2, instances_per_image=2, lr=2e-3, warmup_steps=0, correction_rounds=1,
+                augment=AugmentConfig.none(), log_every=1)
+    base.update(kw)
+    return TrainConfig(**base)
+
+
+def _read_log(path):
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def test_training_overfits_a_fixed_batch(tmp_path):
+    ann, images = make_coco(tmp_path)
+    data = CocoInstanceDataset(ann, images, SIZE, augment=AugmentConfig.none())
+    trainer = Trainer(_model(), data, _config(lr=3e-3, grad_clip=1.0, epochs=20), tmp_path / "out")
+    batch = collate([data[0], data[1]])
+
+    def fixed_loss():
+        with torch.no_grad():
+            return trainer.compute_loss(batch, trainer.generator(12345))[0].item()
+
+    before = fixed_loss()
+    for _ in range(20):
+        trainer.train_step(batch)
+    after = fixed_loss()
+    assert after < 0.6 * before, (before, after)
+
+
+def test_fit_writes_log_and_checkpoints_and_validates(tmp_path):
+    ann, images = make_coco(tmp_path)
+    data = CocoInstanceDataset(ann, images, SIZE)
+    val = load_coco_instances(ann, images)
+    out = tmp_path / "out"
+    result = Trainer(_model(), data, _config(epochs=2), out, val_data=val, config_name="test_tiny").fit()
+    assert result["epochs"] == 2 and result["steps"] == 2
+    rows = _read_log(out / "log.csv")
+    assert [r["epoch"] for r in rows] == ["1", "2"]
+    assert all(0.0 <= float(r["val_miou"]) <= 1.0 and float(r["loss"]) > 0 for r in rows)
+    for name in ("last.pt", "best.safetensors", "final.safetensors"):
+        assert (out / name).is_file()
+    with safe_open(str(out / "final.safetensors"), "pt") as f:
+        meta = f.metadata()
+    assert meta["config"] == "test_tiny" and meta["image_size"] == str(SIZE)
+    assert "image_encoder" in meta["config_yaml"]
+    assert json.loads(meta["recipe"])["epochs"] == 2
+    # the weights load into a freshly built model
+    fresh = build_model("test_tiny", out / "final.safetensors", device="cpu", image_size=SIZE)
+    trained = load_checkpoint(_model(1), out / "final.safetensors")
+    for (k, a), b in zip(fresh.state_dict().items(), trained.state_dict().values()):
+        assert torch.equal(a, b), k
+
+
+def test_resume_continues_with_the_same_state(tmp_path):
+    ann, images = make_coco(tmp_path)
+
+    def trainer(out, epochs):
+        data = CocoInstanceDataset(ann, images, SIZE, seed=3)
+        return Trainer(_model(), data, _config(epochs=epochs, batch_size=1, seed=3), out)
+
+    straight = trainer(tmp_path / "a", 2)
+    straight.fit()
+    first = trainer(tmp_path / "b", 2)
+    first.config.epochs = 1  # stop after one epoch, with the schedule of a two-epoch run
+    first.fit()
+    saved = torch.load(tmp_path / "b" / "last.pt", weights_only=True)
+    assert saved["epoch"] == 1 and saved["step"] == 2
+
+    resumed = trainer(tmp_path / "b", 2)
+    resumed.load_state(tmp_path / "b" / "last.pt")
+    opt = resumed.optimizer.state_dict()
+    for key, state in saved["optimizer"]["state"].items():
+        for name, value in state.items():
+            assert torch.equal(opt["state"][key][name], value), (key, name)
+    assert resumed.scheduler.get_last_lr() == first.scheduler.get_last_lr()
+
+    resumed = trainer(tmp_path / "b", 2)
+    result = resumed.fit(resume=True)
+    assert result["epochs"] == 2 and result["steps"] == 4
+    assert [r["epoch"] for r in _read_log(tmp_path / "b" / "log.csv")] == ["1", "2"]
+    for (k, a), b in zip(straight.model.state_dict().items(), resumed.model.state_dict().values()):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6, msg=k)
+
+
+def test_freeze_image_encoder_and_memory_parts_stay_unchanged(tmp_path):
+    ann, images = make_coco(tmp_path)
+    data = CocoInstanceDataset(ann, images, SIZE, augment=AugmentConfig.none())
+    model = _model()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    trainer = Trainer(model, data, _config(freeze=("image_encoder",)), tmp_path / "out")
+    trainer.train_step(collate([data[0], data[1]]))
+    after = model.state_dict()
+    changed = {k for k in before if not torch.equal(before[k], after[k])}
+    assert not any(k.startswith("image_encoder.") for k in changed)
+    assert not any(k.startswith(("memory_attention.", "memory_encoder.", "obj_ptr", "maskmem")) for k in changed)
+    assert any(k.startswith("mask_decoder.") for k in changed)
+    assert any(k.startswith("prompt_encoder.") for k in changed)
+
+
+def test_cli_trains_resumes_and_refuses_to_overwrite(tmp_path, capsys):
+    ann, images = make_coco(tmp_path)
+    out = tmp_path / "run"
+    args = ["train", "--annotations", str(ann), "--images", str(images), "--config", "test_tiny",
+            "--image-size", str(SIZE), "--epochs", "1", "--batch-size", "2", "--correction-rounds", "1",
+            "--val-annotations", str(ann), "--val-images", str(images), "--device", "cpu",
+            "--freeze", "image_encoder", "--out", str(out)]
+    assert main(args) == 0
+    assert "best validation mIoU" in capsys.readouterr().out
+    assert main(args) == 2  # a run is there: --resume or another --out
+    assert "--resume" in capsys.readouterr().err
+    args[args.index("--epochs") + 1] = "2"
+    assert main(args + ["--resume"]) == 0
+    assert [r["epoch"] for r in _read_log(out / "log.csv")] == ["1", "2"]
+    # a resumed run must keep the frozen parts
+    args[args.index("--epochs") + 1] = "3"
+    args.remove("--freeze"), args.remove("image_encoder")
+    assert main(args + ["--resume"]) == 2
+    assert "freeze" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"--annotations": "missing.json"}, "annotation file not found"),
+    ({"--images": "nowhere"}, "images folder not found"),
+    ({"--val-annotations": "@ann"}, "together"),
+    ({"--image-size": "100"}, "multiple of 32"),
+    ({"--init": "missing.pt"}, "checkpoint not found"),
+    ({"--freeze": "trunk"}, "cannot freeze"),
+    ({"--epochs": "0"}, "epochs"),
+    ({"--resume": None}, "does not exist"),
+    ({"--config": "no_such_config"}, "unknown config"),
+])
+def test_cli_usage_errors_exit_2(tmp_path, capsys, change, message):
+    ann, images = make_coco(tmp_path)
+    opts = {"--annotations": str(ann), "--images": str(images), "--config": "test_tiny",
+            "--image-size": str(SIZE), "--out": str(tmp_path / "run"), "--device": "cpu"}
+    for key, value in change.items():
+        opts[key] = str(ann) if value == "@ann" else (str(tmp_path / value) if value and value.endswith(
+            (".json", ".pt")) or value == "nowhere" else value)
+    argv = ["train"]
+    for key, value in opts.items():
+        argv += [key] if value is None else [key, value]
+    assert main(argv) == 2
+    assert message in capsys.readouterr().err
+
+
+def test_cli_init_checkpoint_of_another_config_exits_2(tmp_path, capsys):
+    from segapp.checkpoint import save_safetensors
+
+    ann, images = make_coco(tmp_path)
+    ckpt = save_safetensors(_model(), tmp_path / "tiny.safetensors")
+    argv = ["train", "--annotations", str(ann), "--images", str(images), "--config", "segapp_small",
+            "--init", str(ckpt), "--out", str(tmp_path / "run"), "--device", "cpu"]
+    assert main(argv) == 2
+    assert "--config of this checkpoint" in capsys.readouterr().err

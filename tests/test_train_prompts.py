@@ -1,0 +1,87 @@
+"""Simulated training prompts on hand-made masks."""
+from __future__ import annotations
+
+import torch
+
+from segapp.training import prompts as P
+
+
+def _rect(h=32, w=32, y0=8, y1=20, x0=4, x1=24):
+    m = torch.zeros(h, w, dtype=torch.bool)
+    m[y0:y1, x0:x1] = True
+    return m
+
+
+def test_boxes_from_masks_use_coco_convention():
+    masks = torch.stack([_rect(), torch.zeros(32, 32, dtype=torch.bool)])
+    assert P.boxes_from_masks(masks).tolist() == [[4.0, 8.0, 24.0, 20.0], [0.0, 0.0, 0.0, 0.0]]
+
+
+def test_jittered_boxes_stay_within_the_bounds():
+    box = torch.tensor([[40.0, 50.0, 140.0, 90.0]]).repeat(2000, 1)  # 100 x 40
+    gen = torch.Generator().manual_seed(0)
+    out = P.jitter_boxes(box, 256, gen, fraction=0.1, max_px=6.0)
+    # x sides move at most min(10, 6) = 6 px, y sides at most min(4, 6) = 4 px
+    dx = (out[:, [0, 2]] - box[:, [0, 2]]).abs()
+    dy = (out[:, [1, 3]] - box[:, [1, 3]]).abs()
+    assert dx.max() <= 6.0 + 1e-5 and dy.max() <= 4.0 + 1e-5
+    assert dx.max() > 5.0 and dy.max() > 3.0  # and they do move, over the whole range
+    # default bound: SAM 2's 20 px at 1024, i.e. 5 px at 256
+    out = P.jitter_boxes(box, 256, gen)
+    assert (out - box)[:, [0, 2]].abs().max() <= 5.0 + 1e-5
+    # clamped to the image, corners ordered
+    edge = P.jitter_boxes(torch.tensor([[0.0, 0.0, 256.0, 256.0]]).repeat(100, 1), 256, gen)
+    assert edge.min() >= 0 and edge.max() <= 256
+    assert (edge[:, 0] <= edge[:, 2]).all() and (edge[:, 1] <= edge[:, 3]).all()
+
+
+def test_box_prompts_are_labelled_corners():
+    coords, labels = P.box_prompts(_rect()[None], torch.Generator().manual_seed(1))
+    assert coords.shape == (1, 2, 2) and labels.tolist() == [[2, 3]]
+
+
+def test_positive_points_fall_inside_the_mask_and_cover_it():
+    mask = _rect()
+    masks = mask[None].repeat(3000, 1, 1)
+    coords, labels = P.point_prompts(masks, torch.Generator().manual_seed(2))
+    assert labels.eq(1).all()
+    x, y = coords[:, 0, 0].long(), coords[:, 0, 1].long()
+    assert mask[y, x].all()
+    assert len(set(zip(x.tolist(), y.tolist()))) > 200  # spread over the 240 pixels
+    empty = torch.zeros(1, 32, 32, dtype=torch.bool)
+    _, labels = P.point_prompts(empty)
+    assert labels.tolist() == [[-1]]
+
+
+def test_corrective_clicks_label_false_negatives_positive_and_false_positives_negative():
+    gen = torch.Generator().manual_seed(3)
+    gt = _rect()
+    # missed entirely: a positive click inside the object
+    coords, labels = P.corrective_clicks(gt[None], torch.zeros_like(gt)[None], gen)
+    x, y = coords[0, 0].long().tolist()
+    assert labels.tolist() == [[1]] and gt[y, x]
+    # object found plus a spurious region: a negative click in the spurious region
+    pred = gt | _rect(y0=24, y1=30, x0=0, x1=10)
+    coords, labels = P.corrective_clicks(gt[None], pred[None], gen)
+    x, y = coords[0, 0].long().tolist()
+    assert labels.tolist() == [[0]] and pred[y, x] and not gt[y, x]
+    # both errors: each click is labelled by the kind of error it lands on
+    pred = _rect(y0=8, y1=14) | _rect(y0=24, y1=30, x0=0, x1=10)
+    n = 500
+    coords, labels = P.corrective_clicks(gt[None].repeat(n, 1, 1), pred[None].repeat(n, 1, 1), gen)
+    x, y = coords[:, 0, 0].long(), coords[:, 0, 1].long()
+    assert (labels[:, 0] == gt[y, x].long()).all()
+    assert (gt[y, x] ^ pred[y, x]).all()  # always on an error
+    assert 0 < labels.sum() < n
+    # exact prediction: a positive point inside the object
+    coords, labels = P.corrective_clicks(gt[None], gt[None], gen)
+    x, y = coords[0, 0].long().tolist()
+    assert labels.tolist() == [[1]] and gt[y, x]
+
+
+def test_prompts_are_reproducible_from_the_generator_seed():
+    masks = _rect()[None].repeat(4, 1, 1)
+    a = P.box_prompts(masks, torch.Generator().manual_seed(7))[0]
+    b = P.box_prompts(masks, torch.Generator().manual_seed(7))[0]
+    c = P.box_prompts(masks, torch.Generator().manual_seed(8))[0]
+    assert torch.equal(a, b) and not torch.equal(a, c)
