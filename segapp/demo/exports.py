@@ -181,3 +181,48 @@ def save_png(array: np.ndarray, path: str | Path) -> Path:
     path = Path(path)
     Image.fromarray(np.asarray(array, dtype=np.uint8)).save(path, format="PNG")
     return path
+
+
+def write_png_zip(id_maps, path: str | Path, digits: int = 5) -> Path:
+    """A zip of instance-id PNGs, one per frame: `frames/00000.png`, ... .
+
+    id_maps: iterable of (frame_idx, [H, W] uint16 id map)."""
+    import zipfile
+
+    path = Path(path)
+    with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_STORED) as zf:  # PNG is compressed already
+        for frame_idx, id_map in id_maps:
+            zf.writestr(f"frames/{frame_idx:0{digits}d}.png", id_map_to_png(id_map))
+    return path
+
+
+def write_mp4(frames, path: str | Path, fps: float) -> Path:
+    """Write [H, W, 3] uint8 RGB frames as H.264 MP4 (yuv420p, plays in browsers) with PyAV.
+    Odd sizes are padded by one pixel (yuv420p needs even sides)."""
+    import av
+    from fractions import Fraction
+
+    path = Path(path)
+    rate = Fraction(fps).limit_denominator(1001) if fps and fps > 0 else Fraction(25)
+    container = av.open(str(path), mode="w")
+    try:
+        stream = None
+        for frame in frames:
+            frame = np.asarray(frame, dtype=np.uint8)
+            h, w = frame.shape[:2]
+            if h % 2 or w % 2:
+                frame = np.pad(frame, ((0, h % 2), (0, w % 2), (0, 0)), mode="edge")
+            if stream is None:
+                stream = container.add_stream("libx264", rate=rate)
+                stream.width, stream.height = frame.shape[1], frame.shape[0]
+                stream.pix_fmt = "yuv420p"
+                stream.options = {"crf": "23", "preset": "veryfast"}
+            for packet in stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")):
+                container.mux(packet)
+        if stream is None:
+            raise ValueError("no frames to write")
+        for packet in stream.encode():
+            container.mux(packet)
+    finally:
+        container.close()
+    return path

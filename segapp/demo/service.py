@@ -61,6 +61,8 @@ class Limits:
     max_session_bytes: a session's masks and embedding; the oldest undo steps are dropped
       to stay under it.
     max_points_per_side: the densest "segment everything" grid.
+    max_video_bytes, max_video_frames, max_video_side: the largest accepted video.
+    max_video_sessions: live video sessions at once (their tracking state is larger).
     """
 
     max_upload_bytes: int = 20 * 1024 * 1024
@@ -70,6 +72,10 @@ class Limits:
     max_history: int = 30
     max_session_bytes: int = 256 * 1024 * 1024
     max_points_per_side: int = 64
+    max_video_bytes: int = 100 * 1024 * 1024
+    max_video_frames: int = 600
+    max_video_side: int = 1920
+    max_video_sessions: int = 4
 
 
 @dataclass(frozen=True)
@@ -167,6 +173,69 @@ class ImageSession:
         return total
 
 
+class SessionTable:
+    """Sessions keyed by unguessable ids, least recently used last-evicted; thread-safe.
+
+    Sessions are any objects with a `last_used` attribute (seconds of `clock`)."""
+
+    def __init__(self, max_sessions: int, idle_seconds: float, clock=time.monotonic) -> None:
+        self.max_sessions = max_sessions
+        self.idle_seconds = idle_seconds
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._sessions: collections.OrderedDict[str, Any] = collections.OrderedDict()
+
+    def create(self, factory) -> str:
+        """Add factory(sid, now) under a new id; returns the id."""
+        sid = secrets.token_urlsafe(16)
+        with self._lock:
+            self._sessions[sid] = factory(sid, self._clock())
+            self._evict_locked()
+        return sid
+
+    def has(self, sid: str | None) -> bool:
+        with self._lock:
+            return sid is not None and sid in self._sessions
+
+    def ids(self) -> list[str]:
+        with self._lock:
+            return list(self._sessions)
+
+    def close(self, sid: str) -> Any:
+        with self._lock:
+            return self._sessions.pop(sid, None)
+
+    def evict(self) -> list[str]:
+        with self._lock:
+            return self._evict_locked()
+
+    def get(self, sid: str):
+        """The live session (marked used), or SessionNotFound."""
+        with self._lock:
+            self._evict_locked()
+            session = self._sessions.get(sid) if sid is not None else None
+            if session is None:
+                raise SessionNotFound("this session has expired (idle too long or too many users): "
+                                      "upload the file again")
+            session.last_used = self._clock()
+            self._sessions.move_to_end(sid)
+            return session
+
+    def _evict_locked(self) -> list[str]:
+        now = self._clock()
+        gone = [sid for sid, s in self._sessions.items() if now - s.last_used > self.idle_seconds]
+        alive = [sid for sid in self._sessions if sid not in gone]
+        gone += alive[: max(0, len(alive) - self.max_sessions)]
+        for sid in gone:
+            session = self._sessions.pop(sid)
+            close = getattr(session, "close", None)
+            if close is not None:
+                close()
+        if gone:
+            logger.info("evicted %d session(s)", len(gone))
+        return gone
+
+
 class DemoService:
     """Sessions over one shared model.
 
@@ -183,70 +252,38 @@ class DemoService:
         self.amg_options = dict(amg_options or {})
         self._clock = clock
         self._model_lock = threading.Lock()
-        self._table_lock = threading.Lock()
-        self._sessions: collections.OrderedDict[str, ImageSession] = collections.OrderedDict()
+        self._table_lock = threading.Lock()  # guards the API embedding cache
+        self._table = SessionTable(self.limits.max_sessions, self.limits.idle_seconds, clock)
         self._api_predictors: collections.OrderedDict[str, Any] = collections.OrderedDict()
 
     # ------------------------------------------------------------------ sessions
     def create_session(self) -> str:
         """A new empty session; returns its id (unguessable)."""
-        sid = secrets.token_urlsafe(16)
-        with self._table_lock:
-            self._sessions[sid] = ImageSession(session_id=sid, last_used=self._clock())
-            self._evict_locked()
-        return sid
+        return self._table.create(lambda sid, now: ImageSession(session_id=sid, last_used=now))
 
     def ensure_session(self, sid: str | None) -> str:
         """`sid` if it is live, else a new session's id (an evicted session starts afresh)."""
-        with self._table_lock:
-            if sid is not None and sid in self._sessions:
-                return sid
-        return self.create_session()
+        return sid if self._table.has(sid) else self.create_session()
 
     def has_session(self, sid: str | None) -> bool:
-        with self._table_lock:
-            return sid in self._sessions
+        return self._table.has(sid)
 
     def session_ids(self) -> list[str]:
-        with self._table_lock:
-            return list(self._sessions)
+        return self._table.ids()
 
     def close_session(self, sid: str) -> None:
-        with self._table_lock:
-            self._sessions.pop(sid, None)
+        self._table.close(sid)
 
     def evict_idle(self) -> list[str]:
         """Drop sessions idle longer than the limit; returns their ids."""
-        with self._table_lock:
-            return self._evict_locked()
-
-    def _evict_locked(self) -> list[str]:
-        now = self._clock()
-        gone = [sid for sid, s in self._sessions.items() if now - s.last_used > self.limits.idle_seconds]
-        while len(self._sessions) - len(gone) > self.limits.max_sessions:
-            oldest = next(sid for sid in self._sessions if sid not in gone)
-            gone.append(oldest)
-        for sid in gone:
-            del self._sessions[sid]
-        if gone:
-            logger.info("evicted %d session(s)", len(gone))
-        return gone
+        return self._table.evict()
 
     def _session(self, sid: str) -> ImageSession:
-        with self._table_lock:
-            self._evict_locked()
-            session = self._sessions.get(sid)
-            if session is None:
-                raise SessionNotFound("this session has expired (idle too long or too many users): "
-                                      "upload the image again")
-            session.last_used = self._clock()
-            self._sessions.move_to_end(sid)
-            return session
+        return self._table.get(sid)
 
     def _locked(self, sid: str):
         """Context manager: the session, locked against concurrent requests of the same user."""
-        session = self._session(sid)
-        return _SessionGuard(session)
+        return _SessionGuard(self._session(sid))
 
     def get_session(self, sid: str) -> ImageSession:
         """The session (for reading; mutate only through the service's methods)."""
@@ -738,3 +775,294 @@ def parse_prompts(prompts: str | dict, hw: tuple[int, int]):
             raise DemoError(f"prompt ({x:g}, {y:g}) is outside the {w}x{h} image")
     return points, tuple(int(l) for l in labels), box
 
+
+
+# ====================================================================== video
+@dataclass(frozen=True)
+class VideoObject:
+    obj_id: int
+    name: str
+    color: tuple[int, int, int]
+
+
+@dataclass
+class VideoDemoSession:
+    """One user's video tab state: the open video, its tracking state, the clicks given on
+    each frame and the masks found so far (as COCO RLE, so a long video stays small)."""
+
+    session_id: str
+    last_used: float
+    path: Path | None = None
+    state: Any = None  # segapp.video.session.VideoSession
+    fps: float = 25.0
+    objects: list[VideoObject] = field(default_factory=list)
+    selected: int | None = None
+    next_id: int = 1
+    prompts: dict = field(default_factory=dict)  # (obj_id, frame) -> (points, labels)
+    results: dict = field(default_factory=dict)  # frame -> {obj_id: RLE}
+    timings: list[Timing] = field(default_factory=list)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    @property
+    def num_frames(self) -> int:
+        return 0 if self.state is None else self.state.num_frames
+
+    def close(self) -> None:
+        if self.state is not None:
+            self.state.frames.close()
+            self.state = None
+
+    def mask(self, frame_idx: int, obj_id: int) -> np.ndarray | None:
+        rle = self.results.get(frame_idx, {}).get(obj_id)
+        return None if rle is None else exports.decode_rle(rle)
+
+
+class VideoService:
+    """The video tab's sessions over the same model (and model lock) as a DemoService.
+
+        video = VideoService(service)
+        sid = video.create_session()
+        video.open_video(sid, "clip.mp4")
+        video.click(sid, frame_idx=0, x=100, y=80)
+        for frame_idx, done, total in video.propagate(sid, "both"):
+            ...                                   # live progress
+        video.export(sid, "out/")                 # PNG zip, COCO RLE JSON, overlay MP4
+    """
+
+    def __init__(self, service: DemoService) -> None:
+        from segapp.video.predictor import VideoPredictor
+
+        self.service = service
+        self.limits = service.limits
+        self.predictor = VideoPredictor(service.model)
+        self._table = SessionTable(self.limits.max_video_sessions, self.limits.idle_seconds, service._clock)
+
+    # ------------------------------------------------------------------ sessions
+    def create_session(self) -> str:
+        return self._table.create(lambda sid, now: VideoDemoSession(session_id=sid, last_used=now))
+
+    def ensure_session(self, sid: str | None) -> str:
+        return sid if self._table.has(sid) else self.create_session()
+
+    def close_session(self, sid: str) -> None:
+        session = self._table.close(sid)
+        if session is not None:
+            with session.lock:
+                session.close()
+
+    def session_ids(self) -> list[str]:
+        return self._table.ids()
+
+    def get_session(self, sid: str) -> VideoDemoSession:
+        return self._table.get(sid)
+
+    def _locked(self, sid: str):
+        return _SessionGuard(self._table.get(sid))
+
+    def _require_video(self, session: VideoDemoSession) -> None:
+        if session.state is None:
+            raise DemoError("upload a video first")
+
+    # ------------------------------------------------------------------ video
+    def open_video(self, sid: str, path) -> dict:
+        """Open an uploaded video file (checked against the limits). Returns
+        {"frames", "width", "height", "fps"}; forgets any previous video and objects."""
+        import cv2
+
+        from segapp.video.frames import VIDEO_SUFFIXES, VideoReadError
+
+        if path is None:
+            raise DemoError("no video given: upload an MP4, WebM, MOV, AVI or MKV file")
+        path = Path(path)
+        if not path.is_file():
+            raise DemoError(f"video file not found: {path.name}")
+        size = path.stat().st_size
+        if size == 0:
+            raise DemoError(f"{path.name} is empty")
+        if size > self.limits.max_video_bytes:
+            raise DemoError(f"{path.name} is {size / 2**20:.1f} MB; the limit is "
+                            f"{self.limits.max_video_bytes / 2**20:.0f} MB")
+        if path.suffix.lower() not in VIDEO_SUFFIXES:
+            raise DemoError(f"{path.name} is not a supported video ({', '.join(VIDEO_SUFFIXES)})")
+        cap = cv2.VideoCapture(str(path))
+        try:
+            frames = int(cap.get(cv2.CAP_PROP_FRAME_COUNT)) if cap.isOpened() else 0
+            fps = float(cap.get(cv2.CAP_PROP_FPS)) if cap.isOpened() else 0.0
+            w, h = int(cap.get(cv2.CAP_PROP_FRAME_WIDTH)), int(cap.get(cv2.CAP_PROP_FRAME_HEIGHT))
+        finally:
+            cap.release()
+        if frames <= 0:
+            raise DemoError(f"{path.name} could not be read as a video (no frames)")
+        if frames > self.limits.max_video_frames:
+            raise DemoError(f"{path.name} has {frames} frames; the limit is {self.limits.max_video_frames}: "
+                            "trim it first")
+        if max(w, h) > self.limits.max_video_side:
+            raise DemoError(f"{path.name} is {w}x{h}; the limit is {self.limits.max_video_side} pixels "
+                            "on the longest side: downscale it first")
+        try:
+            state = self.predictor.init_state(str(path))
+        except VideoReadError as err:
+            raise DemoError(f"{path.name} could not be read as a video: {err}") from err
+        with self._locked(sid) as session:
+            session.close()
+            session.path, session.state = path, state
+            session.fps = fps if 0 < fps < 1000 else 25.0
+            session.objects, session.selected, session.next_id = [], None, 1
+            session.prompts, session.results, session.timings = {}, {}, []
+            return {"frames": state.num_frames, "width": state.video_width, "height": state.video_height,
+                    "fps": session.fps}
+
+    # ------------------------------------------------------------------ objects and clicks
+    def new_object(self, sid: str, name: str | None = None) -> int:
+        with self._locked(sid) as session:
+            self._require_video(session)
+            return self._add_object(session, name).obj_id
+
+    def _add_object(self, session: VideoDemoSession, name: str | None = None) -> VideoObject:
+        obj = VideoObject(session.next_id, name or f"object {session.next_id}",
+                          exports.color_for(session.next_id - 1))
+        session.objects.append(obj)
+        session.next_id += 1
+        session.selected = obj.obj_id
+        return obj
+
+    def select_object(self, sid: str, obj_id: int | None) -> None:
+        with self._locked(sid) as session:
+            if obj_id is not None and obj_id not in [o.obj_id for o in session.objects]:
+                raise DemoError(f"no object with id {obj_id}")
+            session.selected = obj_id
+
+    def click(self, sid: str, frame_idx: int, x: float, y: float, positive: bool = True) -> Timing:
+        """Add a click for the selected object (a new one if none) on a frame; its mask on
+        that frame is decoded at once. Correct any frame, then propagate again."""
+        with self._locked(sid) as session:
+            self._require_video(session)
+            frame_idx = self._check_frame(session, frame_idx)
+            w, h = session.state.video_width, session.state.video_height
+            if not (0 <= float(x) <= w and 0 <= float(y) <= h):
+                raise DemoError(f"({x:g}, {y:g}) is outside the {w}x{h} video")
+            obj_id = session.selected if session.selected is not None else self._add_object(session).obj_id
+            points, labels = session.prompts.get((obj_id, frame_idx), ((), ()))
+            points, labels = points + ((float(x), float(y)),), labels + (1 if positive else 0,)
+            start = time.perf_counter()
+            with self.service._model_lock:
+                _, obj_ids, logits = self.predictor.add_new_points_or_box(
+                    session.state, frame_idx, obj_id, points=np.asarray(points, np.float32),
+                    labels=np.asarray(labels, np.int32), clear_old_points=True)
+            session.prompts[(obj_id, frame_idx)] = (points, labels)
+            self._store(session, frame_idx, obj_ids, logits)
+            timing = Timing(f"click on frame {frame_idx}", (time.perf_counter() - start) * 1e3)
+            session.timings = [timing]
+            return timing
+
+    def _check_frame(self, session: VideoDemoSession, frame_idx) -> int:
+        try:
+            frame_idx = int(frame_idx)
+        except (TypeError, ValueError) as err:
+            raise DemoError(f"frame must be an integer, got {frame_idx!r}") from err
+        if not 0 <= frame_idx < session.num_frames:
+            raise DemoError(f"frame {frame_idx} is outside the video (0..{session.num_frames - 1})")
+        return frame_idx
+
+    @staticmethod
+    def _store(session: VideoDemoSession, frame_idx: int, obj_ids, logits) -> None:
+        masks = (logits[:, 0] > 0).cpu().numpy()
+        session.results[frame_idx] = {int(o): exports.encode_rle(m) for o, m in zip(obj_ids, masks)}
+
+    # ------------------------------------------------------------------ propagation
+    def propagate(self, sid: str, direction: str = "both", start_frame: int | None = None):
+        """Track every object through the video; yields (frame_idx, done, total) after each
+        frame, for a progress bar and a live preview. direction: "forward", "backward" or
+        "both" (forward from start_frame, then backward from it). The model lock is taken per
+        frame, so other users' clicks interleave with a long propagation."""
+        if direction not in ("forward", "backward", "both"):
+            raise DemoError(f"direction must be forward, backward or both, got {direction!r}")
+        with self._locked(sid) as session:
+            self._require_video(session)
+            if not session.prompts:
+                raise DemoError("click on an object in some frame before propagating")
+            n = session.num_frames
+            if start_frame is None:
+                start_frame = min(f for _, f in session.prompts)
+            start_frame = self._check_frame(session, start_frame)
+            passes = []
+            if direction in ("forward", "both"):
+                passes.append((False, n - start_frame))
+            if direction in ("backward", "both"):
+                passes.append((True, start_frame + 1))
+            total, done = sum(count for _, count in passes), 0
+            started = time.perf_counter()
+            for reverse, _ in passes:
+                frames = self.predictor.propagate_in_video(session.state, start_frame_idx=start_frame,
+                                                           reverse=reverse)
+                while True:
+                    with self.service._model_lock:
+                        item = next(frames, None)
+                    if item is None:
+                        break
+                    frame_idx, obj_ids, logits = item
+                    self._store(session, frame_idx, obj_ids, logits)
+                    done += 1
+                    yield frame_idx, done, total
+            session.timings = [Timing(f"propagate {direction} ({done} frames)",
+                                      (time.perf_counter() - started) * 1e3)]
+
+    # ------------------------------------------------------------------ views and exports
+    def frame(self, sid: str, frame_idx: int) -> np.ndarray:
+        """[H, W, 3] uint8 frame with the masks known on it and the selected object's clicks."""
+        with self._locked(sid) as session:
+            self._require_video(session)
+            return self._render(session, self._check_frame(session, frame_idx), prompts=True)
+
+    def _render(self, session: VideoDemoSession, frame_idx: int, prompts: bool) -> np.ndarray:
+        image = session.state.frames.get(frame_idx)
+        if image is None:
+            raise DemoError(f"frame {frame_idx} cannot be decoded")
+        masks, colors = [], []
+        for obj in session.objects:
+            mask = session.mask(frame_idx, obj.obj_id)
+            if mask is not None:
+                masks.append(mask)
+                colors.append(obj.color)
+        points, labels = ((), ())
+        if prompts and session.selected is not None:
+            points, labels = session.prompts.get((session.selected, frame_idx), ((), ()))
+        return exports.overlay(image, masks, colors, points=points, labels=labels)
+
+    def export(self, sid: str, out_dir: str | Path) -> dict[str, Path]:
+        """Write {"png_zip": instance-id PNG per frame (zip), "coco_json": COCO RLE JSON,
+        "overlay_mp4": H.264 overlay video} into out_dir."""
+        out_dir = Path(out_dir)
+        out_dir.mkdir(parents=True, exist_ok=True)
+        with self._locked(sid) as session:
+            self._require_video(session)
+            if not session.results:
+                raise DemoError("nothing to download yet: click on an object and propagate")
+            stem = session.path.stem or "video"
+            hw = (session.state.video_height, session.state.video_width)
+            order = [o.obj_id for o in session.objects]
+
+            def id_maps():
+                for frame_idx in sorted(session.results):
+                    ids = [o for o in order if o in session.results[frame_idx]]
+                    yield frame_idx, exports.instance_id_map([session.mask(frame_idx, o) for o in ids], hw, ids)
+
+            png_zip = exports.write_png_zip(id_maps(), out_dir / f"{stem}_masks.zip")
+            names = {o.obj_id: o.name for o in session.objects}
+            images, anns = [], []
+            for frame_idx in sorted(session.results):
+                images.append({"id": frame_idx + 1, "width": hw[1], "height": hw[0], "frame_index": frame_idx,
+                               "file_name": f"{frame_idx:05d}.png"})
+                ids = [o for o in order if o in session.results[frame_idx]]
+                for obj_id in ids:
+                    rle = session.results[frame_idx][obj_id]
+                    mask = exports.decode_rle(rle)
+                    anns.append({"id": len(anns) + 1, "image_id": frame_idx + 1, "category_id": 1,
+                                 "segmentation": rle, "area": int(mask.sum()), "bbox": exports.bbox_xywh(mask),
+                                 "iscrowd": 0, "object_id": obj_id, "name": names[obj_id]})
+            coco = out_dir / f"{stem}_coco_rle.json"
+            coco.write_text(json.dumps(exports.coco_document(images, anns)))
+            mp4 = exports.write_mp4((self._render(session, f, prompts=False) for f in range(session.num_frames)
+                                     if session.state.frames.get(f) is not None),
+                                    out_dir / f"{stem}_overlay.mp4", session.fps)
+            return {"png_zip": png_zip, "coco_json": coco, "overlay_mp4": mp4}
