@@ -159,3 +159,14 @@ def test_real_coco_images_decode_and_collate(shared_data):
     assert batch.masks.dtype == torch.bool and batch.masks.shape[1:] == (128, 128)
     assert 2 <= len(batch.masks) <= 6 and batch.image_index.tolist() == sorted(batch.image_index.tolist())
     assert (batch.masks.flatten(1).sum(1) >= ds.min_mask_pixels).all()
+
+
+def test_several_sources_train_as_one_dataset(tmp_path):
+    a = make_coco(tmp_path / "a")
+    b = make_coco(tmp_path / "b", extra_bad=True)
+    ds = CocoInstanceDataset([a[0], b[0]], [a[1], b[1]], 64, augment=AugmentConfig.none())
+    assert len(ds) == 4
+    assert ds.skip_counts["missing_image_file"] == 1
+    assert [s.image_id for s in (ds[i] for i in range(4))] == [1, 2, 1, 2]
+    with pytest.raises(ValueError, match="2 annotation files for 1 image folders"):
+        CocoInstanceDataset([a[0], b[0]], [a[1]], 64)

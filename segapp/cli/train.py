@@ -46,12 +46,15 @@ def register(subparsers) -> None:
                     "COCO-format instance masks with simulated box, point and corrective-click "
                     "prompts, as SAM 2 is trained. See docs/training.md.")
     data = parser.add_argument_group("data")
-    data.add_argument("--annotations", required=True, type=Path, metavar="JSON",
-                      help="COCO instances file of the training images")
-    data.add_argument("--images", required=True, type=Path, metavar="DIR", help="folder of the training images")
-    data.add_argument("--val-annotations", type=Path, metavar="JSON",
-                      help="COCO instances file for validation mIoU after each epoch")
-    data.add_argument("--val-images", type=Path, metavar="DIR", help="folder of the validation images")
+    data.add_argument("--annotations", required=True, type=Path, action="append", metavar="JSON",
+                      help="COCO instances file of the training images (repeat with --images to "
+                           "train on several datasets at once)")
+    data.add_argument("--images", required=True, type=Path, action="append", metavar="DIR",
+                      help="folder of the images of the --annotations of the same position")
+    data.add_argument("--val-annotations", type=Path, action="append", metavar="JSON",
+                      help="COCO instances file for validation mIoU after each epoch (repeatable)")
+    data.add_argument("--val-images", type=Path, action="append", metavar="DIR",
+                      help="folder of the validation images (one per --val-annotations)")
     data.add_argument("--val-max-images", type=int, metavar="N", help="validate on the first N images only")
     data.add_argument("--val-prompt", default=recipe("val_prompt"), metavar="PROMPT",
                       help="prompt of the validation mIoU: box, point or clicks (default: %(default)s)")
@@ -112,17 +115,22 @@ def register(subparsers) -> None:
 def _check_args(args: argparse.Namespace) -> None:
     from segapp.training.trainer import LAST_NAME
 
-    if not args.annotations.is_file():
-        raise CLIError(f"annotation file not found: {args.annotations}")
-    if not args.images.is_dir():
-        raise CLIError(f"images folder not found: {args.images}")
-    if (args.val_annotations is None) != (args.val_images is None):
-        raise CLIError("give --val-annotations and --val-images together")
-    if args.val_annotations is not None:
-        if not args.val_annotations.is_file():
-            raise CLIError(f"validation annotation file not found: {args.val_annotations}")
-        if not args.val_images.is_dir():
-            raise CLIError(f"validation images folder not found: {args.val_images}")
+    if len(args.annotations) != len(args.images):
+        raise CLIError(f"{len(args.annotations)} --annotations for {len(args.images)} --images: "
+                       "give one images folder per annotation file")
+    for ann, images in zip(args.annotations, args.images):
+        if not ann.is_file():
+            raise CLIError(f"annotation file not found: {ann}")
+        if not images.is_dir():
+            raise CLIError(f"images folder not found: {images}")
+    val_ann, val_images = args.val_annotations or [], args.val_images or []
+    if len(val_ann) != len(val_images):
+        raise CLIError("give --val-annotations and --val-images together, one folder per file")
+    for ann, images in zip(val_ann, val_images):
+        if not ann.is_file():
+            raise CLIError(f"validation annotation file not found: {ann}")
+        if not images.is_dir():
+            raise CLIError(f"validation images folder not found: {images}")
     if args.init is not None and not args.init.is_file():
         raise CLIError(f"--init checkpoint not found: {args.init}")
     if args.image_size is not None and (args.image_size <= 0 or args.image_size % 32):
@@ -157,8 +165,8 @@ def _train_config(args: argparse.Namespace):
 def run(args: argparse.Namespace) -> int:
     from segapp.build import build_model
     from segapp.checkpoint import CheckpointError
-    from segapp.evaluation.coco import AnnotationFileError, load_coco_instances
-    from segapp.training.data import CocoInstanceDataset
+    from segapp.evaluation.coco import AnnotationFileError
+    from segapp.training.data import CocoInstanceDataset, load_coco_sources
     from segapp.training.trainer import ResumeError, Trainer
 
     _check_args(args)
@@ -174,12 +182,13 @@ def run(args: argparse.Namespace) -> int:
                                     instances_per_image=config.instances_per_image, augment=config.augment,
                                     seed=config.seed, max_images=args.max_images)
         val = None
-        if args.val_annotations is not None:
-            val = load_coco_instances(args.val_annotations, args.val_images, max_images=args.val_max_images)
+        if args.val_annotations:
+            val = load_coco_sources(args.val_annotations, args.val_images, max_images=args.val_max_images)
     except (AnnotationFileError, ValueError) as err:
         raise CLIError(str(err)) from err
-    extra = {"train_annotations": str(args.annotations), "train_images": str(args.images),
-             "val_annotations": str(args.val_annotations or ""), "init": str(args.init or "")}
+    extra = {"train_annotations": [str(p) for p in args.annotations],
+             "train_images": [str(p) for p in args.images],
+             "val_annotations": [str(p) for p in args.val_annotations or []], "init": str(args.init or "")}
     trainer = Trainer(model, train, config, args.out, val_data=val, config_name=args.config, recipe_extra=extra)
     try:
         result = trainer.fit(resume=args.resume)

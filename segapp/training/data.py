@@ -26,6 +26,7 @@ import logging
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Sequence
 
 import numpy as np
 import torch
@@ -159,11 +160,36 @@ def colour_jitter(image: torch.Tensor, aug: AugmentConfig, rng: np.random.Genera
 
 
 # ------------------------------------------------------------------------------------ dataset
+def load_coco_sources(annotations: str | Path | Sequence[str | Path], images_dirs: str | Path | Sequence[str | Path],
+                      max_images: int | None = None):
+    """One or several COCO instances files (each with its images folder) as one
+    `segapp.evaluation.CocoInstances`: images and skipped records concatenated in the order
+    given, categories merged (COCO's ids). `max_images` applies to each source."""
+    from segapp.evaluation.coco import CocoInstances, load_coco_instances
+
+    if isinstance(annotations, (str, Path)):
+        annotations = [annotations]
+    if isinstance(images_dirs, (str, Path)):
+        images_dirs = [images_dirs]
+    if len(annotations) != len(images_dirs) or not annotations:
+        raise ValueError(f"{len(annotations)} annotation files for {len(images_dirs)} image folders")
+    parts = [load_coco_instances(a, d, max_images=max_images) for a, d in zip(annotations, images_dirs)]
+    if len(parts) == 1:
+        return parts[0]
+    merged = CocoInstances(parts[0].annotations_path, parts[0].images_dir, [], {}, [])
+    for part in parts:
+        merged.images.extend(part.images)
+        merged.skipped.extend(part.skipped)
+        merged.categories.update(part.categories)
+    return merged
+
+
 class CocoInstanceDataset(torch.utils.data.Dataset):
     """Training samples from a COCO instances file.
 
     Args:
-      annotations, images_dir: the COCO instances JSON and the folder of its images.
+      annotations, images_dir: the COCO instances JSON and the folder of its images, or lists
+        of them (several datasets as one; see `load_coco_sources`).
       image_size: side of the model input S.
       instances_per_image: at most this many instances are drawn per sample.
       augment: augmentation strengths (AugmentConfig.none() for none).
@@ -172,26 +198,24 @@ class CocoInstanceDataset(torch.utils.data.Dataset):
       max_images: use the first N images (by image id) only.
     """
 
-    def __init__(self, annotations: str | Path, images_dir: str | Path, image_size: int,
-                 instances_per_image: int = 8, augment: AugmentConfig | None = None, seed: int = 0,
-                 min_mask_pixels: int = 16, max_images: int | None = None) -> None:
-        from segapp.evaluation.coco import load_coco_instances
-
+    def __init__(self, annotations: str | Path | Sequence[str | Path],
+                 images_dir: str | Path | Sequence[str | Path], image_size: int, instances_per_image: int = 8, augment: AugmentConfig | None = None,
+                 seed: int = 0, min_mask_pixels: int = 16, max_images: int | None = None) -> None:
         self.image_size = image_size
         self.instances_per_image = instances_per_image
         self.augment = augment if augment is not None else AugmentConfig()
         self.seed = seed
         self.epoch = 0
         self.min_mask_pixels = min_mask_pixels
-        self.coco = load_coco_instances(annotations, images_dir, max_images=max_images)
+        self.coco = load_coco_sources(annotations, images_dir, max_images=max_images)
         self.entries = list(self.coco.images)
         self.skip_counts: Counter[str] = Counter(s.reason for s in self.coco.skipped)
         self._bad_images: set[int] = set()
         self._bad_annotations: set[int] = set()
         for reason, count in sorted(self.skip_counts.items()):
-            logger.warning("%s: skipped %d annotation(s): %s", annotations, count, reason)
+            logger.warning("skipped %d annotation(s): %s", count, reason)
         if not self.entries:
-            raise ValueError(f"{annotations}: no usable image with instance masks in {images_dir}")
+            raise ValueError(f"no usable image with instance masks in {images_dir} ({annotations})")
 
     def __len__(self) -> int:
         return len(self.entries)
