@@ -384,3 +384,97 @@ def test_checkpoints_load_with_weights_only(tmp_path, monkeypatch, capsys):
     assert main(["demo", "--model", "test_tiny", "--checkpoint", str(bad), "--device", "cpu"]) == 2
     assert "cannot" in capsys.readouterr().err
     assert not marker.exists()
+
+
+# ---------------------------------------------------------------------- video
+@pytest.fixture(scope="module")
+def video_service():
+    """A VideoService on a test model whose object-score head says "object present" (random
+    weights otherwise predict "no object" everywhere and every mask would be empty)."""
+    from segapp.demo.service import VideoService
+
+    torch.manual_seed(0)
+    model = segapp.build_model("test_tiny", device="cpu")
+    head = model.mask_decoder.pred_obj_score_head
+    with torch.no_grad():
+        (head.layers[-1] if hasattr(head, "layers") else head).bias += 20.0
+    return VideoService(DemoService(model))
+
+
+@pytest.fixture(scope="module")
+def clip(tmp_path_factory):
+    frames = [np.roll(examples.synthetic_image(96), 4 * i, axis=1) for i in range(6)]
+    path = tmp_path_factory.mktemp("video") / "clip.mp4"
+    exports.write_mp4(frames, path, fps=6)
+    return path
+
+
+def test_video_click_propagate_correct_and_export(video_service, clip, tmp_path):
+    import zipfile
+
+    video = video_service
+    sid = video.create_session()
+    with pytest.raises(DemoError, match="upload a video"):
+        video.click(sid, 0, 10, 10)
+    info = video.open_video(sid, clip)
+    assert info == {"frames": 6, "width": 96, "height": 96, "fps": 6.0}
+    video.click(sid, 2, 30, 35)
+    session = video.get_session(sid)
+    assert set(session.results) == {2} and session.mask(2, 1).any()
+    assert tuple(video.frame(sid, 2)[35, 30]) == exports.POSITIVE_COLOR
+
+    steps = list(video.propagate(sid, "both", start_frame=2, preview_interval=0.0))
+    assert [s[0] for s in steps] == [2, 3, 4, 5, 2, 1, 0]
+    assert [s[1] for s in steps] == list(range(1, 8)) and all(s[2] == 7 for s in steps)
+    assert all(s[3] is not None and s[3].shape == (96, 96, 3) for s in steps)
+    assert set(session.results) == set(range(6))
+
+    second = video.new_object(sid)
+    video.click(sid, 4, 70, 20)  # correct on another frame, then propagate again
+    assert set(session.results[4]) == {1, second}
+    list(video.propagate(sid, "forward", start_frame=4))
+    assert all(set(session.results[f]) == {1, second} for f in (4, 5))
+
+    files = video.export(sid, tmp_path)
+    with zipfile.ZipFile(files["png_zip"]) as zf:
+        names = sorted(zf.namelist())
+        assert names == [f"frames/{f:05d}.png" for f in range(6)]
+        ids = np.asarray(Image.open(io.BytesIO(zf.read("frames/00005.png"))))
+    assert ids.shape == (96, 96)
+    np.testing.assert_array_equal(ids == second, session.mask(5, second))
+    doc = json.loads(files["coco_json"].read_text())
+    assert len(doc["images"]) == 6
+    ann = next(a for a in doc["annotations"] if a["image_id"] == 6 and a["object_id"] == 1)
+    np.testing.assert_array_equal(exports.decode_rle(ann["segmentation"]), session.mask(5, 1))
+    import cv2
+
+    cap = cv2.VideoCapture(str(files["overlay_mp4"]))
+    assert int(cap.get(cv2.CAP_PROP_FRAME_COUNT)) == 6 and cap.read()[1].shape == (96, 96, 3)
+    cap.release()
+    video.close_session(sid)
+    assert sid not in video.session_ids()
+
+
+def test_video_limits_and_bad_files(video_service, clip, tmp_path):
+    from segapp.demo.service import VideoService
+
+    video = video_service
+    sid = video.create_session()
+    notes = tmp_path / "notes.mp4"
+    notes.write_bytes(b"not a video at all")
+    with pytest.raises(DemoError, match="could not be read as a video"):
+        video.open_video(sid, notes)
+    with pytest.raises(DemoError, match="video file not found"):
+        video.open_video(sid, tmp_path)  # a folder is not an uploaded file
+    text = tmp_path / "clip.txt"
+    text.write_text("x")
+    with pytest.raises(DemoError, match="not a supported video"):
+        video.open_video(sid, text)
+    strict = VideoService(DemoService(video.service.model, limits=Limits(max_video_frames=3)))
+    with pytest.raises(DemoError, match="6 frames; the limit is 3"):
+        strict.open_video(strict.create_session(), clip)
+    video.open_video(sid, clip)
+    with pytest.raises(DemoError, match="before propagating"):
+        list(video.propagate(sid))
+    with pytest.raises(DemoError, match="outside the video"):
+        video.click(sid, 6, 1, 1)

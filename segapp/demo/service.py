@@ -824,7 +824,7 @@ class VideoService:
         sid = video.create_session()
         video.open_video(sid, "clip.mp4")
         video.click(sid, frame_idx=0, x=100, y=80)
-        for frame_idx, done, total in video.propagate(sid, "both"):
+        for frame_idx, done, total, preview in video.propagate(sid, "both", preview_interval=0.5):
             ...                                   # live progress
         video.export(sid, "out/")                 # PNG zip, COCO RLE JSON, overlay MP4
     """
@@ -970,11 +970,14 @@ class VideoService:
         session.results[frame_idx] = {int(o): exports.encode_rle(m) for o, m in zip(obj_ids, masks)}
 
     # ------------------------------------------------------------------ propagation
-    def propagate(self, sid: str, direction: str = "both", start_frame: int | None = None):
-        """Track every object through the video; yields (frame_idx, done, total) after each
-        frame, for a progress bar and a live preview. direction: "forward", "backward" or
-        "both" (forward from start_frame, then backward from it). The model lock is taken per
-        frame, so other users' clicks interleave with a long propagation."""
+    def propagate(self, sid: str, direction: str = "both", start_frame: int | None = None,
+                  preview_interval: float | None = None):
+        """Track every object through the video; yields (frame_idx, done, total, preview) after
+        each frame, for a progress bar and a live preview. direction: "forward", "backward" or
+        "both" (forward from start_frame, then backward from it). preview: the rendered frame
+        when preview_interval seconds have passed since the last one (and on the last frame),
+        else None; never with preview_interval None. The model lock is taken per frame, so
+        other users' clicks interleave with a long propagation."""
         if direction not in ("forward", "backward", "both"):
             raise DemoError(f"direction must be forward, backward or both, got {direction!r}")
         with self._locked(sid) as session:
@@ -991,7 +994,7 @@ class VideoService:
             if direction in ("backward", "both"):
                 passes.append((True, start_frame + 1))
             total, done = sum(count for _, count in passes), 0
-            started = time.perf_counter()
+            started = last_preview = time.perf_counter()
             for reverse, _ in passes:
                 frames = self.predictor.propagate_in_video(session.state, start_frame_idx=start_frame,
                                                            reverse=reverse)
@@ -1003,7 +1006,11 @@ class VideoService:
                     frame_idx, obj_ids, logits = item
                     self._store(session, frame_idx, obj_ids, logits)
                     done += 1
-                    yield frame_idx, done, total
+                    preview = None
+                    now = time.perf_counter()
+                    if preview_interval is not None and (now - last_preview >= preview_interval or done == total):
+                        preview, last_preview = self._render(session, frame_idx, prompts=False), now
+                    yield frame_idx, done, total, preview
             session.timings = [Timing(f"propagate {direction} ({done} frames)",
                                       (time.perf_counter() - started) * 1e3)]
 
