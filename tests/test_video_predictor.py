@@ -237,7 +237,7 @@ def test_corrupt_frames_are_skipped_and_reported(predictor, tmp_path, caplog):
 
 
 def test_state_stays_bounded(predictor):
-    n = 80
+    n = 56
     state = predictor.init_state(make_frames(n))
     predictor.add_new_points_or_box(state, 0, 1, points=[[15, 20]], labels=[1])
     predictor.add_new_points_or_box(state, 0, 2, points=[[40, 30]], labels=[1])
