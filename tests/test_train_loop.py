@@ -130,9 +130,13 @@ def test_cli_trains_resumes_and_refuses_to_overwrite(tmp_path, capsys):
     args = ["train", "--annotations", str(ann), "--images", str(images), "--config", "test_tiny",
             "--image-size", str(SIZE), "--epochs", "1", "--batch-size", "2", "--correction-rounds", "1",
             "--val-annotations", str(ann), "--val-images", str(images), "--device", "cpu",
-            "--freeze", "image_encoder", "--out", str(out)]
+            "--freeze", "image_encoder", "--augment", "light", "--out", str(out)]
     assert main(args) == 0
     assert "best validation mIoU" in capsys.readouterr().out
+    with safe_open(str(out / "final.safetensors"), "pt") as f:
+        recipe = json.loads(f.metadata()["recipe"])
+    assert recipe["freeze"] == ["image_encoder"] and recipe["augment"]["copy_paste_prob"] == 0.0
+    assert recipe["train_annotations"] == [str(ann)]
     assert main(args) == 2  # a run is there: --resume or another --out
     assert "--resume" in capsys.readouterr().err
     args[args.index("--epochs") + 1] = "2"
@@ -179,3 +183,11 @@ def test_cli_init_checkpoint_of_another_config_exits_2(tmp_path, capsys):
             "--init", str(ckpt), "--out", str(tmp_path / "run"), "--device", "cpu"]
     assert main(argv) == 2
     assert "--config of this checkpoint" in capsys.readouterr().err
+
+
+def test_cli_needs_one_images_folder_per_annotation_file(tmp_path, capsys):
+    ann, images = make_coco(tmp_path)
+    argv = ["train", "--annotations", str(ann), "--annotations", str(ann), "--images", str(images),
+            "--config", "test_tiny", "--out", str(tmp_path / "run")]
+    assert main(argv) == 2
+    assert "2 --annotations for 1 --images" in capsys.readouterr().err

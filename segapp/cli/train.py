@@ -20,6 +20,7 @@ from segapp.cli import EXIT_OK, EXIT_USAGE, CLIError
 logger = logging.getLogger(__name__)
 
 DEFAULT_CONFIG = "segapp_small"
+AUGMENT_PRESETS = ("strong", "light", "none")
 
 
 class _RecipeDefault:
@@ -61,8 +62,10 @@ def register(subparsers) -> None:
     data.add_argument("--max-images", type=int, metavar="N", help="train on the first N images only")
     data.add_argument("--instances-per-image", type=int, default=recipe("instances_per_image"), metavar="K",
                       help="instances sampled per image and step (default: %(default)s)")
-    data.add_argument("--no-augment", action="store_true",
-                      help="no scale/crop, flip, colour jitter or copy-paste")
+    data.add_argument("--augment", choices=AUGMENT_PRESETS, metavar="PRESET",
+                      help="strong (scale/crop, flip, colour, copy-paste: for training from scratch), "
+                           "light (flip, mild colour and scale: for fine-tuning) or none "
+                           "(default: strong, light with --init)")
     data.add_argument("--workers", type=int, default=recipe("workers"), metavar="N",
                       help="data-loading processes (default: %(default)s)")
 
@@ -155,9 +158,11 @@ def _train_config(args: argparse.Namespace):
 
     values = {name: getattr(args, name) for name in _RECIPE_OPTIONS
               if not isinstance(getattr(args, name), _RecipeDefault)}
+    augment = args.augment or ("light" if args.init is not None else "strong")
+    logger.info("augmentation: %s", augment)
     try:
         return TrainConfig(**values, freeze=tuple(dict.fromkeys(args.freeze)),
-                           augment=AugmentConfig.none() if args.no_augment else AugmentConfig())
+                           augment=AugmentConfig.preset(augment))
     except ValueError as err:
         raise CLIError(str(err)) from err
 

@@ -44,7 +44,8 @@ MAX_CROP_ATTEMPTS = 5
 
 @dataclass(frozen=True)
 class AugmentConfig:
-    """Strengths of the augmentations; `AugmentConfig.none()` turns all of them off."""
+    """Strengths of the augmentations. The defaults ("strong") are for training from scratch;
+    `light()` is for fine-tuning, `none()` turns every augmentation off."""
 
     crop_prob: float = 0.8
     scale_range: tuple[float, float] = (0.75, 2.5)  # >1 zooms in (smaller window), <1 zooms out
@@ -60,6 +61,19 @@ class AugmentConfig:
     @classmethod
     def none(cls) -> "AugmentConfig":
         return cls(crop_prob=0.0, hflip_prob=0.0, colour_prob=0.0, copy_paste_prob=0.0)
+
+    @classmethod
+    def light(cls) -> "AugmentConfig":
+        """For fine-tuning a pretrained model: flips, mild colour and scale, no copy-paste."""
+        return cls(crop_prob=0.3, scale_range=(0.9, 1.25), brightness=0.1, contrast=0.1, saturation=0.1,
+                   colour_prob=0.5, copy_paste_prob=0.0)
+
+    @classmethod
+    def preset(cls, name: str) -> "AugmentConfig":
+        presets = {"strong": cls, "light": cls.light, "none": cls.none}
+        if name not in presets:
+            raise ValueError(f"unknown augmentation {name!r}; choose from {sorted(presets)}")
+        return presets[name]()
 
 
 @dataclass
