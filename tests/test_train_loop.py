@@ -191,3 +191,23 @@ def test_cli_needs_one_images_folder_per_annotation_file(tmp_path, capsys):
             "--config", "test_tiny", "--out", str(tmp_path / "run")]
     assert main(argv) == 2
     assert "2 --annotations for 1 --images" in capsys.readouterr().err
+
+
+def test_cli_fine_tunes_an_official_format_checkpoint_with_the_encoder_frozen(tmp_path):
+    """--init with an official-layout .pt ({"model": state_dict}, official key names)."""
+    from segapp.checkpoint import read_state_dict, to_official_keys
+
+    ann, images = make_coco(tmp_path)
+    init = _model(7)
+    official = tmp_path / "official.pt"
+    torch.save({"model": to_official_keys(init.state_dict())}, official)
+    out = tmp_path / "ft"
+    argv = ["train", "--annotations", str(ann), "--images", str(images), "--config", "test_tiny",
+            "--image-size", str(SIZE), "--init", str(official), "--freeze", "image_encoder",
+            "--epochs", "1", "--batch-size", "2", "--correction-rounds", "1", "--lr", "1e-2",
+            "--device", "cpu", "--out", str(out)]
+    assert main(argv) == 0
+    before, after = init.state_dict(), read_state_dict(out / "final.safetensors")
+    encoder = [k for k in before if k.startswith("image_encoder.")]
+    assert encoder and all(torch.equal(before[k], after[k]) for k in encoder)
+    assert any(not torch.equal(before[k], after[k]) for k in before if k.startswith("mask_decoder."))

@@ -176,6 +176,7 @@ class Trainer:
         self.val_data = val_data
         self.config_name = config_name
         self.recipe_extra = dict(recipe_extra or {})
+        self._config_yaml: str | None = None  # composed once, on the first save
         self.device = model.device
         self.image_size = model.image_size
         if train_data.image_size != self.image_size:
@@ -347,11 +348,12 @@ class Trainer:
     def metadata(self) -> dict[str, str]:
         from segapp.build import compose_config, describe
 
-        cfg_yaml = ""
-        if self.config_name:
-            cfg_yaml = describe(compose_config(self.config_name, [f"image_size={self.image_size}"]))
+        if self._config_yaml is None:
+            self._config_yaml = ""
+            if self.config_name:
+                self._config_yaml = describe(compose_config(self.config_name, [f"image_size={self.image_size}"]))
         recipe = {**self.config.to_dict(), **self.recipe_extra}
-        return {"config": str(self.config_name), "config_yaml": cfg_yaml, "image_size": str(self.image_size),
+        return {"config": str(self.config_name), "config_yaml": self._config_yaml, "image_size": str(self.image_size),
                 "recipe": json.dumps(recipe, sort_keys=True, default=str)}
 
     def save_weights(self, path: Path, extra: dict[str, str]) -> Path:
