@@ -213,8 +213,9 @@ class CocoInstanceDataset(torch.utils.data.Dataset):
     """
 
     def __init__(self, annotations: str | Path | Sequence[str | Path],
-                 images_dir: str | Path | Sequence[str | Path], image_size: int, instances_per_image: int = 8, augment: AugmentConfig | None = None,
-                 seed: int = 0, min_mask_pixels: int = 16, max_images: int | None = None) -> None:
+                 images_dir: str | Path | Sequence[str | Path], image_size: int,
+                 instances_per_image: int = 8, augment: AugmentConfig | None = None, seed: int = 0,
+                 min_mask_pixels: int = 16, max_images: int | None = None) -> None:
         self.image_size = image_size
         self.instances_per_image = instances_per_image
         self.augment = augment if augment is not None else AugmentConfig()
