@@ -148,3 +148,57 @@ def test_click_overlay_undo_and_download_in_chromium(chromium, server, tmp_path)
     mask = session.objects[0].mask
     np.testing.assert_array_equal(ids == 1, mask)
     assert set(np.unique(ids)) <= {0, 1}
+
+
+@pytest.mark.slow
+def test_video_tab_and_separate_sessions_in_chromium(chromium, server, tmp_path):
+    """Upload a video, scrub, click, propagate both ways, download the PNG zip; a second
+    browser context (another user) loads an image meanwhile and sees none of the first's state."""
+    import zipfile
+
+    from playwright.sync_api import expect, sync_playwright
+
+    from segapp.demo import exports
+
+    url, service = server
+    clip = tmp_path / "clip.mp4"
+    exports.write_mp4([np.roll(examples.synthetic_image(96), 5 * i, axis=1) for i in range(5)], clip, fps=5)
+    ARTIFACTS.mkdir(exist_ok=True)
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=chromium, headless=True, args=CHROMIUM_ARGS)
+        try:
+            expect.set_options(timeout=TIMEOUT_MS)
+            page = browser.new_context(viewport={"width": 1400, "height": 1000}, accept_downloads=True).new_page()
+            page.goto(url, wait_until="load")
+            page.click("#video_tab-button")
+            page.set_input_files("#video_input input[type=file]", str(clip))
+            status = page.locator("#video_status")
+            expect(status).to_contain_text("5 frames, 96x96")
+            frame = page.locator("#video_frame img").first
+            page.wait_for_function("() => { const e = document.querySelector('#video_frame img');"
+                                   " return e && e.complete && e.naturalWidth === 96; }")
+            frame.click(position=content_position(frame, 40, 50))
+            expect(status).to_contain_text("click on frame 0")
+            expect(page.locator("#video_objects")).to_contain_text("object 1")
+
+            other = browser.new_context().new_page()  # a second user
+            other.goto(url, wait_until="load")
+            other.click("#load_example_button")
+            expect(other.locator("#status")).to_contain_text("image embedding")
+            expect(other.locator("#objects_legend")).to_contain_text("No objects yet")
+
+            page.click("#video_propagate_both")
+            expect(status).to_contain_text("masks on 5 frame")
+            expect(status).to_contain_text("propagate both (5 frames)")
+            page.click("#video_export_button")
+            link = page.locator("#video_downloads tr", has_text="masks").locator("a").first
+            with page.expect_download() as download_info:
+                link.click()
+            target = tmp_path / "masks.zip"
+            download_info.value.save_as(target)
+            expect(page.locator("#video_overlay video")).to_be_attached()
+            page.screenshot(path=str(ARTIFACTS / "demo_browser_video.png"), full_page=True)
+        finally:
+            browser.close()
+    with zipfile.ZipFile(target) as zf:
+        assert sorted(zf.namelist()) == [f"frames/{f:05d}.png" for f in range(5)]

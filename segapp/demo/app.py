@@ -305,7 +305,7 @@ def build_app(service: DemoService, *, title: str = "segapp demo", model_note: s
                     "api_name=\"/segment_everything\")\n```", elem_id="api_help")
                 with gr.Row(elem_id="api_row"):
                     with gr.Column(elem_id="api_inputs"):
-                        api_image = gr.Image(type="filepath", label="Image", elem_id="api_image")
+                        api_image = gr.Image(type="filepath", sources=["upload", "clipboard"], label="Image", elem_id="api_image")
                         api_prompts = gr.Textbox(PROMPTS_EXAMPLE, label="Prompts (JSON)", elem_id="api_prompts")
                         api_pps = gr.Slider(1, limits.max_points_per_side, value=16, step=1,
                                             label="Points per side", elem_id="api_points_per_side")
