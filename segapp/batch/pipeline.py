@@ -28,7 +28,7 @@ from typing import Any, Callable, Iterator
 import numpy as np
 
 from segapp.batch.inputs import Input, image_id
-from segapp.batch.outputs import (COCO_IMAGES, MAX_8BIT_ID, RunState, Segmentation, VideoOverlayWriter,
+from segapp.batch.outputs import (MAX_8BIT_ID, RunState, Segmentation, VideoOverlayWriter,
                                   atomic_write, coco_annotations, encode_id_png, encode_jpeg, overlay, paint)
 from segapp.batch.prompts import MAX_OBJECT_ID, ObjectPrompt, Prompts
 
@@ -141,8 +141,8 @@ def decode(item: Input) -> Decoded:
             result.fps, result.num_frames, result.image = probe_video(item.path)
         else:
             result.error = f"unsupported file type {item.path.suffix or '(no extension)'!r}"
-    except (OSError, ValueError) as err:
-        result.error = f"{type(err).__name__}: {err}" if isinstance(err, OSError) else str(err)
+    except Exception as err:  # noqa: BLE001 - any unreadable input is reported, never fatal
+        result.error = str(err) if type(err) is ValueError else f"{type(err).__name__}: {err}"
     result.seconds = time.perf_counter() - start
     return result
 
@@ -618,4 +618,4 @@ def run_local(items: list[Input], spec: ModelSpec, options: Options, prompts: Pr
 
 
 __all__ = ["ModelSpec", "Options", "Segmenter", "RunSummary", "run_local", "run_chunk", "prepare_chunk",
-           "chunks", "decode", "COCO_IMAGES"]
+           "chunks", "decode", "build_model"]
