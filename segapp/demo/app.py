@@ -63,14 +63,18 @@ class OutputFiles:
                 shutil.rmtree(child, ignore_errors=True)
 
 
-def _thumb(image: np.ndarray) -> np.ndarray:
+def _thumb(array: np.ndarray, nearest: bool = False) -> np.ndarray:
+    """Downscale to THUMB_SIDE on the long side (masks with nearest-neighbour)."""
     import cv2
 
-    h, w = image.shape[:2]
+    h, w = array.shape[:2]
     scale = THUMB_SIDE / max(h, w)
     if scale >= 1:
-        return image
-    return cv2.resize(image, (max(1, round(w * scale)), max(1, round(h * scale))), interpolation=cv2.INTER_AREA)
+        return array
+    size = (max(1, round(w * scale)), max(1, round(h * scale)))
+    if nearest:
+        return cv2.resize(array.astype(np.uint8), size, interpolation=cv2.INTER_NEAREST).astype(bool)
+    return cv2.resize(array, size, interpolation=cv2.INTER_AREA)
 
 
 def _legend_html(objects=(), selected: int | None = None) -> str:
@@ -105,9 +109,10 @@ def build_app(service: DemoService, *, title: str = "segapp demo", model_note: s
         sel = session.selected
         gallery, cand_choices, cand_value = [], [], None
         if sel is not None and sel.candidates is not None:
+            small = _thumb(session.image)  # overlays drawn small: a click stays cheap on big images
             for i, (mask, score) in enumerate(zip(sel.candidates, sel.scores)):
                 caption = f"#{i + 1}  IoU {score:.3f}"
-                gallery.append((_thumb(exports.overlay(session.image, [mask], [sel.color])), caption))
+                gallery.append((exports.overlay(small, [_thumb(mask, nearest=True)], [sel.color]), caption))
                 cand_choices.append((caption, str(i)))
             cand_value = str(sel.chosen)
         status = " · ".join(str(t) for t in session.timings) or "Ready."
@@ -251,7 +256,7 @@ def build_app(service: DemoService, *, title: str = "segapp demo", model_note: s
             with gr.Tab("Image", id="image_tab", elem_id="image_tab"):
                 with gr.Row(elem_id="image_row"):
                     with gr.Column(scale=3, elem_id="canvas_column"):
-                        canvas = gr.Image(type="filepath", format="png", sources=["upload", "clipboard"],
+                        canvas = gr.Image(type="filepath", format="jpeg", sources=["upload", "clipboard"],
                                           label="Image: upload, then click to segment", interactive=True,
                                           elem_id="image_canvas", height=560)
                         status = gr.Markdown("Upload an image or load an example.", elem_id="status")
@@ -485,6 +490,8 @@ def launch(service: DemoService, *, host: str = DEFAULT_HOST, port: int = DEFAUL
     demo = build_app(service, model_note=model_note, **build_kwargs)
     demo.queue(default_concurrency_limit=concurrency)
     demo.launch(server_name=host, server_port=port, share=share, prevent_thread_lock=not block,
-                show_error=True, max_file_size=service.limits.max_upload_bytes, quiet=not block,
+                show_error=True, quiet=not block,
+                # Gradio refuses larger uploads before they reach the service (which checks again).
+                max_file_size=max(service.limits.max_upload_bytes, service.limits.max_video_bytes),
                 footer_links=["api"], ssr_mode=False)
     return demo
