@@ -196,18 +196,24 @@ def test_missing_inputs_and_checkpoint_exit_2(tmp_path, capsys, monkeypatch):
     assert exc.value.code == 2
 
 
+def make_video(path: Path, frames: int = 5) -> None:
+    import cv2
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), 10, (80, 64))
+    for t in range(frames):
+        frame = np.full((64, 80, 3), 30, np.uint8)
+        cv2.rectangle(frame, (10 + 4 * t, 15), (35 + 4 * t, 45), (0, 200, 255), -1)
+        writer.write(frame)
+    writer.release()
+
+
 def test_video_with_prompts_on_frame_zero(tmp_path):
     pytest.importorskip("segapp.video.predictor", reason="the video predictor has not landed")
     import cv2
 
     src = tmp_path / "in"
-    src.mkdir()
-    writer = cv2.VideoWriter(str(src / "clip.mp4"), cv2.VideoWriter_fourcc(*"mp4v"), 10, (80, 64))
-    for t in range(5):
-        frame = np.full((64, 80, 3), 30, np.uint8)
-        cv2.rectangle(frame, (10 + 4 * t, 15), (35 + 4 * t, 45), (0, 200, 255), -1)
-        writer.write(frame)
-    writer.release()
+    make_video(src / "clip.mp4")
     (tmp_path / "p.json").write_text(json.dumps({"videos": {"clip.mp4": {"0": [
         {"id": 3, "box": [10, 15, 35, 45]}, {"id": 300, "points": [[60, 55]], "labels": [1]}]}}}))
     out = tmp_path / "out"
@@ -228,3 +234,20 @@ def test_video_with_prompts_on_frame_zero(tmp_path):
         stream = container.streams.video[0]
         assert stream.codec_context.name == "h264"
         assert sum(1 for _ in container.decode(stream)) == 5
+
+
+@pytest.mark.slow
+def test_video_without_prompts_tracks_first_frame_objects(tmp_path):
+    """Segment everything on frame 0, then track those objects: ids on later frames come from frame 0."""
+    pytest.importorskip("segapp.video.predictor", reason="the video predictor has not landed")
+    src = tmp_path / "in"
+    make_video(src / "v" / "clip.mp4", frames=3)
+    out = tmp_path / "out"
+    assert main(["segment", str(src), "--out", str(out), *TINY, *EVERYTHING]) == 0
+    record = manifest(out)["v/clip.mp4"]
+    assert record["outputs"] == [f"v/clip/{i:06d}.png" for i in range(3)]
+    first = set(np.unique(read_id_png(out / "v" / "clip" / "000000.png")).tolist()) - {0}
+    assert first
+    for i in (1, 2):
+        assert set(np.unique(read_id_png(out / "v" / "clip" / f"{i:06d}.png")).tolist()) - {0} <= first
+    assert check_coco_matches_pngs(out) > 0
