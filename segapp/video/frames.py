@@ -26,6 +26,9 @@ VIDEO_SUFFIXES = (".mp4", ".mov", ".avi", ".mkv", ".m4v", ".webm")
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
 # A video whose decoding fails on this many consecutive frames is taken as truncated.
 TRUNCATION_RUN = 8
+# The decoder thread ends after this many idle seconds (and restarts on the next request), so
+# that an abandoned session's video can be garbage collected.
+DECODER_IDLE_EXIT_S = 10.0
 
 
 class VideoReadError(RuntimeError):
@@ -208,8 +211,12 @@ class VideoFileFrames(FrameSource):
         self._fail_run = 0
         self._error: BaseException | None = None
         self._closed = False
-        self._thread = threading.Thread(target=self._decode_loop, name="segapp-video-decode", daemon=True)
-        self._thread.start()
+        self._thread: threading.Thread | None = None
+
+    def _ensure_thread(self) -> None:
+        if self._thread is None or not self._thread.is_alive():
+            self._thread = threading.Thread(target=self._decode_loop, name="segapp-video-decode", daemon=True)
+            self._thread.start()
 
     def _to_rgb(self, frame: np.ndarray) -> np.ndarray:
         return self._cv2.cvtColor(frame, self._cv2.COLOR_BGR2RGB)
@@ -221,7 +228,9 @@ class VideoFileFrames(FrameSource):
                     while not self._closed and self._seek_to is None and (
                         self._next >= self.num_frames or self._next > self._wanted + self.read_ahead
                     ):
-                        self._cond.wait()
+                        if not self._cond.wait(timeout=DECODER_IDLE_EXIT_S):
+                            self._thread = None
+                            return
                     if self._closed:
                         return
                     if self._seek_to is not None:
@@ -268,6 +277,7 @@ class VideoFileFrames(FrameSource):
                 if not ahead:
                     self._seek_to = max(0, index - self.read_ahead + 1) if backwards else index
                     self._wanted = max(index, self._seek_to)
+            self._ensure_thread()
             self._cond.notify_all()
             while index not in self._cache:
                 if self._error is not None:
@@ -285,8 +295,15 @@ class VideoFileFrames(FrameSource):
         with self._cond:
             self._closed = True
             self._cond.notify_all()
-        self._thread.join(timeout=5)
+        thread = self._thread
+        if thread is not None:
+            thread.join(timeout=5)
         self._cap.release()
+
+    def __del__(self) -> None:
+        cap = getattr(self, "_cap", None)
+        if cap is not None:
+            cap.release()
 
 
 def open_frames(video) -> FrameSource:

@@ -101,6 +101,18 @@ class VideoSession:
     def remove(self, obj_id) -> None:
         del self.objects[self.object_index(obj_id)]
 
+    def close(self) -> None:
+        """Release the video (decoder thread, file handle) and all results."""
+        self.reset()
+        self._features.clear()
+        self.frames.close()
+
+    def __enter__(self) -> "VideoSession":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
     def reset(self) -> None:
         self.objects.clear()
         self._cursor = None

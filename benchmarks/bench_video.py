@@ -1,0 +1,251 @@
+"""Video predictor benchmark: memory growth with video length, and per-frame time, against the
+reference SAM2VideoPredictor (sam2==1.1.0, fp32 on CPU; see tests/setup_reference.sh).
+
+    python benchmarks/bench_video.py                # writes docs/benchmarks/video.md
+    python benchmarks/bench_video.py --quick        # smaller runs, same tables
+
+Memory: every run is a fresh process that reports its peak RSS (ru_maxrss) after tracking 1, ...
+frames; the clip is a synthetic 1280x720 video with two objects clicked on frame 0.
+  - segapp alone on the tiny config over a long mp4 (decoded lazily by the read-ahead thread);
+  - segapp and the reference side by side on sam2.1_hiera_t (random official-format weights)
+    over JPEG folders of increasing length (the reference reads only JPEG folders without decord).
+Speed: both predictors track the same clip with the same prompts, one frame each in turn, so
+that both see the same machine load; the ratio is the median of per-frame time ratios.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "tests"))
+OUT = REPO / "docs" / "benchmarks" / "video.md"
+HEIGHT, WIDTH = 720, 1280
+
+
+def synthetic_frame(t: int, num_objects: int = 4) -> np.ndarray:
+    """A 720p frame with `num_objects` coloured shapes moving over textured background."""
+    rng = np.random.default_rng(t)
+    img = np.empty((HEIGHT, WIDTH, 3), np.uint8)
+    img[:] = rng.integers(20, 70, (HEIGHT // 8, WIDTH // 8, 3), dtype=np.uint8).repeat(8, 0).repeat(8, 1)
+    for k, (cx, cy) in enumerate(object_centres(t, num_objects)):
+        colour = [(220, 50, 40), (40, 200, 60), (50, 80, 230), (230, 210, 40)][k % 4]
+        img[cy - 60: cy + 60, cx - 80: cx + 80] = colour
+    return img
+
+
+def object_centres(t: int, num_objects: int) -> list[tuple[int, int]]:
+    out = []
+    for k in range(num_objects):
+        phase = t / 40.0 + k * 1.7
+        out.append((int(200 + k * 280 + 60 * np.sin(phase)), int(200 + (k % 2) * 300 + 40 * np.cos(phase))))
+    return out
+
+
+def write_mp4(path: Path, n: int) -> None:
+    import cv2
+
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), 30, (WIDTH, HEIGHT))
+    for t in range(n):
+        writer.write(synthetic_frame(t)[..., ::-1])
+    writer.release()
+
+
+def write_jpegs(folder: Path, n: int) -> None:
+    from PIL import Image
+
+    folder.mkdir(parents=True, exist_ok=True)
+    for t in range(n):
+        Image.fromarray(synthetic_frame(t)).save(folder / f"{t:05d}.jpg", quality=90)
+
+
+def tracking_checkpoint(path: Path) -> Path:
+    """Random official-format sam2.1_hiera_t weights, object-score head biased to "present"."""
+    import torch
+
+    import reference
+
+    if not path.exists():
+        torch.manual_seed(0)
+        reference.make_official_checkpoint("sam2.1_hiera_t", path, seed=0)
+        sd = torch.load(path, weights_only=True)
+        head = "sam_mask_decoder.pred_obj_score_head.layers.2"
+        sd["model"][f"{head}.weight"] *= 0.1
+        sd["model"][f"{head}.bias"].fill_(1.0)
+        torch.save(sd, path)
+    return path
+
+
+def build(impl: str, config: str, checkpoint: str | None, image_size: int):
+    import torch
+
+    torch.manual_seed(0)
+    if impl == "segapp":
+        import segapp
+        from segapp.video.predictor import VideoPredictor
+
+        model = segapp.build_model(config, checkpoint, device="cpu", image_size=image_size)
+        if checkpoint is None:
+            with torch.no_grad():
+                model.mask_decoder.pred_obj_score_head.layers[-1].bias.fill_(5.0)
+        return VideoPredictor(model)
+    import reference
+
+    return reference.build_reference_model(config, image_size=image_size, video=True, checkpoint=checkpoint)
+
+
+def add_clicks(pred, state, num_objects: int) -> None:
+    for k, (cx, cy) in enumerate(object_centres(0, num_objects)):
+        pred.add_new_points_or_box(state, 0, k + 1, points=[[cx, cy]], labels=[1])
+
+
+def rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # KiB on Linux
+
+
+def worker(args) -> None:
+    """Track a video in this (fresh) process; print peak RSS after each sample frame count."""
+    import torch
+
+    torch.set_num_threads(args.threads)
+    pred = build(args.impl, args.config, args.checkpoint, args.image_size)
+    samples = sorted(int(s) for s in args.samples.split(","))
+    start = time.perf_counter()
+    with torch.inference_mode():
+        state = pred.init_state(args.video)
+        init_s = time.perf_counter() - start
+        add_clicks(pred, state, args.objects)
+        peaks = {}
+        for count, _ in enumerate(pred.propagate_in_video(state), start=1):
+            if count in samples:
+                peaks[count] = rss_mb()
+            if count >= samples[-1]:
+                break
+    print(json.dumps({"init_s": init_s, "peaks": peaks, "total_s": time.perf_counter() - start}))
+
+
+def run_worker(impl, config, checkpoint, image_size, video, objects, samples, threads) -> dict:
+    cmd = [sys.executable, __file__, "_worker", "--impl", impl, "--config", config, "--image-size", str(image_size),
+           "--video", str(video), "--objects", str(objects), "--samples", ",".join(map(str, samples)),
+           "--threads", str(threads)]
+    if checkpoint:
+        cmd += ["--checkpoint", str(checkpoint)]
+    env = dict(os.environ, TQDM_DISABLE="1", PYTHONWARNINGS="ignore")
+    done = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=REPO)
+    if done.returncode:
+        raise RuntimeError(f"{impl} worker failed:\n{done.stderr[-3000:]}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def speed(checkpoint, image_size: int, frames: Path, num_objects: int, num_frames: int, threads: int) -> dict:
+    """Per-frame propagation time of both predictors, frame by frame in turn."""
+    import torch
+
+    torch.set_num_threads(threads)
+    preds = {impl: build(impl, "sam2.1_hiera_t", str(checkpoint), image_size) for impl in ("segapp", "reference")}
+    times = {impl: [] for impl in preds}
+    with torch.inference_mode():
+        gens = {}
+        for impl, pred in preds.items():
+            state = pred.init_state(str(frames))
+            add_clicks(pred, state, num_objects)
+            gens[impl] = pred.propagate_in_video(state, max_frame_num_to_track=num_frames)
+        for step in range(num_frames + 1):
+            for impl, gen in gens.items():
+                t0 = time.perf_counter()
+                next(gen)
+                times[impl].append(time.perf_counter() - t0)
+    # Frame 0 holds the prompts (no tracking) in both; compare tracked frames only.
+    ratios = [s / r for s, r in zip(times["segapp"][1:], times["reference"][1:])]
+    return {"segapp_s": statistics.median(times["segapp"][1:]), "reference_s": statistics.median(times["reference"][1:]),
+            "ratio": statistics.median(ratios), "frames": num_frames}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="smaller runs (for a loaded machine)")
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--tiny-frames", default="100,500,1000")
+    parser.add_argument("--ref-frames", default="10,20,40")
+    parser.add_argument("--ref-image-size", type=int, default=512)
+    parser.add_argument("--speed-image-size", type=int, default=1024)
+    parser.add_argument("--speed-frames", type=int, default=6)
+    parser.add_argument("--skip-memory", action="store_true")
+    args = parser.parse_args()
+    if args.quick:
+        args.tiny_frames, args.ref_frames, args.speed_frames, args.speed_image_size = "50,100,200", "5,10,20", 4, 512
+    tiny = [int(x) for x in args.tiny_frames.split(",")]
+    ref_counts = [int(x) for x in args.ref_frames.split(",")]
+    lines = ["# Video predictor benchmark", "",
+             f"Machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPU cores visible, "
+             f"torch threads {args.threads}, CPU only, fp32. Command: `python benchmarks/bench_video.py"
+             f"{' --quick' if args.quick else ''}`.", ""]
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        ckpt = tracking_checkpoint(tmp / "sam2.1_hiera_t_random.pt")
+        if not args.skip_memory:
+            mp4 = tmp / "long.mp4"
+            write_mp4(mp4, tiny[-1])
+            res = run_worker("segapp", "test_tiny", None, 128, mp4, 2, tiny, args.threads)
+            peaks = {int(k): v for k, v in res["peaks"].items()}
+            base = peaks[tiny[0]]
+            lines += ["## Memory: segapp, tiny config, 1280x720 mp4, 2 objects", "",
+                      f"One process tracks a {tiny[-1]}-frame video; peak RSS after n frames. "
+                      f"`init_state` returned in {res['init_s'] * 1000:.0f} ms.", "",
+                      "| frames tracked | peak RSS (MB) | growth vs first |", "|---:|---:|---:|"]
+            lines += [f"| {n} | {peaks[n]:.0f} | {100 * (peaks[n] - base) / base:+.1f}% |" for n in tiny]
+            lines += ["", "## Memory: segapp vs reference, sam2.1_hiera_t, 1280x720 JPEG frames, 2 objects", "",
+                      f"Image size {args.ref_image_size} (the reference preloads every frame as an "
+                      f"{args.ref_image_size}x{args.ref_image_size} float32 tensor, 12.6 MB a frame at 1024); "
+                      "one fresh process per video length; peak RSS at the end.", "",
+                      "| frames | segapp peak RSS (MB) | reference peak RSS (MB) | reference init_state (s) | segapp init_state (s) |",
+                      "|---:|---:|---:|---:|---:|"]
+            rows = {}
+            for n in ref_counts:
+                folder = tmp / f"jpeg{n}"
+                write_jpegs(folder, n)
+                rows[n] = {impl: run_worker(impl, "sam2.1_hiera_t", ckpt, args.ref_image_size, folder, 2, [n], args.threads)
+                           for impl in ("segapp", "reference")}
+                s, r = rows[n]["segapp"], rows[n]["reference"]
+                lines.append(f"| {n} | {s['peaks'][str(n)]:.0f} | {r['peaks'][str(n)]:.0f} | {r['init_s']:.2f} | {s['init_s']:.2f} |")
+                print(lines[-1], flush=True)
+            first, last = ref_counts[0], ref_counts[-1]
+            for impl in ("segapp", "reference"):
+                a, b = rows[first][impl]["peaks"][str(first)], rows[last][impl]["peaks"][str(last)]
+                lines.append(f"\n{impl}: {100 * (b - a) / a:+.1f}% peak RSS from {first} to {last} frames.")
+        folder = tmp / "speed"
+        write_jpegs(folder, args.speed_frames + 1)
+        lines += ["", f"## Speed: per-frame propagation time, sam2.1_hiera_t at {args.speed_image_size}, CPU", "",
+                  "Both predictors track the same clip with the same clicks, alternating frame by frame; medians over "
+                  f"{args.speed_frames} tracked frames.", "",
+                  "| objects | segapp s/frame | reference s/frame | ratio (target) |", "|---:|---:|---:|---:|"]
+        for objects, target in ((1, 1.0), (4, 0.8)):
+            r = speed(ckpt, args.speed_image_size, folder, objects, args.speed_frames, args.threads)
+            lines.append(f"| {objects} | {r['segapp_s']:.2f} | {r['reference_s']:.2f} | {r['ratio']:.2f} (<= {target}) |")
+            print(lines[-1], flush=True)
+    OUT.parent.mkdir(parents=True, exist_ok=True)
+    OUT.write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    if len(sys.argv) > 1 and sys.argv[1] == "_worker":
+        p = argparse.ArgumentParser()
+        for name in ("--impl", "--config", "--checkpoint", "--video", "--samples"):
+            p.add_argument(name)
+        for name in ("--image-size", "--objects", "--threads"):
+            p.add_argument(name, type=int)
+        worker(p.parse_args(sys.argv[2:]))
+    else:
+        main()
