@@ -342,15 +342,19 @@ def test_history_is_bounded_by_steps_and_bytes(model, image):
         service.click(sid, 10 + 10 * k, 50, "positive")
     assert len(service.get_session(sid).undo_stack) == 3
 
-    tight = DemoService(model, limits=Limits(max_session_bytes=2 * 3 * 160 * 160 + 200_000))
+    fixed = service.get_session(sid).fixed_nbytes()
+    # Room for about two sets of candidates (three planes each): undo steps share unchanged
+    # masks, so only refinements of one object cost history.
+    tight = DemoService(model, limits=Limits(max_session_bytes=fixed + 7 * 160 * 160))
     sid = tight.create_session()
     tight.set_image(sid, image)
     for k in range(6):
-        tight.new_object(sid)
         tight.click(sid, 10 + 10 * k, 50, "positive")
     session = tight.get_session(sid)
-    assert len(session.objects) == 6  # the current state is never dropped
-    assert len(session.undo_stack) < 12
+    assert len(session.selected.points) == 6  # the current state is never dropped
+    assert len(session.undo_stack) <= 2
+    assert session.nbytes() <= tight.limits.max_session_bytes
+    assert tight.undo(sid) and len(tight.get_session(sid).selected.points) == 5
 
 
 # ---------------------------------------------------------------------- CLI
@@ -478,3 +482,28 @@ def test_video_limits_and_bad_files(video_service, clip, tmp_path):
         list(video.propagate(sid))
     with pytest.raises(DemoError, match="outside the video"):
         video.click(sid, 6, 1, 1)
+
+
+def test_masks_beyond_the_session_memory_are_refused(model, image):
+    plane = 160 * 160
+    probe = DemoService(model)
+    sid = probe.create_session()
+    probe.set_image(sid, image)
+    fixed = probe.get_session(sid).fixed_nbytes()
+    # Room for exactly two clicked objects (three candidate planes each) and nothing more.
+    service = DemoService(model, limits=Limits(max_session_bytes=fixed + 6 * plane + 10),
+                          amg_options=PERMISSIVE_AMG)
+    sid = service.create_session()
+    service.set_image(sid, image)
+    service.click(sid, 30, 30, "positive")
+    service.new_object(sid)
+    service.click(sid, 120, 40, "positive")
+    service.new_object(sid)
+    with pytest.raises(DemoError, match="memory limit"):
+        service.click(sid, 80, 120, "positive")
+    session = service.get_session(sid)
+    assert [len(o.points) for o in session.objects] == [1, 1, 0]  # the refused click changed nothing
+    assert session.nbytes() <= service.limits.max_session_bytes
+    timing = service.segment_everything(sid, points_per_side=8)
+    assert len(service.get_session(sid).objects) <= 6
+    assert "masks" in str(timing)

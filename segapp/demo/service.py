@@ -161,16 +161,25 @@ class ImageSession:
 
     def nbytes(self) -> int:
         """Bytes held by the image, its embedding and every mask reachable from the history."""
-        seen: dict[int, int] = {}
-        for snap in (self.state, *self.undo_stack, *self.redo_stack):
-            for obj in snap.objects:
-                if obj.candidates is not None:
-                    seen[id(obj.candidates)] = obj.candidates.nbytes
-        total = sum(seen.values()) + (0 if self.image is None else self.image.nbytes)
+        return self.fixed_nbytes() + masks_nbytes((self.state, *self.undo_stack, *self.redo_stack))
+
+    def fixed_nbytes(self) -> int:
+        """Bytes of the image and its embedding."""
+        total = 0 if self.image is None else self.image.nbytes
         if self.predictor is not None and self.predictor.is_image_set:
             emb = self.predictor._embedding
             total += emb.image_embed.nbytes + sum(f.nbytes for f in emb.high_res_feats)
         return total
+
+
+def masks_nbytes(snapshots) -> int:
+    """Bytes of the distinct mask arrays in some snapshots (undo steps share unchanged arrays)."""
+    seen: dict[int, int] = {}
+    for snap in snapshots:
+        for obj in snap.objects:
+            if obj.candidates is not None:
+                seen[id(obj.candidates)] = obj.candidates.nbytes
+    return sum(seen.values())
 
 
 class SessionTable:
@@ -394,13 +403,18 @@ class DemoService:
             raise DemoError("upload an image (or pick an example) first")
 
     def _commit(self, session: ImageSession, new: Snapshot) -> None:
-        """Make `new` the current state, pushing the old one for undo."""
+        """Make `new` the current state, pushing the old one for undo. The oldest undo steps
+        go when the session would exceed its memory limit; a state too big on its own is refused."""
+        budget = self.limits.max_session_bytes
+        if session.fixed_nbytes() + masks_nbytes([new]) > budget:
+            raise DemoError(f"this session's masks would exceed its memory limit ({budget / 2**20:.0f} MB): "
+                            "delete some objects or clear")
         session.undo_stack.append(session.state)
         while len(session.undo_stack) > self.limits.max_history:
             session.undo_stack.popleft()
         session.redo_stack.clear()
         session.state = new
-        while session.undo_stack and session.nbytes() > self.limits.max_session_bytes:
+        while session.undo_stack and session.nbytes() > budget:
             session.undo_stack.popleft()
 
     def _new_object_state(self, session: ImageSession, name: str | None = None) -> ObjectState:
@@ -558,6 +572,10 @@ class DemoService:
             self._require_image(session)
             start = time.perf_counter()
             records = self._generate(session.image, points_per_side)
+            found = len(records)
+            # Keep the largest masks that fit the session's memory (one bool plane each).
+            room = self.limits.max_session_bytes - session.fixed_nbytes()
+            records = records[: max(0, room // session.image[..., 0].size)]
             objects = []
             for k, rec in enumerate(records):
                 obj_id = session.state.next_id + k
@@ -565,7 +583,8 @@ class DemoService:
                                            candidates=rec["segmentation"][None], scores=(rec["predicted_iou"],)))
             next_id = session.state.next_id + len(objects)
             self._commit(session, Snapshot(tuple(objects), None, next_id))
-            timing = Timing(f"segment everything ({len(objects)} masks)", (time.perf_counter() - start) * 1e3)
+            kept = f"{len(objects)} masks" if len(objects) == found else f"kept the {len(objects)} largest of {found} masks"
+            timing = Timing(f"segment everything ({kept})", (time.perf_counter() - start) * 1e3)
             session.timings = [timing]
             return timing
 
