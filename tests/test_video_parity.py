@@ -126,3 +126,38 @@ def test_parity_bedroom(tracking_checkpoint, shared_data, tmp_path):
     mine = scenario(ours, str(tmp_path), h, w, n)
     worst_iou, worst_rel = compare(mine, theirs)
     print(f"bedroom: {len(mine)} outputs, worst IoU {worst_iou:.5f}, worst relative error {worst_rel:.2e}")
+
+
+@pytest.mark.slow
+def test_parity_beyond_the_memory_window(tracking_checkpoint, tmp_path):
+    """A clip longer than the kept window (pointer budget cut to 4 on both sides, so the window
+    is 7 frames): segapp drops old outputs and still matches the reference, which keeps all."""
+    n, h, w = synthetic_clip(tmp_path, n=18)
+    reference.import_reference()
+    from sam2.build_sam import build_sam2_video_predictor
+
+    torch.manual_seed(0)
+    ref = build_sam2_video_predictor(reference.REFERENCE_CONFIGS["sam2.1_hiera_t"], str(tracking_checkpoint),
+                                     device="cpu", hydra_overrides_extra=["++model.image_size=128",
+                                                                          "++model.max_obj_ptrs_in_encoder=4"])
+    model = segapp.build_model("sam2.1_hiera_t", tracking_checkpoint, device="cpu", image_size=128,
+                               overrides=["model.tracking.max_obj_ptrs_in_encoder=4"])
+    ours = VideoPredictor(model, fill_hole_area=0)
+
+    def run(pred):
+        results = []
+        state = pred.init_state(str(tmp_path))
+        out = pred.add_new_points_or_box(state, 0, 1, points=[[w * 0.3, h * 0.35]], labels=[1])
+        results.append(("click", out[0], list(out[1]), out[2]))
+        for f, ids, masks in pred.propagate_in_video(state):
+            results.append(("forward", f, list(ids), masks))
+        for f, ids, masks in pred.propagate_in_video(state, start_frame_idx=n - 1, reverse=True):
+            results.append(("reverse", f, list(ids), masks))
+        return results, state
+
+    with torch.inference_mode():
+        theirs, _ = run(ref)
+    mine, state = run(ours)
+    assert state.window == 7 and len(state.objects[0].non_cond) < n - 1
+    worst_iou, worst_rel = compare(mine, theirs)
+    print(f"beyond window: {len(mine)} outputs, worst IoU {worst_iou:.5f}, worst relative error {worst_rel:.2e}")

@@ -139,9 +139,11 @@ def memory_frame_indices(frame_idx: int, num_maskmem: int, stride: int, reverse:
 
 
 def memory_window(model: SAM2Model) -> int:
-    """How many frames back (in the tracking direction) a step may read outputs from."""
+    """How many frames away (in the tracking direction) a step may read outputs from: spatial
+    memories reach (num_maskmem - 2) * stride + 1 frames back, pointers max_obj_ptrs - 1; one
+    stride / one frame more is kept as a margin."""
     t = model.tracking
-    spatial = (t.num_maskmem + 1) * t.memory_temporal_stride_for_eval + 1
+    spatial = (t.num_maskmem - 1) * t.memory_temporal_stride_for_eval + 1
     pointers = t.max_obj_ptrs_in_encoder if t.use_obj_ptrs_in_encoder else 0
     return max(spatial, pointers)
 
