@@ -172,6 +172,56 @@ def speed(checkpoint, image_size: int, frames: Path, num_objects: int, num_frame
             "ratio": statistics.median(ratios), "frames": num_frames}
 
 
+def best_of(fn, repeats: int = 3) -> float:
+    fn()
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return min(times)
+
+
+def components(checkpoint, image_size: int, threads: int) -> list[tuple[str, float, float]]:
+    """Time the model parts both predictors run per frame, segapp's vs the reference's."""
+    import torch
+    import torch.nn.functional as F  # noqa: F401
+
+    import reference
+    from sam2.modeling.position_encoding import apply_rotary_enc
+
+    torch.set_num_threads(threads)
+    ours = build("segapp", "sam2.1_hiera_t", str(checkpoint), image_size).model
+    ref = build("reference", "sam2.1_hiera_t", str(checkpoint), image_size)
+    reference.import_reference()
+    side = image_size // 16
+    tokens, objects = side * side, 4
+    gen = torch.Generator().manual_seed(0)
+    image = torch.randn(1, 3, image_size, image_size, generator=gen)
+    curr = torch.randn(tokens, objects, 256, generator=gen)
+    curr_pos = torch.randn(tokens, objects, 256, generator=gen)
+    memory = torch.randn(7 * tokens + 64, objects, 64, generator=gen)
+    memory_pos = torch.randn(7 * tokens + 64, objects, 64, generator=gen)
+    q = torch.randn(1, 1, tokens, 256, generator=gen)
+    k = torch.randn(1, 1, 7 * tokens, 256, generator=gen)
+    ref_attn = ref.memory_attention.layers[0].cross_attn_image
+    ref_attn(q[0], k[0, :, :, :64], k[0, :, :, :64])  # builds its rotation table for this grid
+    rows = []
+    with torch.inference_mode():
+        rows.append(("image encoder (1 frame)", best_of(lambda: ours.forward_image(image)),
+                     best_of(lambda: ref.forward_image(image))))
+        rows.append((f"memory attention ({objects} objects, 7 memories + 16 pointers each)",
+                     best_of(lambda: ours.memory_attention(curr, memory, curr_pos=curr_pos, memory_pos=memory_pos,
+                                                           num_obj_ptr_tokens=64, grid_hw=(side, side))),
+                     best_of(lambda: [ref.memory_attention(curr=[curr[:, i: i + 1]], curr_pos=[curr_pos[:, i: i + 1]],
+                                                           memory=memory[:, i: i + 1], memory_pos=memory_pos[:, i: i + 1],
+                                                           num_obj_ptr_tokens=64) for i in range(objects)])))
+        rope = ours.memory_attention.layers[0].cross_attn_image.rope
+        rows.append(("RoPE of one cross-attention (1 object)", best_of(lambda: rope(q, k, grid_hw=(side, side))),
+                     best_of(lambda: apply_rotary_enc(q, k, freqs_cis=ref_attn.freqs_cis, repeat_freqs_k=True))))
+    return rows
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="smaller runs (for a loaded machine)")
@@ -182,6 +232,7 @@ def main() -> None:
     parser.add_argument("--speed-image-size", type=int, default=1024)
     parser.add_argument("--speed-frames", type=int, default=6)
     parser.add_argument("--skip-memory", action="store_true")
+    parser.add_argument("--skip-speed", action="store_true")
     args = parser.parse_args()
     if args.quick:
         args.tiny_frames, args.ref_frames, args.speed_frames, args.speed_image_size = "50,100,200", "5,10,20", 4, 512
@@ -226,13 +277,20 @@ def main() -> None:
                 lines.append(f"\n{impl}: {100 * (b - a) / a:+.1f}% peak RSS from {first} to {last} frames.")
         folder = tmp / "speed"
         write_jpegs(folder, args.speed_frames + 1)
+        objects_targets = () if args.skip_speed else ((1, 1.0), (4, 0.8))
         lines += ["", f"## Speed: per-frame propagation time, sam2.1_hiera_t at {args.speed_image_size}, CPU", "",
                   "Both predictors track the same clip with the same clicks, alternating frame by frame; medians over "
                   f"{args.speed_frames} tracked frames.", "",
                   "| objects | segapp s/frame | reference s/frame | ratio (target) |", "|---:|---:|---:|---:|"]
-        for objects, target in ((1, 1.0), (4, 0.8)):
+        for objects, target in objects_targets:
             r = speed(ckpt, args.speed_image_size, folder, objects, args.speed_frames, args.threads)
             lines.append(f"| {objects} | {r['segapp_s']:.2f} | {r['reference_s']:.2f} | {r['ratio']:.2f} (<= {target}) |")
+            print(lines[-1], flush=True)
+        lines += ["", f"## Where the time goes: model parts per frame, sam2.1_hiera_t at {args.speed_image_size}", "",
+                  "Best of 3; segapp's parts against the reference's on the same inputs.", "",
+                  "| part | segapp s | reference s | ratio |", "|---|---:|---:|---:|"]
+        for name, ours_s, ref_s in components(ckpt, args.speed_image_size, args.threads):
+            lines.append(f"| {name} | {ours_s:.3f} | {ref_s:.3f} | {ours_s / ref_s:.2f} |")
             print(lines[-1], flush=True)
     OUT.parent.mkdir(parents=True, exist_ok=True)
     OUT.write_text("\n".join(lines) + "\n")
