@@ -185,7 +185,6 @@ def best_of(fn, repeats: int = 3) -> float:
 def components(checkpoint, image_size: int, threads: int) -> list[tuple[str, float, float]]:
     """Time the model parts both predictors run per frame, segapp's vs the reference's."""
     import torch
-    import torch.nn.functional as F  # noqa: F401
 
     import reference
     from sam2.modeling.position_encoding import apply_rotary_enc

@@ -10,6 +10,13 @@ Prompts are turned into outputs at once (without memory) and committed into memo
 propagation starts, as in the reference, so a user can refine clicks before tracking.
 Propagation re-tracks every frame without prompts, like the reference, reading memory from
 the session's bounded store (see segapp.video.session).
+
+Where results can differ from the reference: the reference keeps every frame's output, so a
+propagation started on a frame far (more than the memory window) from any prompt and from
+where the last propagation stopped, or a correction click on such a frame, sees memory there
+that segapp has dropped. Starting from a prompted frame, from the last tracked frame, or
+from either end of the video matches. Small holes are filled in output masks on every device
+(the reference skips that without its CUDA extension).
 """
 from __future__ import annotations
 
@@ -319,6 +326,7 @@ class VideoPredictor:
             masks = self._track_frame(state, frame_idx, reverse)
             state.prune(frame_idx)
             if masks is None:
+                logger.info("frame %d cannot be decoded; not tracked", frame_idx)
                 continue
             size = (state.video_height, state.video_width)
             video_masks = ImageTransforms.masks_to_image(masks.to(self.device), size)

@@ -189,7 +189,7 @@ class Tracker:
 
     # ------------------------------------------------------------------ memory conditioning
     def condition(self, feats: FrameFeatures, selections: list[MemorySelection], num_frames: int,
-                  maskmem_pos: torch.Tensor, memory_dtype=torch.float32) -> torch.Tensor:
+                  maskmem_pos: torch.Tensor) -> torch.Tensor:
         """Fuse the frame's top features with each object's memory -> [B, C, H, W].
 
         All selections must share one signature (memory frames, pointers); maskmem_pos is the
