@@ -123,8 +123,8 @@ def test_mask_prompt_and_correction(predictor):
     mask = np.zeros((H, W), bool)
     mask[10:30, 5:25] = True
     _, _, masks = predictor.add_new_mask(state, 0, 1, mask)
-    # A mask prompt is taken as the output itself.
-    assert torch.equal(masks[0, 0] > 0, torch.from_numpy(mask)) or ((masks[0, 0] > 0) == torch.from_numpy(mask)).float().mean() > 0.97
+    # A mask prompt is taken as the output itself (up to the low-res round trip at the edges).
+    assert ((masks[0, 0] > 0) == torch.from_numpy(mask)).float().mean() > 0.97
     track(predictor, state)
     # A click on a tracked frame corrects it, without becoming a conditioning frame.
     _, _, masks = predictor.add_new_points_or_box(state, 3, 1, points=[[40, 40]], labels=[0],
