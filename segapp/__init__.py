@@ -18,6 +18,8 @@ _EXPORTS = {
     "load_checkpoint": "segapp.checkpoint",
     "ImagePredictor": "segapp.image_predictor",
     "SAM2ImagePredictor": "segapp.image_predictor",
+    "AutomaticMaskGenerator": "segapp.automatic_mask_generator",
+    "SAM2AutomaticMaskGenerator": "segapp.automatic_mask_generator",
     "build_video_predictor": "segapp.video.predictor",
     "VideoPredictor": "segapp.video.predictor",
     "SAM2VideoPredictor": "segapp.video.predictor",
