@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import tempfile
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 import cv2
@@ -38,26 +39,41 @@ def load_image(name: str):
     return cv2.resize(rgb, IMAGE_HW[::-1], interpolation=cv2.INTER_AREA)
 
 
-def timed_generate(generator, image) -> tuple[float, float, int, float]:
-    """(total s, s spent in set_image, masks, peak RSS MiB) of one generate() call."""
-    predictor = generator.predictor
-    spent = [0.0]
-    original = predictor.set_image
+@contextmanager
+def stopwatch(obj, name: str, spent: list[float]):
+    """Add the time spent in obj.<name>(...) to spent[0], by shadowing it on the instance."""
+    original = getattr(obj, name)
 
-    def set_image(img):
+    def timed(*args, **kwargs):
         start = time.perf_counter()
-        original(img)
-        spent[0] += time.perf_counter() - start
+        try:
+            return original(*args, **kwargs)
+        finally:
+            spent[0] += time.perf_counter() - start
 
-    predictor.set_image = set_image  # instance attribute: the class is untouched
+    setattr(obj, name, timed)
     try:
+        yield
+    finally:
+        delattr(obj, name)
+
+
+def decoder_of(name: str, generator):
+    """(object, method) that runs the mask decoder on each side, to time it."""
+    if name == "segapp":
+        return generator.predictor, "decode_low_res"
+    return generator.predictor.model.sam_mask_decoder, "forward"
+
+
+def timed_generate(name: str, generator, image) -> dict:
+    """One generate() call: total, set_image and decoder seconds, masks, peak RSS MiB."""
+    embed, decode = [0.0], [0.0]
+    with stopwatch(generator.predictor, "set_image", embed), stopwatch(*decoder_of(name, generator), decode):
         peak_rss_reset()
         start = time.perf_counter()
         masks = generator.generate(image)
         total = time.perf_counter() - start
-    finally:
-        del predictor.set_image
-    return total, spent[0], len(masks), peak_rss_mib()
+    return dict(total=total, after=total - embed[0], decoder=decode[0], masks=len(masks), rss=peak_rss_mib())
 
 
 def main() -> None:
@@ -95,11 +111,12 @@ def main() -> None:
         runs = {name: [] for name in builders}
         for _ in range(repeats):
             for name, build in builders.items():
-                runs[name].append(timed_generate(build(points_per_side=points, **extra), image))
-                print(f"{points}x{points} {extra or 'defaults'} {name}: {runs[name][-1][0]:.1f} s, "
-                      f"{runs[name][-1][2]} masks", flush=True)
-        stats = {name: (median([r[0] for r in rs]), median([r[0] - r[1] for r in rs]),
-                        rs[0][2], max(r[3] for r in rs)) for name, rs in runs.items()}
+                run = timed_generate(name, build(points_per_side=points, **extra), image)
+                runs[name].append(run)
+                print(f"{points}x{points} {extra or 'defaults'} {name}: " +
+                      ", ".join(f"{k} {v:.1f}" for k, v in run.items()), flush=True)
+        stats = {name: {key: (max if key == "rss" else median)([r[key] for r in rs]) for key in rs[0]}
+                 for name, rs in runs.items()}
         rows.append((points, extra, repeats, stats))
 
     command = "python benchmarks/bench_amg.py --points " + " ".join(map(str, args.points)) + \
@@ -112,17 +129,20 @@ def main() -> None:
         f"Config {args.config} at 1024, random official-format checkpoint, {args.image} resized to",
         f"{IMAGE_HW[0]}x{IMAGE_HW[1]}, fp32 on CPU, default settings unless stated; reference and segapp",
         "alternate in one process; medians over the repeats. \"after set_image\" is generate() minus",
-        "the time in set_image (decoding, filtering, NMS, encoding).",
+        "the time in set_image (decoding, filtering, NMS, encoding); \"decoder\" is the time inside the",
+        "mask decoder (segapp: decode_low_res; reference: its SAM mask decoder's forward), part of it.",
         "",
-        "| points | settings | runs | reference total (s) | segapp total (s) | ratio | reference after set_image (s) "
-        "| segapp after set_image (s) | ratio | masks (ref / segapp) | peak RSS MiB (ref / segapp) |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
+        "| points | settings | runs | total (s) ref / segapp | ratio | after set_image (s) ref / segapp | ratio "
+        "| decoder (s) ref / segapp | masks ref / segapp | peak RSS MiB ref / segapp |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for points, extra, repeats, stats in rows:
         r, s = stats["reference"], stats["segapp"]
         label = ", ".join(f"{k}={v}" for k, v in extra.items()) or "defaults"
-        lines.append(f"| {points}x{points} | {label} | {repeats} | {r[0]:.1f} | {s[0]:.1f} | {s[0] / r[0]:.2f} "
-                     f"| {r[1]:.1f} | {s[1]:.1f} | {s[1] / r[1]:.2f} | {r[2]} / {s[2]} | {r[3]:.0f} / {s[3]:.0f} |")
+        lines.append(f"| {points}x{points} | {label} | {repeats} | {r['total']:.1f} / {s['total']:.1f} "
+                     f"| {s['total'] / r['total']:.2f} | {r['after']:.1f} / {s['after']:.1f} "
+                     f"| {s['after'] / r['after']:.2f} | {r['decoder']:.1f} / {s['decoder']:.1f} "
+                     f"| {r['masks']} / {s['masks']} | {r['rss']:.0f} / {s['rss']:.0f} |")
     lines += [
         "",
         "Peak RSS is the process high-water mark during one generate() call (reset before each), so",

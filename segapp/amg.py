@@ -270,6 +270,7 @@ def remove_small_regions(mask: np.ndarray, area_thresh: float, mode: str) -> tup
     the largest one is kept. Returns (new mask, whether anything was small)."""
     if mode not in ("holes", "islands"):
         raise ValueError(f"mode must be 'holes' or 'islands', got {mode!r}")
+    mask = np.asarray(mask, dtype=bool)
     holes = mode == "holes"
     region = ~mask if holes else mask
     n, labels, stats, _ = cv2.connectedComponentsWithStats(region.astype(np.uint8), connectivity=8)

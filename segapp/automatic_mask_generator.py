@@ -221,7 +221,8 @@ class AutomaticMaskGenerator:
             keep = keep[iou > self.pred_iou_thresh]
         low_res = fill_holes_and_sprinkles(low_res[keep], self.predictor.mask_threshold,
                                            self.predictor.max_hole_area, self.predictor.max_sprinkle_area)
-        data = MaskData(low_res=low_res.cpu(), iou_preds=iou[keep].cpu(),
+        # Low-res logits stay on the model's device (upsampling is cheaper there on a GPU).
+        data = MaskData(low_res=low_res, iou_preds=iou[keep].cpu(),
                         points=points.repeat_interleave(per_point, dim=0)[keep.cpu()])
         if not len(data):
             data["stability_score"] = torch.empty(0)
@@ -314,7 +315,9 @@ class AutomaticMaskGenerator:
 
 
 def _check_grid(grid, index: int) -> np.ndarray:
-    arr = np.asarray(grid, dtype=np.float64)
+    arr = np.asarray(grid)
+    if not np.issubdtype(arr.dtype, np.floating):
+        arr = arr.astype(np.float64)
     if arr.ndim != 2 or arr.shape[1] != 2 or len(arr) == 0:
         raise ValueError(f"point_grids[{index}] must be a non-empty [N, 2] array of xy, got shape {arr.shape}")
     if not np.isfinite(arr).all() or arr.min() < 0 or arr.max() > 1:
