@@ -96,7 +96,8 @@ class RoPEAttention(nn.Module):
         q = self._split_heads(self.q_proj(q))
         k = self._split_heads(self.k_proj(k))
         v = self._split_heads(self.v_proj(v))
-        q, k = self.rope(q, k, grid_hw=grid_hw, num_k_exclude=num_k_exclude_rope)
+        # k is this call's own projection, so the rotation may be written into it.
+        q, k = self.rope(q, k, grid_hw=grid_hw, num_k_exclude=num_k_exclude_rope, overwrite_k=True)
         out = attention(q, k, v, self.dropout_p if self.training else 0.0, self.use_sdpa)
         return self.out_proj(out.transpose(1, 2).flatten(2))
 

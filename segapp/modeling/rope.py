@@ -46,23 +46,32 @@ def axial_angles(head_dim: int, height: int, width: int, theta: float = 10000.0)
 
 
 @functools.lru_cache(maxsize=_TABLE_CACHE_SIZE)
-def _cos_sin(head_dim: int, theta: float, height: int, width: int, device: torch.device):
+def _rotations(head_dim: int, theta: float, height: int, width: int, device: torch.device) -> torch.Tensor:
+    """The rotations as unit complex numbers e^{i·angle}: [H * W, head_dim // 2] complex64."""
     # Built outside inference mode so that a table first made under torch.inference_mode()
     # can still be saved for backward by a later training step.
     with torch.inference_mode(False), torch.no_grad():
-        angles = axial_angles(head_dim, height, width, theta).to(device)
-        return angles.cos(), angles.sin()
+        angles = axial_angles(head_dim, height, width, theta)
+        return torch.polar(torch.ones_like(angles), angles).to(device)
 
 
-def rotate_pairs(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-    """Turn each channel pair (2j, 2j+1) of x by the angle whose cos/sin are given.
+def rotate_pairs(x: torch.Tensor, rotations: torch.Tensor) -> torch.Tensor:
+    """Turn each channel pair (2j, 2j+1) of x by the matching unit complex number.
 
-    x: [..., N, D]; cos, sin: [N, D/2]. Computed in float32, returned in x's dtype.
+    x: [..., C, N, D] where C >= 1 copies of an N-token grid may be folded into the token
+    axis ([..., C * N, D]); rotations: [N, D/2] complex. Reading a pair (a, b) as a + ib, the
+    turn is one complex product, computed in float32 and returned in x's dtype. Devices
+    without complex kernels (MPS) use the same arithmetic on real and imaginary parts.
     """
-    pairs = x.float().unflatten(-1, (-1, 2))
-    a, b = pairs[..., 0], pairs[..., 1]
-    turned = torch.stack((a * cos - b * sin, a * sin + b * cos), dim=-1)
-    return turned.flatten(-2).to(x.dtype)
+    n = rotations.shape[0]
+    pairs = x.float().unflatten(-2, (-1, n)).unflatten(-1, (-1, 2))  # [..., C, N, D/2, 2]
+    if x.device.type == "mps":
+        a, b = pairs[..., 0], pairs[..., 1]
+        c, s = rotations.real, rotations.imag
+        turned = torch.stack((a * c - b * s, a * s + b * c), dim=-1)
+    else:
+        turned = torch.view_as_real(torch.view_as_complex(pairs.contiguous()) * rotations)
+    return turned.flatten(-2).flatten(-3, -2).to(x.dtype)
 
 
 def square_grid(num_tokens: int) -> tuple[int, int]:
@@ -93,9 +102,9 @@ class AxialRoPE(nn.Module):
     def extra_repr(self) -> str:
         return f"head_dim={self.head_dim}, theta={self.theta}, repeat_k={self.repeat_k}"
 
-    def tables(self, height: int, width: int, device) -> tuple[torch.Tensor, torch.Tensor]:
-        """cos and sin of the angles of an H x W grid: two [H * W, head_dim // 2] tensors."""
-        return _cos_sin(self.head_dim, self.theta, int(height), int(width), torch.device(device))
+    def tables(self, height: int, width: int, device) -> torch.Tensor:
+        """The rotations of an H x W grid as unit complex numbers: [H * W, head_dim // 2]."""
+        return _rotations(self.head_dim, self.theta, int(height), int(width), torch.device(device))
 
     def forward(
         self,
@@ -103,6 +112,7 @@ class AxialRoPE(nn.Module):
         k: torch.Tensor,
         grid_hw: tuple[int, int] | None = None,
         num_k_exclude: int = 0,
+        overwrite_k: bool = False,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Rotate queries and keys by their grid positions.
 
@@ -111,6 +121,8 @@ class AxialRoPE(nn.Module):
             `repeat_k` they must be exactly Nq (the same grid); with it, any whole number
             of copies of the grid (one per memory frame), zero included.
         grid_hw: (H, W); when omitted the grid is taken to be square.
+        overwrite_k: with excluded keys, write the rotated keys into `k` itself instead of
+            building a new tensor (saves copying the whole memory; for callers that own `k`).
         """
         num_q, num_k = q.shape[-2], k.shape[-2]
         height, width = square_grid(num_q) if grid_hw is None else grid_hw
@@ -129,12 +141,16 @@ class AxialRoPE(nn.Module):
                 f"{num_k_rope} rotated keys but {num_q} queries; use repeat_k for memories"
             )
 
-        cos, sin = self.tables(height, width, q.device)
-        q = rotate_pairs(q, cos, sin)
+        rotations = self.tables(height, width, q.device)
+        q = rotate_pairs(q, rotations)
         if num_k_rope == 0:
             return q, k
-        copies = num_k_rope // num_q
-        rotated = rotate_pairs(k[..., :num_k_rope, :], cos.repeat(copies, 1), sin.repeat(copies, 1))
-        if num_k_exclude:
-            rotated = torch.cat((rotated, k[..., num_k_rope:, :]), dim=-2)
-        return q, rotated
+        # Every memory frame is a copy of the query grid: the same rotations broadcast over
+        # the copies. Object-pointer keys at the end stay as they are.
+        rotated = rotate_pairs(k[..., :num_k_rope, :], rotations)
+        if not num_k_exclude:
+            return q, rotated
+        if not overwrite_k:
+            return q, torch.cat((rotated, k[..., num_k_rope:, :]), dim=-2)
+        k[..., :num_k_rope, :] = rotated
+        return q, k
