@@ -232,6 +232,7 @@ def main() -> None:
     parser.add_argument("--speed-frames", type=int, default=6)
     parser.add_argument("--skip-memory", action="store_true")
     parser.add_argument("--skip-speed", action="store_true")
+    parser.add_argument("--out", type=Path, default=OUT, help="markdown file to write (default: %(default)s)")
     args = parser.parse_args()
     if args.quick:
         args.tiny_frames, args.ref_frames, args.speed_frames, args.speed_image_size = "50,100,200", "5,10,20", 4, 512
@@ -291,8 +292,8 @@ def main() -> None:
         for name, ours_s, ref_s in components(ckpt, args.speed_image_size, args.threads):
             lines.append(f"| {name} | {ours_s:.3f} | {ref_s:.3f} | {ours_s / ref_s:.2f} |")
             print(lines[-1], flush=True)
-    OUT.parent.mkdir(parents=True, exist_ok=True)
-    OUT.write_text("\n".join(lines) + "\n")
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 
 
