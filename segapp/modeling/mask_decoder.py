@@ -146,21 +146,26 @@ class MaskDecoder(nn.Module):
         tokens = torch.cat([tokens, sparse], dim=1)
         batch = tokens.shape[0]
 
-        if repeat_image:
-            src = image_embeddings.repeat_interleave(batch, dim=0)
+        shared = repeat_image and image_embeddings.shape[0] == 1 and dense.shape[0] in (1, batch) \
+            and (dense.shape[0] == 1 or dense.stride(0) == 0)
+        if shared:
+            # One image and one dense embedding (no mask prompts) for every prompt: keep the
+            # image side at batch 1 and let the transformer broadcast it (same result, the
+            # image-side work of the first block done once instead of once per prompt).
+            src = image_embeddings + dense[:1]
+        elif repeat_image:
+            src = image_embeddings.repeat_interleave(batch, dim=0) + dense
         else:
             if image_embeddings.shape[0] != batch:
                 raise ValueError(f"{image_embeddings.shape[0]} image embeddings for {batch} prompts")
-            src = image_embeddings
-        src = src + dense
-        pos = image_pe.expand(batch, -1, -1, -1)
-        b, c, h, w = src.shape
+            src = image_embeddings + dense
+        c, h, w = src.shape[1:]
 
-        hs, src = self.transformer(src, pos, tokens)
+        hs, src = self.transformer(src, image_pe, tokens)
         iou_token_out = hs[:, first]
         mask_tokens_out = hs[:, first + 1: first + 1 + self.num_mask_tokens]
 
-        src = src.transpose(1, 2).reshape(b, c, h, w)
+        src = src.transpose(1, 2).reshape(batch, c, h, w)
         if self.use_high_res_features:
             if high_res_features is None:
                 raise ValueError("this decoder uses high-resolution features; none were given")

@@ -38,8 +38,23 @@ class Attention(nn.Module):
         return x.transpose(1, 2).reshape(b, n, h * d)
 
     def attend(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-        """Heads already split: [B, heads, N, d]."""
-        out = F.scaled_dot_product_attention(q, k, v, dropout_p=self.dropout_p if self.training else 0.0)
+        """Heads already split: q [Bq, heads, Nq, d], k and v [Bk, heads, Nk, d].
+
+        Bq and Bk may differ when one side is shared by every prompt (batch 1): shared keys
+        are attended by all prompts' queries at once, folded into one sequence (each query
+        row is independent, so this is exact); a shared query grid is broadcast.
+        """
+        dropout = self.dropout_p if self.training else 0.0
+        bq, bk = q.shape[0], k.shape[0]
+        if bq != bk and bk == 1:
+            _, heads, n, d = q.shape
+            folded = q.transpose(0, 1).reshape(1, heads, bq * n, d)
+            out = F.scaled_dot_product_attention(folded, k, v, dropout_p=dropout)
+            out = out.reshape(heads, bq, n, d).transpose(0, 1)
+        else:
+            if bq != bk and bq == 1:
+                q = q.expand(bk, -1, -1, -1)
+            out = F.scaled_dot_product_attention(q, k, v, dropout_p=dropout)
         return self.out_proj(self.merge_heads(out))
 
     def forward(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
@@ -86,7 +101,10 @@ class TwoWayAttentionBlock(nn.Module):
 class TwoWayTransformer(nn.Module):
     """`depth` two-way blocks and a final token->image attention.
 
-    image_embedding: [B, C, h, w]; image_pe: [B, C, h, w]; point_embedding: [B, N, C].
+    image_embedding: [B or 1, C, h, w]; image_pe: [B or 1, C, h, w]; point_embedding: [B, N, C].
+    An image embedding of batch 1 is shared by all B prompts: the first block computes its
+    image-side projections once instead of once per prompt (the image tokens only start to
+    differ between prompts when they attend to the prompt tokens).
     Returns (tokens [B, N, C], image tokens [B, h*w, C]).
     """
 
