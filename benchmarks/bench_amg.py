@@ -142,7 +142,7 @@ def main() -> None:
         lines.append(f"| {points}x{points} | {label} | {repeats} | {r['total']:.1f} / {s['total']:.1f} "
                      f"| {s['total'] / r['total']:.2f} | {r['after']:.1f} / {s['after']:.1f} "
                      f"| {s['after'] / r['after']:.2f} | {r['decoder']:.1f} / {s['decoder']:.1f} "
-                     f"| {r['masks']} / {s['masks']} | {r['rss']:.0f} / {s['rss']:.0f} |")
+                     f"| {r['masks']:.0f} / {s['masks']:.0f} | {r['rss']:.0f} / {s['rss']:.0f} |")
     lines += [
         "",
         "Peak RSS is the process high-water mark during one generate() call (reset before each), so",
