@@ -21,13 +21,17 @@ def fill_holes_and_sprinkles(logits: torch.Tensor, threshold: float, max_hole_ar
                              max_sprinkle_area: float) -> torch.Tensor:
     """logits: [..., H, W]. Fills background components up to `max_hole_area` pixels and removes
     foreground components up to `max_sprinkle_area` pixels, by moving their logits across the
-    threshold. Returns a new tensor."""
+    threshold. Both kinds of component are found in the original logits (as the official
+    predictor does), so filling a hole never turns a nearby island into a kept region.
+    Returns a new tensor."""
     if max_hole_area <= 0 and max_sprinkle_area <= 0:
         return logits
     flat = logits.detach().float().cpu().reshape(-1, *logits.shape[-2:]).numpy().copy()
     for m in flat:
-        if max_hole_area > 0:
-            m[small_components(m <= threshold, max_hole_area)] = threshold + FLIP_MARGIN
-        if max_sprinkle_area > 0:
-            m[small_components(m > threshold, max_sprinkle_area)] = threshold - FLIP_MARGIN
+        holes = small_components(m <= threshold, max_hole_area) if max_hole_area > 0 else None
+        islands = small_components(m > threshold, max_sprinkle_area) if max_sprinkle_area > 0 else None
+        if holes is not None:
+            m[holes] = threshold + FLIP_MARGIN
+        if islands is not None:
+            m[islands] = threshold - FLIP_MARGIN
     return torch.from_numpy(flat).reshape(logits.shape).to(device=logits.device, dtype=logits.dtype)

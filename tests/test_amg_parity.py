@@ -213,9 +213,6 @@ def test_matches_reference(case, models):
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(strict=True, reason=(
-    "segapp.postprocess.fill_holes_and_sprinkles looks for islands after filling holes; the reference "
-    "finds both in the original logits, so some masks differ (by up to a few hundred pixels)"))
 def test_small_regions_match_reference(models, reference_cpu_components):
     image = truck()
     seg, ref = run_both(models, image, 512, **SMALL_REGIONS)
