@@ -15,6 +15,7 @@ mask goes on to the stability score, boxes, NMS and encoding.
 from __future__ import annotations
 
 import argparse
+import os
 import tempfile
 import time
 from contextlib import contextmanager
@@ -88,6 +89,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=REPO / "docs/benchmarks/amg.md")
     args = parser.parse_args()
 
+    started, load_before = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), os.getloadavg()[1]
     torch.manual_seed(0)
     with tempfile.TemporaryDirectory() as tmp:
         ckpt = reference.make_official_checkpoint(args.config, Path(tmp) / "ckpt.pt")
@@ -121,11 +123,13 @@ def main() -> None:
 
     command = "python benchmarks/bench_amg.py --points " + " ".join(map(str, args.points)) + \
         " --repeats " + " ".join(map(str, args.repeats)) + (" --loose" if args.loose else "")
+    load_after = os.getloadavg()[1]
     lines = [
         "## Automatic mask generator (issue 4)",
         "",
-        f"Machine: {machine()}; the machine is shared with other jobs, so absolute times vary",
-        "between runs: compare the columns of one row. Command: `" + command + "`.",
+        f"Run {started}. Machine: {machine()}; shared with other jobs (5-minute load average",
+        f"{load_before:.1f} at the start, {load_after:.1f} at the end), so absolute times vary between",
+        "runs: compare the columns of one row. Command: `" + command + "`.",
         f"Config {args.config} at 1024, random official-format checkpoint, {args.image} resized to",
         f"{IMAGE_HW[0]}x{IMAGE_HW[1]}, fp32 on CPU, default settings unless stated; reference and segapp",
         "alternate in one process; medians over the repeats. \"after set_image\" is generate() minus",
