@@ -82,8 +82,15 @@ def randomize_(module: torch.nn.Module, seed: int = 0) -> None:
 
 
 def make_official_checkpoint(name: str, path: Path, seed: int = 0) -> Path:
-    """Write an official-format checkpoint ({"model": state_dict}) of config `name` with random values."""
-    model = build_reference_model(name)
+    """Write an official-format checkpoint ({"model": state_dict}) of config `name` with random values.
+
+    The reference initialises some tensors from the global RNG before `randomize_` adds its own
+    noise; seeding it here (without disturbing the caller's RNG) makes the file the same in
+    every session.
+    """
+    with torch.random.fork_rng():
+        torch.manual_seed(seed)
+        model = build_reference_model(name)
     randomize_(model, seed)
     torch.save({"model": model.state_dict()}, path)
     return path
