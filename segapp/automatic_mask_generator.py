@@ -213,7 +213,10 @@ class AutomaticMaskGenerator:
         """points: [B, 2] float32 crop pixels -> the batch's surviving masks (crop frame)."""
         device = self.predictor.device
         in_points = self.predictor._transforms.coords_to_input(points.to(device), crop_hw, normalize=True)
-        low_res, iou = self._decode(in_points, None, self.multimask_output)
+        # Masks that the IoU filter will drop need no pixels: without m2m (which refines every
+        # mask), the decoder skips their upscaling.
+        floor = self.pred_iou_thresh if self.pred_iou_thresh > 0.0 and not self.use_m2m else None
+        low_res, iou = self._decode(in_points, None, self.multimask_output, iou_floor=floor)
         per_point = low_res.shape[1]
         low_res, iou = low_res.flatten(0, 1), iou.flatten(0, 1)  # [B*C, h, w], [B*C]
         if self.use_m2m:
@@ -245,7 +248,7 @@ class AutomaticMaskGenerator:
         return data
 
     def _decode(self, in_points: torch.Tensor, mask_input: torch.Tensor | None,
-                multimask_output: bool) -> tuple[torch.Tensor, torch.Tensor]:
+                multimask_output: bool, iou_floor: float | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """One positive point per prompt, in chunks. in_points [M, 2] model pixels; mask_input
         [M, h, w] logits or None -> (low-res logits [M, C, h, w], iou predictions [M, C])."""
         step = self.points_per_batch
@@ -257,7 +260,7 @@ class AutomaticMaskGenerator:
             labels = torch.ones(len(pts), 1, dtype=torch.int, device=pts.device)
             masks_in = None if mask_input is None else mask_input[start: start + step, None]
             out, iou = self.predictor.decode_low_res(pts[:, None], labels, mask_input=masks_in,
-                                                     multimask_output=multimask_output)
+                                                     multimask_output=multimask_output, iou_floor=iou_floor)
             masks.append(out)
             ious.append(iou)
         return torch.cat(masks), torch.cat(ious)

@@ -254,8 +254,12 @@ class ImagePredictor:
         mask_input: torch.Tensor | None = None,
         multimask_output: bool = True,
         img_idx: int = 0,
+        iou_floor: float | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Decode prompts in model-input pixels without upsampling.
+
+        iou_floor: compute masks only for prompts with an IoU prediction above it (the others'
+        logits are all SKIPPED_MASK_LOGIT); for callers that discard low-IoU masks anyway.
 
         point_coords [B, N, 2], point_labels [B, N], boxes [B, 4], mask_input [B, 1, 4h, 4w].
         Returns (low-res logits [B, C, 4h, 4w] float32, iou predictions [B, C]).
@@ -272,7 +276,8 @@ class ImagePredictor:
         elif point_coords is not None:
             points = (point_coords, point_labels)
         with self._autocast():
-            out = self.model.decode(self._embedding.select(img_idx), points, mask_input, multimask_output)
+            out = self.model.decode(self._embedding.select(img_idx), points, mask_input, multimask_output,
+                                    iou_floor=iou_floor)
         return out.masks.float(), out.iou_pred.float()
 
     @torch.inference_mode()

@@ -130,3 +130,21 @@ def test_hole_and_sprinkle_removal():
     out = fill_holes_and_sprinkles(logits, 0.0, max_hole_area=4, max_sprinkle_area=1)
     assert (out[..., 10:12, 10:12] > 0).all() and out[..., 28, 28] < 0
     assert (out[..., 4:20, 4:20] > 0).all() and (out > 0).sum() == 16 * 16
+
+
+def test_iou_floor_skips_only_masks_that_would_be_dropped(predictor, image):
+    import torch
+
+    from segapp.modeling.mask_decoder import SKIPPED_MASK_LOGIT
+
+    predictor.set_image(image)
+    pts = torch.rand(12, 1, 2) * predictor.model.image_size
+    labels = torch.ones(12, 1, dtype=torch.int)
+    full, iou = predictor.decode_low_res(pts, labels, multimask_output=True)
+    floor = float(iou.max(dim=1).values.median())  # about half the prompts pass
+    part, iou_part = predictor.decode_low_res(pts, labels, multimask_output=True, iou_floor=floor)
+    torch.testing.assert_close(iou_part, iou)
+    kept = (iou > floor).any(dim=1)
+    assert 0 < kept.sum() < 12
+    torch.testing.assert_close(part[kept], full[kept], rtol=1e-5, atol=1e-5)
+    assert (part[~kept] == SKIPPED_MASK_LOGIT).all()

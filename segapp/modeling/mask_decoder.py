@@ -10,6 +10,8 @@ from segapp.modeling.layers import MLP, LayerNorm2d, activation_layer
 
 # Object-score logit reported by decoders without an object-score head ("always present").
 ALWAYS_PRESENT_SCORE = 10.0
+# Logit given to every pixel of a prompt whose masks were not computed (see `iou_floor`).
+SKIPPED_MASK_LOGIT = -1024.0
 
 
 @dataclass
@@ -116,13 +118,22 @@ class MaskDecoder(nn.Module):
         multimask_output: bool,
         repeat_image: bool,
         high_res_features: list[torch.Tensor] | None = None,
+        iou_floor: float | None = None,
     ) -> DecoderOutput:
         """image_embeddings: [1 or B, C, h, w] (repeated to B prompts when `repeat_image`);
         image_pe: [1, C, h, w]; sparse: [B, N, C]; dense: [B, C, h, w];
-        high_res_features: [stride-4 [., C/8, 4h, 4w], stride-8 [., C/4, 2h, 2w]]."""
+        high_res_features: [stride-4 [., C/8, 4h, 4w], stride-8 [., C/4, 2h, 2w]].
+        iou_floor: when given (multimask output, or no dynamic selection), masks are computed only
+        for prompts with at least one output IoU prediction above it; the others get
+        SKIPPED_MASK_LOGIT everywhere. The IoU predictions need no pixels, so callers that drop
+        masks by predicted IoU anyway (segment everything) skip the costly upscaling for them."""
+        if iou_floor is not None and not multimask_output and self.dynamic_multimask_via_stability \
+                and not self.training:
+            iou_floor = None  # single-mask selection looks at the masks' stability: compute all
+        output_slice = slice(1, None) if multimask_output else slice(0, 1)
         masks, iou_pred, mask_tokens_out, object_score_logits = self.predict_masks(
             image_embeddings, image_pe, sparse_prompt_embeddings, dense_prompt_embeddings,
-            repeat_image, high_res_features,
+            repeat_image, high_res_features, iou_floor, output_slice,
         )
         if multimask_output:
             masks, iou_pred = masks[:, 1:], iou_pred[:, 1:]
@@ -136,8 +147,10 @@ class MaskDecoder(nn.Module):
             sam_tokens = mask_tokens_out[:, :1]
         return DecoderOutput(masks, iou_pred, sam_tokens, object_score_logits)
 
-    def predict_masks(self, image_embeddings, image_pe, sparse, dense, repeat_image, high_res_features):
-        """All 1 + num_multimask_outputs masks: ([B, T, 4h, 4w], [B, T], [B, T, C], [B, 1])."""
+    def predict_masks(self, image_embeddings, image_pe, sparse, dense, repeat_image, high_res_features,
+                      iou_floor: float | None = None, output_slice: slice = slice(None)):
+        """All 1 + num_multimask_outputs masks: ([B, T, 4h, 4w], [B, T], [B, T, C], [B, 1]).
+        With `iou_floor`, only prompts whose IoU predictions in `output_slice` exceed it get masks."""
         heads = [self.iou_token.weight, self.mask_tokens.weight]
         if self.pred_obj_scores:
             heads.insert(0, self.obj_score_token.weight)
@@ -165,7 +178,31 @@ class MaskDecoder(nn.Module):
         iou_token_out = hs[:, first]
         mask_tokens_out = hs[:, first + 1: first + 1 + self.num_mask_tokens]
 
+        iou_pred = self.iou_prediction_head(iou_token_out)
         src = src.transpose(1, 2).reshape(batch, c, h, w)
+        rows = None
+        if iou_floor is not None:
+            rows = torch.nonzero((iou_pred[:, output_slice] > iou_floor).any(dim=1)).flatten()
+            if len(rows) == batch:
+                rows = None
+        if rows is not None:
+            masks = src.new_full((batch, self.num_mask_tokens, 4 * h, 4 * w), SKIPPED_MASK_LOGIT)
+            if len(rows):
+                if high_res_features is not None:
+                    high_res_features = [f if f.shape[0] == 1 else f[rows] for f in high_res_features]
+                masks[rows] = self.upscale_masks(src[rows], mask_tokens_out[rows], high_res_features)
+        else:
+            masks = self.upscale_masks(src, mask_tokens_out, high_res_features)
+        if self.pred_obj_scores:
+            object_score_logits = self.pred_obj_score_head(hs[:, 0])
+        else:
+            object_score_logits = iou_pred.new_full((iou_pred.shape[0], 1), ALWAYS_PRESENT_SCORE)
+        return masks, iou_pred, mask_tokens_out, object_score_logits
+
+    def upscale_masks(self, src: torch.Tensor, mask_tokens_out: torch.Tensor,
+                      high_res_features: list[torch.Tensor] | None) -> torch.Tensor:
+        """Image tokens [B, C, h, w] upscaled 4x, dotted with each mask token's hypernetwork
+        output: [B, T, 4h, 4w] logits."""
         if self.use_high_res_features:
             if high_res_features is None:
                 raise ValueError("this decoder uses high-resolution features; none were given")
@@ -175,18 +212,11 @@ class MaskDecoder(nn.Module):
             up = act2(dc2(up) + feat_s0)
         else:
             up = self.output_upscaling(src)
-
         hyper_in = torch.stack(
             [mlp(mask_tokens_out[:, i]) for i, mlp in enumerate(self.output_hypernetworks_mlps)], dim=1
         )  # [B, T, C/8]
         b, c, h, w = up.shape
-        masks = (hyper_in @ up.reshape(b, c, h * w)).reshape(b, -1, h, w)
-        iou_pred = self.iou_prediction_head(iou_token_out)
-        if self.pred_obj_scores:
-            object_score_logits = self.pred_obj_score_head(hs[:, 0])
-        else:
-            object_score_logits = iou_pred.new_full((iou_pred.shape[0], 1), ALWAYS_PRESENT_SCORE)
-        return masks, iou_pred, mask_tokens_out, object_score_logits
+        return (hyper_in @ up.reshape(b, c, h * w)).reshape(b, -1, h, w)
 
     def select_stable(self, masks: torch.Tensor, iou_pred: torch.Tensor):
         """Keep the single-mask output where it is stable, else the best-scoring multimask output."""

@@ -196,11 +196,13 @@ class SAM2Model(nn.Module):
         points: tuple[torch.Tensor, torch.Tensor] | None,
         mask_input: torch.Tensor | None,
         multimask_output: bool,
+        iou_floor: float | None = None,
     ):
         """Decode prompts against one image's embedding (batch axis 1), one output per prompt row.
 
         points: ([B, N, 2] xy model-input pixels, [B, N] labels; boxes are two corner points
-        labelled 2 and 3); mask_input: [B, 1, 4h, 4w] logits. Returns a DecoderOutput.
+        labelled 2 and 3); mask_input: [B, 1, 4h, 4w] logits; iou_floor: see MaskDecoder.forward.
+        Returns a DecoderOutput.
         """
         sparse, dense = self.prompt_encoder(points=points, boxes=None, masks=mask_input)
         batched = points is not None and points[0].shape[0] > 1
@@ -213,6 +215,7 @@ class SAM2Model(nn.Module):
             multimask_output=multimask_output,
             repeat_image=batched,
             high_res_features=high_res,
+            iou_floor=iou_floor,
         )
 
     def forward(self, *args, **kwargs):
