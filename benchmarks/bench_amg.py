@@ -24,7 +24,7 @@ from pathlib import Path
 import cv2
 import torch
 
-from common import REPO, machine, median, peak_rss_mib, peak_rss_reset
+from common import REPO, machine, median, peak_rss_mib, peak_rss_reset, write_report
 
 import segapp  # noqa: E402  (before the reference, which needs the torchvision stand-in)
 import reference  # noqa: E402
@@ -153,10 +153,7 @@ def main() -> None:
         "it includes both loaded models.",
         "",
     ]
-    text = "\n".join(lines)
-    print(text)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(text)
+    write_report(lines, args.out)
 
 
 if __name__ == "__main__":

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from common import REPO, machine, median, peak_rss_mib, peak_rss_reset, timed
+from common import REPO, machine, median, peak_rss_mib, peak_rss_reset, timed, write_report
 
 import segapp  # noqa: E402  (before the reference, which needs the torchvision stand-in)
 import reference  # noqa: E402
@@ -72,10 +72,7 @@ def main() -> None:
         "Peak RSS is the process high-water mark since the last reset, so it includes both loaded models.",
         "",
     ]
-    text = "\n".join(lines)
-    print(text)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(text)
+    write_report(lines, args.out)
 
 
 if __name__ == "__main__":

@@ -29,7 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
-from common import REPO, machine, median
+from common import REPO, machine, median, write_report
 
 import segapp  # noqa: E402,F401  (before the reference, which needs the torchvision stand-in)
 import reference  # noqa: E402
@@ -156,10 +156,7 @@ def main() -> None:
         "bottleneck.",
         "",
     ]
-    text = "\n".join(lines)
-    print(text)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(text)
+    write_report(lines, args.out)
 
 
 if __name__ == "__main__":

@@ -47,3 +47,11 @@ def machine() -> str:
 
     return (f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs visible, "
             f"torch {torch.__version__} ({torch.get_num_threads()} threads), Python {platform.python_version()}")
+
+
+def write_report(lines: list[str], out: Path) -> None:
+    """Print a benchmark's markdown section and write it to `out`."""
+    text = "\n".join(lines)
+    print(text)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(text)
