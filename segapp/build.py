@@ -89,21 +89,39 @@ def default_device() -> torch.device:
     return torch.device("cpu")
 
 
+def is_bundled_config(name_or_path: str | Path) -> bool:
+    """Whether `name_or_path` is the config of segapp's bundled model (`segapp_small`)."""
+    from segapp import bundled
+
+    try:
+        return resolve_config(name_or_path) == config_dir() / f"{bundled.NAME}.yaml"
+    except (ValueError, FileNotFoundError):
+        return False
+
+
 def build_model(
-    name_or_path: str | Path,
+    name_or_path: str | Path = "segapp_small",
     checkpoint: str | Path | None = None,
     device: str | torch.device | None = None,
     *,
     image_size: int | None = None,
     overrides: Sequence[str] = (),
     bf16: bool = False,
+    random_init: bool = False,
 ):
     """Build a SAM 2 model in eval mode.
 
+    `build_model()` alone gives segapp's bundled small model (`segapp_small` with the weights
+    shipped in the package: images only, see `segapp.bundled`).
+
     Args:
-      name_or_path: a bundled config name (see `list_configs()`) or a YAML path.
+      name_or_path: a bundled config name (see `list_configs()`) or a YAML path; default
+        `segapp_small`.
       checkpoint: an official `.pt` ({"model": state_dict}) or a segapp `.safetensors`,
-        loaded strictly; None leaves the weights random (a warning says so).
+        loaded strictly. None: for `segapp_small`, the bundled weights; for any other config
+        the weights stay random (a warning says so).
+      random_init: keep the random initial weights even for `segapp_small` (training from
+        scratch); no checkpoint may be given with it.
       device: "cpu", "cuda", "mps", ...; default: the best available.
       image_size: model input side in pixels (a multiple of 32; default from the config,
         1024 for the official ones). Everything derived from it follows.
@@ -112,8 +130,11 @@ def build_model(
     """
     from hydra.utils import instantiate
 
+    from segapp import bundled
     from segapp.checkpoint import load_checkpoint
 
+    if random_init and checkpoint is not None:
+        raise ValueError("random_init=True builds random weights: give no checkpoint with it")
     overrides = list(overrides)
     if image_size is not None:
         if image_size <= 0 or image_size % 32:
@@ -130,11 +151,27 @@ def build_model(
         if isinstance(cause, (ValueError, TypeError)):
             raise ValueError(f"config {name_or_path}: {cause}") from err
         raise
+    label = str(name_or_path)
+    metadata: dict[str, str] = {}
+    if checkpoint is None and not random_init and is_bundled_config(name_or_path):
+        checkpoint = bundled.checkpoint()
     if checkpoint is not None:
         load_checkpoint(model, checkpoint)
+        metadata = bundled.read_metadata(checkpoint)
+        if bundled.is_bundled(checkpoint):
+            label = f"{bundled.NAME} (bundled)"
+            logger.info("model: %s", bundled.description(metadata))
+        else:
+            label = f"{name_or_path} ({Path(checkpoint).name})"
+    elif random_init:
+        logger.info("%s: random initial weights (training from scratch)", name_or_path)
     else:
         logger.warning("no checkpoint given: %s has random weights", name_or_path)
     model.config_name = str(name_or_path)
+    # What the weights are, for the predictors and the CLI: a label for messages, and the
+    # parts that carry trained weights (None: all of them; see segapp.bundled.trained_parts).
+    model.model_label = label
+    model.trained_parts = bundled.trained_parts(metadata)
     model.compute_dtype = torch.bfloat16 if bf16 else torch.float32
     model = model.to(torch.device(device) if device is not None else default_device())
     return model.eval()

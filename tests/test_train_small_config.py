@@ -11,7 +11,7 @@ MAX_WEIGHTS_BYTES = 25 * 10**6
 
 
 def test_segapp_small_builds_and_fits_the_size_budget(tmp_path):
-    model = build_model("segapp_small", device="cpu")
+    model = build_model("segapp_small", device="cpu", random_init=True)
     assert model.image_size == 384 and model.hidden_dim == 64 and model.mem_dim == 32
     path = save_safetensors(model, tmp_path / "small.safetensors")
     assert path.stat().st_size <= MAX_WEIGHTS_BYTES
@@ -26,7 +26,7 @@ def test_segapp_small_builds_and_fits_the_size_budget(tmp_path):
 def test_segapp_small_at_other_input_sizes(size):
     cfg = compose_config("segapp_small", [f"image_size={size}"])
     assert cfg.model.prompt_encoder.image_size == size
-    model = build_model("segapp_small", device="cpu", image_size=size)
+    model = build_model("segapp_small", device="cpu", image_size=size, random_init=True)
     assert model.embed_images(torch.zeros(1, 3, size, size)).image_embed.shape[-1] == size // 16
 
 

@@ -100,6 +100,9 @@ def register(subparsers) -> None:
                      help="max gradient norm, 0 for none (default: %(default)s)")
     opt.add_argument("--correction-rounds", type=int, default=recipe("correction_rounds"),
                      help="corrective-click rounds after the first prompt (default: %(default)s)")
+    opt.add_argument("--loss-weights", metavar="F,D,I,O",
+                     help="weights of the focal, dice, IoU and object-score losses "
+                          "(default: SAM 2's 20,1,1,1)")
     opt.add_argument("--prob-box", type=float, default=recipe("prob_box"),
                      help="probability that the first prompt is a box, not a point (default: %(default)s)")
     opt.add_argument("--max-steps-per-epoch", type=int, metavar="N", help="cut epochs short (quick runs)")
@@ -160,6 +163,13 @@ def _train_config(args: argparse.Namespace):
               if not isinstance(getattr(args, name), _RecipeDefault)}
     augment = args.augment or ("light" if args.init is not None else "strong")
     logger.info("augmentation: %s", augment)
+    if args.loss_weights:
+        from segapp.training.losses import LossWeights
+        try:
+            focal, dice, iou, obj = (float(x) for x in args.loss_weights.split(","))
+        except ValueError:
+            raise CLIError(f"--loss-weights takes four numbers F,D,I,O, got {args.loss_weights!r}") from None
+        values["loss"] = LossWeights(focal, dice, iou, obj)
     try:
         return TrainConfig(**values, freeze=tuple(dict.fromkeys(args.freeze)),
                            augment=AugmentConfig.preset(augment))
@@ -177,7 +187,10 @@ def run(args: argparse.Namespace) -> int:
     _check_args(args)
     config = _train_config(args)
     try:
-        model = build_model(args.config, args.init, device=args.device, image_size=args.image_size)
+        # Without --init, random weights (training from scratch), even for segapp_small,
+        # whose bundled weights build_model would load otherwise.
+        model = build_model(args.config, args.init, device=args.device, image_size=args.image_size,
+                            random_init=args.init is None)
     except (ValueError, FileNotFoundError) as err:
         raise CLIError(str(err)) from err
     except CheckpointError as err:
@@ -193,7 +206,8 @@ def run(args: argparse.Namespace) -> int:
         raise CLIError(str(err)) from err
     extra = {"train_annotations": [str(p) for p in args.annotations],
              "train_images": [str(p) for p in args.images],
-             "val_annotations": [str(p) for p in args.val_annotations or []], "init": str(args.init or "")}
+             "val_annotations": [str(p) for p in args.val_annotations or []], "init": str(args.init or ""),
+             "train_image_count": len(train)}
     trainer = Trainer(model, train, config, args.out, val_data=val, config_name=args.config, recipe_extra=extra)
     try:
         result = trainer.fit(resume=args.resume)
