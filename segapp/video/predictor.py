@@ -58,6 +58,9 @@ class VideoPredictor:
 
     def __init__(self, model: SAM2Model, fill_hole_area: int | None = None, non_overlap_masks: bool = False,
                  memory_dtype: torch.dtype = torch.float32, feature_cache_size: int = 2) -> None:
+        from segapp.bundled import require_video
+
+        require_video(model)  # ImageOnlyModelError for weights whose memory was never trained
         self.model = model.eval()
         self.tracker = Tracker(model)
         self.fill_hole_area = model.tracking.fill_hole_area if fill_hole_area is None else fill_hole_area
