@@ -9,6 +9,8 @@ from segapp.modeling.position_encoding import RandomFourierEncoding
 
 # Point labels understood by the prompt encoder.
 LABEL_PAD, LABEL_NEGATIVE, LABEL_POSITIVE, LABEL_BOX_TOP_LEFT, LABEL_BOX_BOTTOM_RIGHT = -1, 0, 1, 2, 3
+# Logit written inside (+) and outside (-) a box drawn as a dense prompt (box_mask_prompt).
+BOX_MASK_LOGIT = 8.0
 
 
 class PromptEncoder(nn.Module):
@@ -26,6 +28,11 @@ class PromptEncoder(nn.Module):
       image_size: side of the square model input, in pixels.
       backbone_stride: stride of the image embedding (16), so h = w = image_size / stride.
       mask_in_chans: hidden width of the mask downscaler.
+      box_mask_prompt: also give a box as a dense prompt, when no mask is given: the box is
+        drawn at the mask-input resolution (+BOX_MASK_LOGIT on every cell it overlaps,
+        -BOX_MASK_LOGIT elsewhere) and goes through the mask downscaler. Off in the official
+        SAM 2 models; segapp_small, trained from scratch on a few hundred images, uses it so that
+        "inside the box" is an input rather than something to learn from corner encodings.
     """
 
     def __init__(
@@ -35,8 +42,10 @@ class PromptEncoder(nn.Module):
         backbone_stride: int = 16,
         mask_in_chans: int = 16,
         activation: str = "gelu",
+        box_mask_prompt: bool = False,
     ) -> None:
         super().__init__()
+        self.box_mask_prompt = box_mask_prompt
         if image_size % backbone_stride:
             raise ValueError(f"image_size {image_size} is not a multiple of the stride {backbone_stride}")
         self.embed_dim = embed_dim
@@ -115,4 +124,39 @@ class PromptEncoder(nn.Module):
             dense = self.mask_downscaling(masks)
         else:
             dense = self.no_mask_embed.weight.reshape(1, -1, 1, 1).expand(batch, -1, *self.image_embedding_size)
+            if self.box_mask_prompt and (points is not None or boxes is not None):
+                drawn, has_box = self.draw_boxes(points, boxes)
+                if bool(has_box.any()):
+                    dense = torch.where(has_box.reshape(-1, 1, 1, 1), self.mask_downscaling(drawn), dense)
         return torch.cat(sparse, dim=1), dense
+
+    def draw_boxes(
+        self, points: tuple[torch.Tensor, torch.Tensor] | None, boxes: torch.Tensor | None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Each prompt's box as a [B, 1, 4h, 4w] mask of +-BOX_MASK_LOGIT, and [B] whether it has one.
+
+        The box is `boxes` when given, else the first top-left and bottom-right corners among
+        the points. A cell is inside when it overlaps the box, so a box smaller than a cell
+        still marks one.
+        """
+        if boxes is not None:
+            corners = boxes.reshape(-1, 2, 2).float()
+            has_box = torch.ones(corners.shape[0], dtype=torch.bool, device=corners.device)
+        else:
+            coords, labels = points
+            top_left, bottom_right = labels == LABEL_BOX_TOP_LEFT, labels == LABEL_BOX_BOTTOM_RIGHT
+            has_box = top_left.any(dim=1) & bottom_right.any(dim=1)
+            rows = torch.arange(coords.shape[0], device=coords.device)
+            corners = torch.stack([coords[rows, top_left.int().argmax(dim=1)],
+                                   coords[rows, bottom_right.int().argmax(dim=1)]], dim=1).float()
+        side = self.mask_input_size[0]
+        cell = self.input_image_size[0] / side
+        starts = torch.arange(side, device=corners.device, dtype=torch.float32) * cell
+
+        def overlap(low: torch.Tensor, high: torch.Tensor) -> torch.Tensor:  # [B] -> [B, side]
+            return (starts + cell > low[:, None]) & (starts < high[:, None])
+
+        inside = overlap(corners[:, 0, 1], corners[:, 1, 1])[:, :, None] & overlap(
+            corners[:, 0, 0], corners[:, 1, 0])[:, None, :]
+        drawn = torch.where(inside, BOX_MASK_LOGIT, -BOX_MASK_LOGIT).unsqueeze(1)
+        return drawn.to(self.no_mask_embed.weight.dtype), has_box
