@@ -359,14 +359,18 @@ def test_history_is_bounded_by_steps_and_bytes(model, image):
 
 # ---------------------------------------------------------------------- CLI
 def test_cli_refuses_without_checkpoint_and_names_the_command(monkeypatch, tmp_path, capsys):
+    """A named official model that was not downloaded stops with the download command (without
+    --model the bundled segapp_small runs instead: tests/test_bundled_model.py)."""
     from segapp.cli import main
     from segapp.cli.demo import resolve_checkpoint
 
     monkeypatch.chdir(tmp_path)
     monkeypatch.delenv("SEGAPP_CHECKPOINTS", raising=False)
-    assert main(["demo"]) == 2
+    assert main(["demo", "--model", "sam2.1_hiera_t"]) == 2
     err = capsys.readouterr().err
-    assert "segapp download sam2.1_hiera_t" in err and "--model test_tiny" in err
+    assert "segapp download sam2.1_hiera_t" in err and "--checkpoint PATH" in err
+    assert main(["demo", "--model", "my_model.yaml"]) == 2
+    assert "--model test_tiny" in capsys.readouterr().err
     assert main(["demo", "--model", "sam2.1_hiera_l", "--checkpoint", "missing.pt"]) == 2
     assert "checkpoint not found" in capsys.readouterr().err
     assert resolve_checkpoint("test_tiny", None) is None

@@ -346,12 +346,16 @@ def test_cli_box_baseline_end_to_end(coco_tiny, tmp_path, capsys):
     assert (tmp_path / "again" / "per_instance.csv").read_text() == (out / "per_instance.csv").read_text()
 
 
-def test_cli_usage_errors(coco_tiny, tmp_path, capsys):
+def test_cli_usage_errors(coco_tiny, tmp_path, capsys, monkeypatch):
     images_dir, annotations = coco_tiny
+    monkeypatch.chdir(tmp_path)  # no ./checkpoints: the official model is not downloaded
+    monkeypatch.delenv("SEGAPP_CHECKPOINTS", raising=False)
     base = ["--images", images_dir, "--annotations", annotations, "--out", tmp_path]
-    code, _, err = _run_cli(capsys, *base)
+    code, _, err = _run_cli(capsys, *base, "--model", "sam2.1_hiera_t")  # not downloaded
     assert code == 2
-    assert "segapp download sam2.1_hiera_t" in err and "--predictor box-baseline" in err
+    assert "segapp download sam2.1_hiera_t" in err
+    code, _, err = _run_cli(capsys, *base, "--model", "segapp_small", "--predictor", "grabcut")
+    assert code == 2 and "not both" in err
     code, _, err = _run_cli(capsys, *base, "--predictor", "box-baseline", "--prompt", "clicks")
     assert code == 2 and "needs a box prompt" in err
     code, _, err = _run_cli(capsys, *base, "--predictor", "grabcut", "--clicks", "3")

@@ -189,7 +189,7 @@ def test_missing_inputs_and_checkpoint_exit_2(tmp_path, capsys, monkeypatch):
     assert main(["segment", "empty", "--out", "out", *TINY]) == 2
     assert "no input files" in capsys.readouterr().err
     make_images(tmp_path / "in", ["a.png"])
-    assert main(["segment", "in", "--out", "out", "--no-progress"]) == 2
+    assert main(["segment", "in", "--out", "out", "--no-progress", "--model", "sam2.1_hiera_t"]) == 2
     assert "segapp download sam2.1_hiera_t" in capsys.readouterr().err
     with pytest.raises(SystemExit) as exc:  # argparse: --out is required
         main(["segment", "in"])

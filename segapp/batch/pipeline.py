@@ -290,12 +290,12 @@ class Segmenter:
         """(frame index, result) for every frame, in order. Prompts on frame F: tracked forward
         from F, and backward from the first prompted frame to frame 0."""
         frames = self.video_objects(d.item)
+        vp = self.video_predictor  # first: a model that cannot track (images only) fails at once
         first_masks: list[tuple[int, np.ndarray]] = []
         if frames is None:  # segment everything on the first frame, then track those masks
             first = self.segment_everything(d.image)
             first_masks = [(o["instance_id"], first.id_map == o["instance_id"]) for o in first.objects]
             frames = {0: []} if first_masks else {}
-        vp = self.video_predictor
         state = vp.init_state(str(d.item.path))
         for obj_id, mask in first_masks:
             vp.add_new_mask(state, frame_idx=0, obj_id=obj_id, mask=mask)

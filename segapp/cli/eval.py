@@ -4,6 +4,8 @@
         --checkpoint checkpoints/sam2.1_hiera_tiny.pt --prompt clicks --clicks 5 --out eval_out
     segapp eval coco --images val2017 --annotations instances_val2017.json --predictor grabcut
 
+Without --model, --checkpoint and --predictor: sam2.1_hiera_t if downloaded, else the bundled
+small model segapp_small (the rule: segapp.cli.models).
 Writes report.json, per_instance.csv and miou_vs_clicks.png into --out and prints a table.
 Exit codes: 0 done, 1 evaluated but part of the dataset was unusable (missing or unreadable
 images, malformed annotations; listed in the report) or nothing could be evaluated, 2 usage
@@ -21,7 +23,6 @@ from segapp.cli import EXIT_FAILED, EXIT_OK, EXIT_USAGE, CLIError
 
 logger = logging.getLogger(__name__)
 
-DEFAULT_MODEL = "sam2.1_hiera_t"
 PREDICTORS = ("box-baseline", "grabcut")
 
 
@@ -44,10 +45,12 @@ def register(subparsers) -> None:
                            "clicks: K interactive clicks (default: box)")
     coco.add_argument("--clicks", type=int, metavar="K",
                       help="number of clicks for --prompt clicks (default: 5)")
-    coco.add_argument("--model", default=DEFAULT_MODEL, metavar="NAME",
-                      help=f"model config name or YAML path (default: {DEFAULT_MODEL})")
+    coco.add_argument("--model", default=None, metavar="NAME",
+                      help="model config name or YAML path (default: sam2.1_hiera_t if downloaded, "
+                           "else the bundled small model segapp_small)")
     coco.add_argument("--checkpoint", type=Path, metavar="PATH",
-                      help="model checkpoint (official .pt or segapp .safetensors)")
+                      help="model checkpoint (official .pt or segapp .safetensors; default: the "
+                           "downloaded one for --model)")
     coco.add_argument("--predictor", choices=PREDICTORS,
                       help="a model-free baseline instead of a model (box prompt only)")
     coco.add_argument("--device", help="device for the model, e.g. cpu or cuda (default: best)")
@@ -89,15 +92,11 @@ def _check_args(args: argparse.Namespace) -> None:
         raise CLIError(f"--min-area must not be negative, got {args.min_area:g}")
     if not args.images.is_dir():
         raise CLIError(f"image folder not found: {args.images}")
-    if args.predictor and args.checkpoint:
-        raise CLIError("give --checkpoint (a model) or --predictor (a baseline), not both")
+    if args.predictor and (args.checkpoint or args.model):
+        raise CLIError("give --model/--checkpoint (a model) or --predictor (a baseline), not both")
     if args.predictor and args.prompt != "box":
         raise CLIError(f"the {args.predictor} predictor needs a box prompt: it has no use for "
                        f"clicks; use --prompt box, or a model (--checkpoint) for --prompt {args.prompt}")
-    if not args.predictor and not args.checkpoint:
-        raise CLIError("no model: pass --checkpoint PATH (get one with "
-                       "`segapp download sam2.1_hiera_t`), or evaluate a baseline with "
-                       "`--predictor box-baseline`")
     if args.checkpoint and not args.checkpoint.is_file():
         raise CLIError(f"checkpoint not found: {args.checkpoint} (get one with "
                        "`segapp download sam2.1_hiera_t`)")
@@ -112,13 +111,18 @@ def _make_predictor(args: argparse.Namespace):
                                              "checkpoint": None}
     import segapp
     from segapp.checkpoint import CheckpointError
+    from segapp.cli.models import choose_model
 
-    info = {"name": "segapp.ImagePredictor", "model": str(args.model),
-            "checkpoint": {"path": str(args.checkpoint), "sha256": sha256_file(args.checkpoint)}}
+    choice = choose_model(args.model, args.checkpoint)
+    print(choice.line, flush=True)
+    checkpoint = None if choice.checkpoint is None else {
+        "path": str(choice.checkpoint), "sha256": sha256_file(choice.checkpoint)}
+    info = {"name": "segapp.ImagePredictor", "model": choice.config, "bundled": choice.bundled,
+            "description": choice.description, "checkpoint": checkpoint}
     try:
-        model = segapp.build_model(args.model, checkpoint=args.checkpoint, device=args.device)
+        model = segapp.build_model(choice.config, checkpoint=choice.checkpoint, device=args.device)
     except (CheckpointError, FileNotFoundError, ValueError) as err:
-        raise CLIError(f"cannot load model {args.model!r} from {args.checkpoint}: {err}",
+        raise CLIError(f"cannot load model {choice.config!r} from {choice.checkpoint}: {err}",
                        EXIT_USAGE) from err
     return segapp.ImagePredictor(model), info
 

@@ -1,6 +1,6 @@
 """`segapp info`: versions, the default device, configs, and which checkpoints are present.
 
-    segapp info          # human-readable report
+    segapp info          # human-readable report (the bundled model segapp_small included)
     segapp info --json   # the same as one JSON object, for scripts and bug reports
 """
 from __future__ import annotations
@@ -70,6 +70,14 @@ def collect() -> dict[str, Any]:
             "path": str(path) if path else None,
         })
     found = any(c["path"] for c in checkpoints)
+    from segapp import bundled
+
+    if bundled.available():
+        bundled_model = {"name": bundled.NAME, "path": str(bundled.path()),
+                         "size": bundled.path().stat().st_size, "description": bundled.description(hint=False)}
+    else:
+        bundled_model = {"name": bundled.NAME, "path": None, "size": None,
+                         "description": f"missing from this install (expected {bundled.path()})"}
     return {
         "segapp": __version__,
         "python": platform.python_version(),
@@ -81,6 +89,11 @@ def collect() -> dict[str, Any]:
         "configs_error": configs_error,
         "checkpoint_dirs": [str(d) for d in registry.default_search_dirs()],
         "checkpoints": checkpoints,
+        "bundled_model": bundled_model,
+        # What `segapp demo`, `segment` and `eval coco` run without --model and --checkpoint.
+        "default_model": (registry.DEFAULT_CHECKPOINT
+                          if registry.find_local(registry.DEFAULT_CHECKPOINT) else
+                          bundled.NAME if bundled_model["path"] else None),
         "hint": None if found else f"segapp download {registry.DEFAULT_CHECKPOINT}",
     }
 
@@ -105,6 +118,11 @@ def run(args: argparse.Namespace) -> int:
     for ckpt in report["checkpoints"]:
         where = ckpt["path"] or "not found"
         print(f"  {ckpt['config']:<16} {ckpt['file']:<26} {where}")
+    bundled_model = report["bundled_model"]
+    print(f"bundled  {bundled_model['description']}")
+    if bundled_model["path"]:
+        print(f"         {bundled_model['path']}")
+    print(f"default model (no --model, no --checkpoint): {report['default_model'] or 'none'}")
     if report["hint"]:
-        print(f"No checkpoint found. Get one with:  {report['hint']}")
+        print(f"No official checkpoint found. For full quality get one with:  {report['hint']}")
     return EXIT_OK

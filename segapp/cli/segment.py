@@ -5,6 +5,9 @@
     segapp segment val2017/ --out seg_out --prompts instances_val2017.json   # COCO boxes
     segapp segment photos/ --out seg_out --engine ray                 # on Ray (RAY_ADDRESS)
 
+Without --model and --checkpoint: sam2.1_hiera_t if downloaded, else the bundled segapp_small
+(images only: its videos are reported failed). The rule: segapp.cli.models.
+
 Exit codes: 0 every input succeeded (or was skipped for want of prompts), 1 some failed (see
 the manifest and the summary), 2 usage errors. Rerunning the same command resumes.
 """
@@ -20,8 +23,6 @@ from segapp.cli import EXIT_FAILED, EXIT_OK, EXIT_USAGE, CLIError
 
 logger = logging.getLogger(__name__)
 
-DEFAULT_MODEL = "sam2.1_hiera_t"
-RANDOM_WEIGHTS_MODELS = ("test_tiny",)  # test configs that run without a checkpoint
 ENGINES = ("local", "ray")
 
 
@@ -39,8 +40,9 @@ def register(subparsers) -> None:
     p.add_argument("--out", required=True, type=Path, metavar="DIR", help="output folder")
     p.add_argument("--prompts", type=Path, metavar="FILE",
                    help="prompts JSON (schema in docs/segment.md) or a COCO annotation file (boxes)")
-    p.add_argument("--model", default=DEFAULT_MODEL, metavar="NAME",
-                   help=f"model config name or YAML path (default: {DEFAULT_MODEL})")
+    p.add_argument("--model", default=None, metavar="NAME",
+                   help="model config name or YAML path (default: sam2.1_hiera_t if downloaded, else "
+                        "the bundled segapp_small, which segments images but cannot track video)")
     p.add_argument("--checkpoint", type=Path, metavar="PATH",
                    help="model checkpoint (default: the downloaded official one for --model)")
     p.add_argument("--device", help="cpu, cuda, ... (default: the best available)")
@@ -74,28 +76,6 @@ def parse_formats(text: str) -> tuple[str, ...]:
     return tuple(f for f in FORMATS if f in wanted)  # canonical order
 
 
-def resolve_checkpoint(model: str, checkpoint: Path | None) -> Path | None:
-    """The checkpoint to load: the given one, a downloaded official one, or None for test configs."""
-    from segapp import registry
-
-    if checkpoint is not None:
-        if not checkpoint.is_file():
-            raise CLIError(f"checkpoint not found: {checkpoint}")
-        return checkpoint
-    if Path(model).stem in RANDOM_WEIGHTS_MODELS:
-        return None
-    try:
-        found = registry.find_local(model)
-        hint = registry.get(model).config
-    except registry.UnknownCheckpointError:
-        found, hint = None, registry.DEFAULT_CHECKPOINT
-    if found is None:
-        dirs = ", ".join(str(d) for d in registry.default_search_dirs())
-        raise CLIError(f"no checkpoint for {model} (searched {dirs}); get one with "
-                       f"`segapp download {hint}`, or pass --checkpoint PATH")
-    return found
-
-
 def _sha256(path: Path) -> str:
     digest = hashlib.sha256()
     with open(path, "rb") as f:
@@ -126,7 +106,10 @@ def run(args: argparse.Namespace) -> int:
             prompts = prompts_mod.load(args.prompts)
         except prompts_mod.PromptsError as err:
             raise CLIError(str(err)) from err
-    checkpoint = resolve_checkpoint(args.model, args.checkpoint)
+    from segapp.cli.models import choose_model
+
+    choice = choose_model(args.model, args.checkpoint)
+    checkpoint = choice.checkpoint
     exclude = [args.out] + ([args.prompts] if args.prompts else [])
     try:
         items = inputs_mod.discover(args.inputs, exclude=exclude)
@@ -138,12 +121,13 @@ def run(args: argparse.Namespace) -> int:
         for key in prompts.unmatched([i.rel for i in items])[:10]:
             logger.warning("prompts for %r match no input", key)
 
-    spec = ModelSpec(str(args.model), str(checkpoint) if checkpoint else None, args.device)
+    print(choice.line, flush=True)
+    spec = ModelSpec(choice.config, str(checkpoint) if checkpoint else None, args.device)
     options = Options(formats=formats, batch_size=args.batch_size, points_per_side=args.points_per_side,
                       pred_iou_thresh=args.pred_iou_thresh, stability_score_thresh=args.stability_score_thresh,
                       resume=not args.no_resume, progress=not args.no_progress and sys.stderr.isatty())
     signature = {
-        "segapp": __version__, "model": spec.name,
+        "segapp": __version__, "model": spec.name, "bundled": choice.bundled,
         "checkpoint": None if checkpoint is None else {"name": checkpoint.name, "size": checkpoint.stat().st_size},
         "prompts": None if args.prompts is None else _sha256(args.prompts),
         "formats": list(formats), "batch_size": args.batch_size, "points_per_side": args.points_per_side,

@@ -95,7 +95,14 @@ def _legend_html(objects=(), selected: int | None = None) -> str:
 def build_app(service: DemoService, *, title: str = "segapp demo", model_note: str = "",
               outputs: OutputFiles | None = None, video: bool = True):
     """The Gradio Blocks of the demo over `service` (not launched); video: add the video tab."""
-    video_service = VideoService(service) if video else None
+    from segapp.bundled import ImageOnlyModelError
+
+    video_service, video_off = None, "The video tab is switched off in this app."
+    if video:
+        try:
+            video_service = VideoService(service)
+        except ImageOnlyModelError as err:  # e.g. the bundled segapp_small: images only
+            video_off = str(err)
     outputs = outputs or OutputFiles()
     limits = service.limits
 
@@ -294,7 +301,7 @@ def build_app(service: DemoService, *, title: str = "segapp demo", model_note: s
 
             with gr.Tab("Video", id="video_tab", elem_id="video_tab"):
                 if video_service is None:
-                    gr.Markdown("The video tab is switched off in this app.", elem_id="video_unavailable")
+                    gr.Markdown(video_off, elem_id="video_unavailable")
                 else:
                     _video_tab(video_service, outputs)
 
