@@ -124,9 +124,12 @@ def is_bundled(file: str | Path | None) -> bool:
 
 
 def _train_image_count(meta: Mapping[str, str]) -> int | None:
+    """Training images: a `train_image_count` entry, or the recipe's (written by `segapp train`)."""
     try:
-        recipe = json.loads(meta.get("recipe", ""))
-        count = recipe.get("train_image_count") if isinstance(recipe, dict) else None
+        count = meta.get("train_image_count")
+        if count is None:
+            recipe = json.loads(meta.get("recipe", "") or "{}")
+            count = recipe.get("train_image_count") if isinstance(recipe, dict) else None
         return int(count) if count is not None else None
     except (ValueError, TypeError):
         return None
