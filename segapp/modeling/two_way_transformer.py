@@ -61,6 +61,47 @@ class Attention(nn.Module):
         return self.attend(self.split_heads(self.q_proj(q)), self.split_heads(self.k_proj(k)),
                            self.split_heads(self.v_proj(v)))
 
+    # Factorised forms for a few prompt tokens against many per-prompt image tokens. The
+    # projections of the image tokens (the bulk of the decoder's arithmetic: [N, C] x [C, C/2]
+    # per prompt and projection) are folded into the few token-side vectors instead, which
+    # is the same attention with about half the multiply-adds:
+    #   q_h . (W_k,h x + b_k,h) = (W_k,h^T q_h) . x + const  (a per-query constant drops out of softmax)
+    #   sum_n a_n (W_v,h x_n + b_v,h) = W_v,h (sum_n a_n x_n) + b_v,h  (attention weights sum to 1)
+    def tokens_to_image(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        """Same as forward for q [B, T, C] (few queries) and k, v [B, N, kv_in_dim] (many keys)."""
+        b, t, _ = q.shape
+        heads, d = self.num_heads, self.internal_dim // self.num_heads
+        qh = self.q_proj(q).view(b, t, heads, d).transpose(1, 2) * d ** -0.5  # [B, H, T, d]
+        g = (qh @ self.k_proj.weight.view(heads, d, -1)).reshape(b, heads * t, -1)  # [B, H*T, Ckv]
+        attn = torch.bmm(g, k.transpose(1, 2)).softmax(dim=-1)  # [B, H*T, N]
+        mixed = torch.bmm(attn, v).view(b, heads, t, -1)  # [B, H, T, Ckv]
+        out = mixed @ self.v_proj.weight.view(heads, d, -1).transpose(1, 2) + self.v_proj.bias.view(heads, 1, d)
+        return self.out_proj(out.transpose(1, 2).reshape(b, t, self.internal_dim))
+
+    def image_to_tokens(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
+                        residual: torch.Tensor) -> torch.Tensor:
+        """residual + forward(q, k, v) for q [1 or B, N, C] (many queries, batch 1 when shared by
+        every prompt) and k, v [B, T, kv_in_dim] (few keys); residual [1 or B, N, C]."""
+        b, t, _ = k.shape
+        n, c = q.shape[1], q.shape[2]
+        heads, d = self.num_heads, self.internal_dim // self.num_heads
+        kh = self.k_proj(k).view(b, t, heads, d) * d ** -0.5
+        vh = self.v_proj(v).view(b, t, heads, d)
+        # Scores x . (W_q,h^T k_h) + b_q,h . k_h with x the image tokens: [B, C, H*T] and [B, 1, H*T].
+        proj = torch.einsum("hec,bthe->bcht", self.q_proj.weight.view(heads, d, c), kh).reshape(b, c, heads * t)
+        const = torch.einsum("he,bthe->bht", self.q_proj.bias.view(heads, d), kh).reshape(b, 1, heads * t)
+        # Values through the output projection: [B, H*T, C]; each head's weights sum to 1, so
+        # the output bias is spread over the heads.
+        values = torch.einsum("bthe,che->bhtc", vh, self.out_proj.weight.view(c, heads, d)).reshape(b, heads * t, c)
+        values = values + self.out_proj.bias / heads
+        if q.shape[0] == 1 and b > 1:
+            # One matrix product for every prompt: [N, C] x [C, B*H*T].
+            scores = torch.addmm(const.reshape(1, b * heads * t), q[0], proj.transpose(0, 1).reshape(c, b * heads * t))
+            attn = scores.view(n, b * heads, t).softmax(dim=-1).view(n, b, heads * t).transpose(0, 1)
+        else:
+            attn = torch.baddbmm(const, q, proj).view(-1, n, heads, t).softmax(dim=-1).view(-1, n, heads * t)
+        return torch.baddbmm(residual.expand(b, n, c), attn, values)
+
 
 class TwoWayAttentionBlock(nn.Module):
     """Token self-attention, token->image cross-attention, token MLP, image->token cross-attention.
@@ -83,7 +124,9 @@ class TwoWayAttentionBlock(nn.Module):
         self.cross_attn_image_to_token = Attention(embedding_dim, num_heads, attention_downsample_rate)
         self.skip_first_layer_pe = skip_first_layer_pe
 
-    def forward(self, queries, keys, query_pe, key_pe):
+    def forward(self, queries, keys, query_pe, key_pe, factorized: bool = False):
+        """factorized: use the attentions' factorised forms (see Attention.tokens_to_image), for
+        many prompts at inference."""
         if self.skip_first_layer_pe:
             queries = self.self_attn(queries, queries, queries)
         else:
@@ -92,9 +135,16 @@ class TwoWayAttentionBlock(nn.Module):
         queries = self.norm1(queries)
 
         k = keys + key_pe
-        queries = self.norm2(queries + self.cross_attn_token_to_image(queries + query_pe, k, keys))
+        if factorized and keys.shape[0] == queries.shape[0]:
+            attn = self.cross_attn_token_to_image.tokens_to_image(queries + query_pe, k, keys)
+        else:  # shared image tokens: their projections are computed once for all prompts
+            attn = self.cross_attn_token_to_image(queries + query_pe, k, keys)
+        queries = self.norm2(queries + attn)
         queries = self.norm3(queries + self.mlp(queries))
-        keys = self.norm4(keys + self.cross_attn_image_to_token(k, queries + query_pe, queries))
+        if factorized:
+            keys = self.norm4(self.cross_attn_image_to_token.image_to_tokens(k, queries + query_pe, queries, keys))
+        else:
+            keys = self.norm4(keys + self.cross_attn_image_to_token(k, queries + query_pe, queries))
         return queries, keys
 
 
@@ -124,7 +174,13 @@ class TwoWayTransformer(nn.Module):
         keys = image_embedding.flatten(2).transpose(1, 2)
         key_pe = image_pe.flatten(2).transpose(1, 2)
         queries = point_embedding
+        # Many prompts on one image at inference: the factorised attentions do about half the
+        # arithmetic per prompt (the same results up to float rounding).
+        factorized = not self.training and image_embedding.shape[0] == 1 and point_embedding.shape[0] > 1
         for layer in self.layers:
-            queries, keys = layer(queries, keys, point_embedding, key_pe)
-        attn = self.final_attn_token_to_image(queries + point_embedding, keys + key_pe, keys)
+            queries, keys = layer(queries, keys, point_embedding, key_pe, factorized)
+        if factorized and keys.shape[0] == queries.shape[0]:
+            attn = self.final_attn_token_to_image.tokens_to_image(queries + point_embedding, keys + key_pe, keys)
+        else:
+            attn = self.final_attn_token_to_image(queries + point_embedding, keys + key_pe, keys)
         return self.norm_final_attn(queries + attn), keys
