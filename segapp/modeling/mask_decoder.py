@@ -179,7 +179,6 @@ class MaskDecoder(nn.Module):
         mask_tokens_out = hs[:, first + 1: first + 1 + self.num_mask_tokens]
 
         iou_pred = self.iou_prediction_head(iou_token_out)
-        src = src.transpose(1, 2).reshape(batch, c, h, w)
         rows = None
         if iou_floor is not None:
             rows = torch.nonzero((iou_pred[:, output_slice] > iou_floor).any(dim=1)).flatten()
@@ -190,9 +189,12 @@ class MaskDecoder(nn.Module):
             if len(rows):
                 if high_res_features is not None:
                     high_res_features = [f if f.shape[0] == 1 else f[rows] for f in high_res_features]
-                masks[rows] = self.upscale_masks(src[rows], mask_tokens_out[rows], high_res_features)
+                # Image tokens back to a map only for the prompts upscaled (a copy per prompt).
+                kept = src[rows].transpose(1, 2).reshape(len(rows), c, h, w)
+                masks[rows] = self.upscale_masks(kept, mask_tokens_out[rows], high_res_features)
         else:
-            masks = self.upscale_masks(src, mask_tokens_out, high_res_features)
+            masks = self.upscale_masks(src.transpose(1, 2).reshape(batch, c, h, w), mask_tokens_out,
+                                       high_res_features)
         if self.pred_obj_scores:
             object_score_logits = self.pred_obj_score_head(hs[:, 0])
         else:
