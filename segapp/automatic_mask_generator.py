@@ -51,11 +51,13 @@ logger = logging.getLogger(__name__)
 # Upsampled logits are handled this many pixels at a time (32 MiB of float32), enough to
 # batch interpolation across masks while staying small next to the model.
 UPSAMPLE_CHUNK_PIXELS = 1 << 23
-# On CPU the decoder's largest maps ([B, 32, 4h, 4w] floats, 8 MiB per prompt at 1024)
-# drop out of cache when many prompts go together: 16 at a time decode ~1.5x faster than
-# 64 on an idle 2-core machine, and about as fast under load (where smaller chunks lose to
-# thread synchronisation). points_per_batch stays the upper bound, as on a GPU.
-CPU_DECODE_CHUNK = 16
+# On CPU the decoder's per-prompt image tokens ([N, C] floats: 4 MiB per prompt at 1024, N =
+# 64*64, C = 256) go through about ten passes (projections, attentions, norms). Prompts are
+# decoded in chunks whose [chunk, N, C] tensor stays about this size, so that those passes
+# find it in cache: 4 prompts at 1024 (16 at 512). Measured at 1024 on a 2-core machine, per
+# prompt: 16 prompts a chunk ~1.2x slower than 4, 64 ~2x; 2 slightly slower than 4 (per-call
+# overhead). points_per_batch stays the upper bound, as on a GPU.
+CPU_DECODE_CHUNK_BYTES = 16 << 20
 
 
 class AutomaticMaskGenerator:
@@ -253,7 +255,7 @@ class AutomaticMaskGenerator:
         [M, h, w] logits or None -> (low-res logits [M, C, h, w], iou predictions [M, C])."""
         step = self.points_per_batch
         if self.predictor.device.type == "cpu":
-            step = min(step, CPU_DECODE_CHUNK)
+            step = min(step, self._cpu_chunk())
         masks, ious = [], []
         for start in range(0, len(in_points), step):
             pts = in_points[start: start + step]
@@ -264,6 +266,12 @@ class AutomaticMaskGenerator:
             masks.append(out)
             ious.append(iou)
         return torch.cat(masks), torch.cat(ious)
+
+    def _cpu_chunk(self) -> int:
+        """Prompts per decoder call on CPU: [chunk, N, C] image tokens of ~CPU_DECODE_CHUNK_BYTES."""
+        embed = self.predictor._embedding.image_embed  # [1, C, h, w]
+        per_prompt = embed[0].numel() * 4  # float32 image tokens of one prompt
+        return max(1, CPU_DECODE_CHUNK_BYTES // per_prompt)
 
     def _upsampled(self, low_res: torch.Tensor, out_hw: tuple[int, int]):
         """Yield (start, [n, H, W] logits) chunks of low_res [N, h, w] upsampled to out_hw
