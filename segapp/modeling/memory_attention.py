@@ -166,10 +166,20 @@ class MemoryAttentionLayer(nn.Module):
 
         num_k_exclude_rope: how many trailing memory tokens (object pointers) skip RoPE.
         """
+        tgt = self.self_attention_block(tgt, query_pos, grid_hw)
+        return self.cross_attention_block(tgt, memory, pos, query_pos, num_k_exclude_rope, grid_hw)
+
+    def self_attention_block(self, tgt: torch.Tensor, query_pos: torch.Tensor | None,
+                             grid_hw: tuple[int, int] | None) -> torch.Tensor:
+        """The first half of the layer: pre-norm self-attention with its residual."""
         x = self.norm1(tgt)
         qk = self._with_pos(x, query_pos, self.pos_enc_at_attn)
-        tgt = tgt + self.dropout1(self.self_attn(qk, qk, x, grid_hw=grid_hw))
+        return tgt + self.dropout1(self.self_attn(qk, qk, x, grid_hw=grid_hw))
 
+    def cross_attention_block(self, tgt: torch.Tensor, memory: torch.Tensor, pos: torch.Tensor | None,
+                              query_pos: torch.Tensor | None, num_k_exclude_rope: int,
+                              grid_hw: tuple[int, int] | None) -> torch.Tensor:
+        """The second half: pre-norm cross-attention to memory, then the MLP, with residuals."""
         x = self.norm2(tgt)
         x = self.cross_attn_image(
             q=self._with_pos(x, query_pos, self.pos_enc_at_cross_attn_queries),
@@ -257,15 +267,37 @@ class MemoryAttention(nn.Module):
                 f"expected {self.d_model} current and {self.kv_in_dim} memory channels, "
                 f"got {curr.shape[-1]} and {memory.shape[-1]}"
             )
+        batch = curr.shape[1]
+        # Objects tracked on one frame start from the same frame features (a broadcast batch).
+        shared = (batch > 1 and not self.training and len(self.layers) > 0
+                  and _broadcast_batch(curr) and _broadcast_batch(curr_pos))
         if self.pos_enc_at_input and curr_pos is not None:
-            curr = curr + INPUT_POS_SCALE * curr_pos
+            if shared:
+                curr = (curr[:, :1] + INPUT_POS_SCALE * curr_pos[:, :1]).expand(-1, batch, -1)
+            else:
+                curr = curr + INPUT_POS_SCALE * curr_pos
 
         def batch_first(x: torch.Tensor | None) -> torch.Tensor | None:
             return None if x is None else x.transpose(0, 1)
 
         out, curr_pos = batch_first(curr), batch_first(curr_pos)
         memory, memory_pos = batch_first(memory), batch_first(memory_pos)
-        for layer in self.layers:
+        layers = list(self.layers)
+        if shared:
+            # The first layer's self-attention is then the same for every object: it runs
+            # once, and only the memory-dependent rest of that layer runs per object.
+            first = layers.pop(0)
+            once = first.self_attention_block(out[:1], None if curr_pos is None else curr_pos[:1], grid_hw)
+            out = first.cross_attention_block(once.expand(batch, -1, -1), memory, memory_pos, curr_pos,
+                                              num_obj_ptr_tokens, grid_hw)
+        for layer in layers:
             out = layer(out, memory, pos=memory_pos, query_pos=curr_pos,
                         num_k_exclude_rope=num_obj_ptr_tokens, grid_hw=grid_hw)
         return self.norm(out).transpose(0, 1)
+
+
+def _broadcast_batch(x: torch.Tensor | None) -> bool:
+    """Whether a sequence-first [L, B, C] tensor is one row broadcast over the batch (batch
+    stride 0, as `expand` makes it), so that work on it can be done once per frame. Only the
+    layout is checked, never the values."""
+    return x is None or x.stride(1) == 0

@@ -190,5 +190,10 @@ class MemoryEncoder(nn.Module):
                 f"masks of size {tuple(masks.shape[-2:])} shrink to {tuple(mask_map.shape[-2:])}, "
                 f"not to the feature map's {tuple(pix_feat.shape[-2:])}"
             )
-        x = self.out_proj(self.fuser(self.pix_feat_proj(pix_feat) + mask_map))
+        if pix_feat.shape[0] > 1 and pix_feat.stride(0) == 0:
+            # One frame's features broadcast over several objects: project them once.
+            projected = self.pix_feat_proj(pix_feat[:1])
+        else:
+            projected = self.pix_feat_proj(pix_feat)
+        x = self.out_proj(self.fuser(projected + mask_map))
         return MemoryEncoding(x, self.position_encoding(x).to(x.dtype))
