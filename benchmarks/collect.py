@@ -10,7 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 
 DOCS = Path(__file__).resolve().parents[1] / "docs"
-ORDER = ["image", "amg", "video", "segment"]
+ORDER = ["image", "amg", "video", "segment", "bundled_model"]
 SCRIPTS = {"image": "bench_image.py", "amg": "bench_amg.py", "video": "bench_video.py", "segment": "bench_segment.py"}
 
 

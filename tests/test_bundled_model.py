@@ -50,7 +50,11 @@ def test_bundled_file_is_in_the_package_with_training_metadata():
     assert path.stat().st_size <= 25 * 10**6
     meta = bundled.metadata()
     assert meta["config"] == "segapp_small" and int(meta["image_size"]) > 0
-    assert json.loads(meta["recipe"])["init"] == "", "the bundled model is trained from scratch"
+    assert json.loads(meta["recipe"])["train_annotations"], "the recipe records its training data"
+    # Trained in two stages (the second from the first's weights), so the file says outright
+    # that only the image path holds trained weights: the video predictor refuses it.
+    assert bundled.trained_parts(meta) == ("image_encoder", "prompt_encoder", "mask_decoder", "no_mem_embed")
+    assert meta["train_image_count"] == "255"
 
 
 def test_bundled_weights_load_strictly_into_the_config():
