@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import numpy as np
+import torch
 import pytest
 from PIL import Image
 
@@ -148,3 +149,19 @@ def test_iou_floor_skips_only_masks_that_would_be_dropped(predictor, image):
     assert 0 < kept.sum() < 12
     torch.testing.assert_close(part[kept], full[kept], rtol=1e-5, atol=1e-5)
     assert (part[~kept] == SKIPPED_MASK_LOGIT).all()
+
+
+def test_model_built_under_inference_mode(image):
+    """A model whose parameters were made inside torch.inference_mode (a common way to load
+    for inference) predicts, and its cached dense position encoding follows a reloaded
+    frequency matrix."""
+    with torch.inference_mode():
+        model = segapp.build_model("test_tiny", device="cpu")
+        pred = segapp.ImagePredictor(model)
+        pred.set_image(image)
+        first = pred.predict(point_coords=np.array([[20, 30]]), point_labels=np.array([1]))[0]
+        pe = model.prompt_encoder
+        before = pe.get_dense_pe().clone()
+        pe.pe_layer.positional_encoding_gaussian_matrix.mul_(2.0)
+        assert not torch.equal(pe.get_dense_pe(), before)
+    assert first.shape[1:] == image.shape[:2]

@@ -67,20 +67,23 @@ class PromptEncoder(nn.Module):
         )
         self.no_mask_embed = nn.Embedding(1, embed_dim)
         self._dense_pe: torch.Tensor | None = None
-        self._dense_pe_key: tuple | None = None
+        self._dense_pe_key: torch.Tensor | None = None
 
     def get_dense_pe(self) -> torch.Tensor:
         """[1, C, h, w] encoding of the image embedding's grid (same frequencies as points).
 
         It depends only on the frequency matrix, so it is computed once and reused for every
-        click; the cache key notices a moved or reloaded matrix.
+        click; a copy of the (small) matrix is kept to notice a moved or reloaded one. (Not its
+        version counter: a model built under torch.inference_mode has none.)
         """
         matrix = self.pe_layer.positional_encoding_gaussian_matrix
-        key = (matrix.device, matrix.data_ptr(), matrix._version)
-        if self._dense_pe_key != key or self.training:
+        key = self._dense_pe_key
+        stale = (key is None or key.device != matrix.device or key.dtype != matrix.dtype
+                 or not torch.equal(key, matrix))
+        if stale or self.training:
             with torch.no_grad():
                 self._dense_pe = self.pe_layer.grid(*self.image_embedding_size).unsqueeze(0)
-            self._dense_pe_key = key
+            self._dense_pe_key = matrix.detach().clone()
         return self._dense_pe
 
     def embed_points(self, points: torch.Tensor, labels: torch.Tensor, pad: bool) -> torch.Tensor:
