@@ -236,6 +236,27 @@ def test_video_with_prompts_on_frame_zero(tmp_path):
         assert sum(1 for _ in container.decode(stream)) == 5
 
 
+def test_video_bf16_attention_option(tmp_path):
+    """--bf16-attention reaches the video predictor and tracks the same objects."""
+    pytest.importorskip("segapp.video.predictor", reason="the video predictor has not landed")
+    import torch
+
+    from segapp.batch.pipeline import ModelSpec, Options, Segmenter
+
+    src = tmp_path / "in"
+    make_video(src / "clip.mp4")
+    (tmp_path / "p.json").write_text(json.dumps({"videos": {"clip.mp4": {"0": [
+        {"id": 3, "box": [10, 15, 35, 45]}]}}}))
+    ids = {}
+    for flag in ([], ["--bf16-attention"]):
+        out = tmp_path / ("out" + "".join(flag))
+        assert main(["segment", str(src), "--out", str(out), "--prompts", str(tmp_path / "p.json"), *flag, *TINY]) == 0
+        ids[bool(flag)] = [set(np.unique(read_id_png(out / "clip" / f"{i:06d}.png")).tolist()) for i in range(5)]
+    assert ids[True] == ids[False]
+    seg = Segmenter(ModelSpec("test_tiny", None, "cpu"), Options(bf16_attention=True), None)
+    assert seg.video_predictor.attention_dtype == torch.bfloat16
+
+
 @pytest.mark.slow
 def test_video_without_prompts_tracks_first_frame_objects(tmp_path):
     """Segment everything on frame 0, then track those objects: ids on later frames come from frame 0."""

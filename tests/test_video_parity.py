@@ -33,12 +33,12 @@ def tracking_checkpoint(official_checkpoint, tmp_path_factory):
     return path
 
 
-def build_pair(checkpoint, image_size: int):
+def build_pair(checkpoint, image_size: int, attention_dtype=torch.float32):
     torch.manual_seed(0)
     ref = reference.build_reference_model("sam2.1_hiera_t", image_size=image_size, video=True,
                                           checkpoint=str(checkpoint))
     model = segapp.build_model("sam2.1_hiera_t", checkpoint, device="cpu", image_size=image_size)
-    return ref, VideoPredictor(model, fill_hole_area=0)
+    return ref, VideoPredictor(model, fill_hole_area=0, attention_dtype=attention_dtype)
 
 
 def compare(ours, theirs):
@@ -111,6 +111,21 @@ def test_parity_synthetic_clip(tracking_checkpoint, tmp_path):
     mine = scenario(ours, str(tmp_path), h, w, n)
     worst_iou, worst_rel = compare(mine, theirs)
     print(f"synthetic: {len(mine)} outputs, worst IoU {worst_iou:.5f}, worst relative error {worst_rel:.2e}")
+
+
+@pytest.mark.slow
+def test_bf16_attention_stays_within_parity(tracking_checkpoint, tmp_path):
+    """attention_dtype=bfloat16 (the memory cross-attention kernels in bf16, the speed option)
+    against the fp32 reference: the same tolerances as fp32 parity, and not bit-identical (so the
+    option really took effect)."""
+    n, h, w = synthetic_clip(tmp_path)
+    ref, ours = build_pair(tracking_checkpoint, image_size=128, attention_dtype=torch.bfloat16)
+    with torch.inference_mode():
+        theirs = scenario(ref, str(tmp_path), h, w, n)
+    mine = scenario(ours, str(tmp_path), h, w, n)
+    worst_iou, worst_rel = compare(mine, theirs)
+    assert worst_rel > 0
+    print(f"bf16 attention: {len(mine)} outputs, worst IoU {worst_iou:.5f}, worst relative error {worst_rel:.2e}")
 
 
 @pytest.mark.slow

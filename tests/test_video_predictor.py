@@ -265,6 +265,24 @@ def test_bf16_memory_option(predictor):
     assert (a == b).float().mean() > 0.95
 
 
+def test_attention_dtype_option(predictor):
+    """bf16 memory-attention kernels: the tracked masks stay those of fp32 (the parity against
+    the reference is in test_video_parity); an unsupported dtype is refused by name."""
+    frames = make_frames(6)
+    results = {}
+    for dtype in (torch.float32, torch.bfloat16):
+        pred = VideoPredictor(predictor.model, attention_dtype=dtype)
+        assert pred.tracker.attention_dtype == dtype
+        state = pred.init_state(frames)
+        pred.add_new_points_or_box(state, 0, 1, points=[[15, 20]], labels=[1])
+        results[dtype] = torch.cat([m for _, _, m in pred.propagate_in_video(state)])
+    assert results[torch.float32].dtype == results[torch.bfloat16].dtype == torch.float32
+    a, b = (results[d] > 0 for d in (torch.float32, torch.bfloat16))
+    assert (a == b).float().mean() > 0.99
+    with pytest.raises(ValueError, match="attention_dtype"):
+        VideoPredictor(predictor.model, attention_dtype=torch.int8)
+
+
 def test_fill_holes():
     from segapp.video.tracker import HOLE_FILL_LOGIT, fill_holes
 

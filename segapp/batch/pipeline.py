@@ -61,6 +61,8 @@ class Options:
     stability_score_thresh: float = 0.95
     resume: bool = True
     progress: bool = True
+    # videos: the memory cross-attention kernels in bfloat16 (VideoPredictor attention_dtype)
+    bf16_attention: bool = False
 
 
 RANDOM_WEIGHTS_SEED = 0
@@ -283,7 +285,10 @@ class Segmenter:
                 from segapp.video.predictor import VideoPredictor
             except ImportError as err:
                 raise RuntimeError(f"video support is not available in this segapp ({err})") from err
-            self._video = VideoPredictor(self.model)
+            import torch
+
+            dtype = torch.bfloat16 if self.options.bf16_attention else torch.float32
+            self._video = VideoPredictor(self.model, attention_dtype=dtype)
         return self._video
 
     def segment_video(self, d: Decoded) -> Iterator[tuple[int, Segmentation]]:

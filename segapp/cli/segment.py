@@ -62,6 +62,9 @@ def register(subparsers) -> None:
                    help="segment everything: keep masks with predicted IoU above T (default: 0.8)")
     p.add_argument("--stability-score-thresh", type=float, default=0.95, metavar="T",
                    help="segment everything: keep masks with stability at least T (default: 0.95)")
+    p.add_argument("--bf16-attention", action="store_true",
+                   help="videos: run the memory attention kernels in bfloat16 (faster on CPUs with bf16 "
+                        "matrix units and on GPUs; masks within the parity tolerance of fp32)")
     p.add_argument("--no-progress", action="store_true", help="do not show a progress bar")
     p.set_defaults(func=run)
 
@@ -125,7 +128,8 @@ def run(args: argparse.Namespace) -> int:
     spec = ModelSpec(choice.config, str(checkpoint) if checkpoint else None, args.device)
     options = Options(formats=formats, batch_size=args.batch_size, points_per_side=args.points_per_side,
                       pred_iou_thresh=args.pred_iou_thresh, stability_score_thresh=args.stability_score_thresh,
-                      resume=not args.no_resume, progress=not args.no_progress and sys.stderr.isatty())
+                      resume=not args.no_resume, progress=not args.no_progress and sys.stderr.isatty(),
+                      bf16_attention=args.bf16_attention)
     signature = {
         "segapp": __version__, "model": spec.name, "bundled": choice.bundled,
         "checkpoint": None if checkpoint is None else {"name": checkpoint.name, "size": checkpoint.stat().st_size},

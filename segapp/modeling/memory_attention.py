@@ -88,17 +88,23 @@ class RoPEAttention(nn.Module):
         v: torch.Tensor,
         num_k_exclude_rope: int = 0,
         grid_hw: tuple[int, int] | None = None,
+        kernel_dtype: torch.dtype | None = None,
     ) -> torch.Tensor:
         """q: [B, Nq, embedding_dim]; k, v: [B, Nk, kv_in_dim] -> [B, Nq, embedding_dim].
 
         grid_hw: (H, W) of the query grid, H * W = Nq; square when omitted.
+        kernel_dtype: run softmax(q kᵀ) v itself in this dtype (e.g. bfloat16), after the
+            projections and rotations in the input dtype; the output is back in the input dtype.
         """
         q = self._split_heads(self.q_proj(q))
         k = self._split_heads(self.k_proj(k))
         v = self._split_heads(self.v_proj(v))
         # k is this call's own projection, so the rotation may be written into it.
         q, k = self.rope(q, k, grid_hw=grid_hw, num_k_exclude=num_k_exclude_rope, overwrite_k=True)
-        out = attention(q, k, v, self.dropout_p if self.training else 0.0, self.use_sdpa)
+        dtype = q.dtype
+        if kernel_dtype is not None and kernel_dtype != dtype:
+            q, k, v = q.to(kernel_dtype), k.to(kernel_dtype), v.to(kernel_dtype)
+        out = attention(q, k, v, self.dropout_p if self.training else 0.0, self.use_sdpa).to(dtype)
         return self.out_proj(out.transpose(1, 2).flatten(2))
 
 
@@ -161,13 +167,15 @@ class MemoryAttentionLayer(nn.Module):
         query_pos: torch.Tensor | None = None,
         num_k_exclude_rope: int = 0,
         grid_hw: tuple[int, int] | None = None,
+        kernel_dtype: torch.dtype | None = None,
     ) -> torch.Tensor:
         """Batch-first. tgt, query_pos: [B, L, d_model]; memory, pos: [B, M, kv_in_dim].
 
         num_k_exclude_rope: how many trailing memory tokens (object pointers) skip RoPE.
+        kernel_dtype: dtype of the cross-attention kernel (see RoPEAttention.forward).
         """
         tgt = self.self_attention_block(tgt, query_pos, grid_hw)
-        return self.cross_attention_block(tgt, memory, pos, query_pos, num_k_exclude_rope, grid_hw)
+        return self.cross_attention_block(tgt, memory, pos, query_pos, num_k_exclude_rope, grid_hw, kernel_dtype)
 
     def self_attention_block(self, tgt: torch.Tensor, query_pos: torch.Tensor | None,
                              grid_hw: tuple[int, int] | None) -> torch.Tensor:
@@ -178,7 +186,8 @@ class MemoryAttentionLayer(nn.Module):
 
     def cross_attention_block(self, tgt: torch.Tensor, memory: torch.Tensor, pos: torch.Tensor | None,
                               query_pos: torch.Tensor | None, num_k_exclude_rope: int,
-                              grid_hw: tuple[int, int] | None) -> torch.Tensor:
+                              grid_hw: tuple[int, int] | None, kernel_dtype: torch.dtype | None = None
+                              ) -> torch.Tensor:
         """The second half: pre-norm cross-attention to memory, then the MLP, with residuals."""
         x = self.norm2(tgt)
         x = self.cross_attn_image(
@@ -187,6 +196,7 @@ class MemoryAttentionLayer(nn.Module):
             v=memory,
             num_k_exclude_rope=num_k_exclude_rope,
             grid_hw=grid_hw,
+            kernel_dtype=kernel_dtype,
         )
         tgt = tgt + self.dropout2(x)
 
@@ -251,6 +261,7 @@ class MemoryAttention(nn.Module):
         memory_pos: torch.Tensor | None = None,
         num_obj_ptr_tokens: int = 0,
         grid_hw: tuple[int, int] | None = None,
+        kernel_dtype: torch.dtype | None = None,
     ) -> torch.Tensor:
         """Sequence-first, as the reference.
 
@@ -258,6 +269,8 @@ class MemoryAttention(nn.Module):
         memory, memory_pos: [M, B, kv_in_dim]; the last `num_obj_ptr_tokens` are object
             pointers, the rest a whole number of H x W memory grids.
         grid_hw: (H, W); a square grid is assumed when omitted.
+        kernel_dtype: run the cross-attention kernels (softmax(q kᵀ) v over the memory, most
+            of the work on long memories) in this dtype, e.g. torch.bfloat16; None: as the input.
         Returns: [L, B, d_model].
         """
         if curr.shape[1] != memory.shape[1]:
@@ -283,16 +296,31 @@ class MemoryAttention(nn.Module):
         out, curr_pos = batch_first(curr), batch_first(curr_pos)
         memory, memory_pos = batch_first(memory), batch_first(memory_pos)
         layers = list(self.layers)
+        first = None
         if shared:
             # The first layer's self-attention is then the same for every object: it runs
             # once, and only the memory-dependent rest of that layer runs per object.
             first = layers.pop(0)
-            once = first.self_attention_block(out[:1], None if curr_pos is None else curr_pos[:1], grid_hw)
-            out = first.cross_attention_block(once.expand(batch, -1, -1), memory, memory_pos, curr_pos,
-                                              num_obj_ptr_tokens, grid_hw)
-        for layer in layers:
-            out = layer(out, memory, pos=memory_pos, query_pos=curr_pos,
-                        num_k_exclude_rope=num_obj_ptr_tokens, grid_hw=grid_hw)
+            out = first.self_attention_block(out[:1], None if curr_pos is None else curr_pos[:1], grid_hw)
+            out = out.expand(batch, -1, -1)
+
+        def run(rows: slice) -> torch.Tensor:
+            x, mem = out[rows], memory[rows]
+            mem_pos = None if memory_pos is None else memory_pos[rows]
+            pos = None if curr_pos is None else curr_pos[rows]
+            if first is not None:
+                x = first.cross_attention_block(x, mem, mem_pos, pos, num_obj_ptr_tokens, grid_hw, kernel_dtype)
+            for layer in layers:
+                x = layer(x, mem, pos=mem_pos, query_pos=pos, num_k_exclude_rope=num_obj_ptr_tokens,
+                          grid_hw=grid_hw, kernel_dtype=kernel_dtype)
+            return x
+
+        if batch > 1 and not self.training and out.device.type == "cpu":
+            # On CPU, one object at a time: each object's memory (7 frames of keys and values)
+            # then stays in cache longer; ~8% faster than the batch at 1024 px, same results.
+            out = torch.cat([run(slice(i, i + 1)) for i in range(batch)])
+        else:
+            out = run(slice(None))
         return self.norm(out).transpose(0, 1)
 
 

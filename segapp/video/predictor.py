@@ -54,15 +54,24 @@ class VideoPredictor:
       non_overlap_masks: make the returned masks of different objects disjoint.
       memory_dtype: dtype spatial memories are stored in (torch.bfloat16 halves the state).
       feature_cache_size: frames whose image features are kept, most recent first.
+      attention_dtype: dtype of the memory cross-attention kernels, most of a frame's work
+        with several objects. torch.bfloat16 runs them ~3x faster on CPUs with bf16 matrix
+        units (and as SAM 2 runs under CUDA autocast); masks then differ slightly from fp32
+        (docs/benchmarks/video.md). Projections, rotations and everything else stay fp32.
     """
 
     def __init__(self, model: SAM2Model, fill_hole_area: int | None = None, non_overlap_masks: bool = False,
-                 memory_dtype: torch.dtype = torch.float32, feature_cache_size: int = 2) -> None:
+                 memory_dtype: torch.dtype = torch.float32, feature_cache_size: int = 2,
+                 attention_dtype: torch.dtype = torch.float32) -> None:
         from segapp.bundled import require_video
 
         require_video(model)  # ImageOnlyModelError for weights whose memory was never trained
+        for name, dtype in (("memory_dtype", memory_dtype), ("attention_dtype", attention_dtype)):
+            if dtype not in (torch.float32, torch.bfloat16, torch.float16):
+                raise ValueError(f"{name} must be torch.float32, torch.bfloat16 or torch.float16, got {dtype}")
         self.model = model.eval()
-        self.tracker = Tracker(model)
+        self.attention_dtype = attention_dtype
+        self.tracker = Tracker(model, attention_dtype=attention_dtype)
         self.fill_hole_area = model.tracking.fill_hole_area if fill_hole_area is None else fill_hole_area
         self.non_overlap_masks = non_overlap_masks
         self.memory_dtype = memory_dtype

@@ -183,9 +183,11 @@ def select_memory(model: SAM2Model, frame_idx: int, cond: dict, non_cond: dict, 
 class Tracker:
     """The per-frame tracking computation over a SAM2Model (no state of its own)."""
 
-    def __init__(self, model: SAM2Model) -> None:
+    def __init__(self, model: SAM2Model, attention_dtype: torch.dtype = torch.float32) -> None:
         self.model = model
         self.cfg = model.tracking
+        # dtype of the memory cross-attention kernels (see MemoryAttention.forward)
+        self.attention_dtype = attention_dtype
 
     # ------------------------------------------------------------------ memory conditioning
     def condition(self, feats: FrameFeatures, selections: list[MemorySelection], num_frames: int,
@@ -238,7 +240,7 @@ class Tracker:
         curr_pos = top_pos.flatten(2).permute(2, 0, 1)
         fused = m.memory_attention(curr, torch.cat(memories), curr_pos=curr_pos,
                                    memory_pos=torch.cat(positions), num_obj_ptr_tokens=num_ptr_tokens,
-                                   grid_hw=(height, width))
+                                   grid_hw=(height, width), kernel_dtype=self.attention_dtype)
         return fused.permute(1, 2, 0).reshape(batch, channels, height, width)
 
     def no_memory(self, feats: FrameFeatures, batch: int) -> torch.Tensor:
