@@ -88,10 +88,11 @@ def tracking_checkpoint(path: Path) -> Path:
 
 
 def build(impl: str, config: str, checkpoint: str | None, image_size: int):
+    """impl: "segapp", "segapp-bf16" (bf16 memory-attention kernels) or "reference"."""
     import torch
 
     torch.manual_seed(0)
-    if impl == "segapp":
+    if impl.startswith("segapp"):
         import segapp
         from segapp.video.predictor import VideoPredictor
 
@@ -99,7 +100,10 @@ def build(impl: str, config: str, checkpoint: str | None, image_size: int):
         if checkpoint is None:
             with torch.no_grad():
                 model.mask_decoder.pred_obj_score_head.layers[-1].bias.fill_(5.0)
-        return VideoPredictor(model)
+        dtype = torch.bfloat16 if impl == "segapp-bf16" else torch.float32
+        # The reference cannot fill holes on CPU (no CUDA extension: it warns and skips), so
+        # neither does segapp here: same outputs to compare, same work to time.
+        return VideoPredictor(model, fill_hole_area=0, attention_dtype=dtype)
     import reference
 
     return reference.build_reference_model(config, image_size=image_size, video=True, checkpoint=checkpoint)
@@ -148,13 +152,19 @@ def run_worker(impl, config, checkpoint, image_size, video, objects, samples, th
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
+SPEED_IMPLS = ("segapp", "segapp-bf16", "reference")
+
+
 def speed(checkpoint, image_size: int, frames: Path, num_objects: int, num_frames: int, threads: int) -> dict:
-    """Per-frame propagation time of both predictors, frame by frame in turn."""
+    """Per-frame propagation time of the predictors, frame by frame in turn, and how far each
+    segapp variant's masks are from the reference's (IoU of the binary masks, worst over
+    frames and objects; largest logit difference relative to the largest reference logit)."""
     import torch
 
     torch.set_num_threads(threads)
-    preds = {impl: build(impl, "sam2.1_hiera_t", str(checkpoint), image_size) for impl in ("segapp", "reference")}
+    preds = {impl: build(impl, "sam2.1_hiera_t", str(checkpoint), image_size) for impl in SPEED_IMPLS}
     times = {impl: [] for impl in preds}
+    worst = {impl: {"iou": 1.0, "rel": 0.0} for impl in preds if impl != "reference"}
     with torch.inference_mode():
         gens = {}
         for impl, pred in preds.items():
@@ -162,14 +172,27 @@ def speed(checkpoint, image_size: int, frames: Path, num_objects: int, num_frame
             add_clicks(pred, state, num_objects)
             gens[impl] = pred.propagate_in_video(state, max_frame_num_to_track=num_frames)
         for step in range(num_frames + 1):
+            logits = {}
             for impl, gen in gens.items():
                 t0 = time.perf_counter()
-                next(gen)
+                _, _, logits[impl] = next(gen)
                 times[impl].append(time.perf_counter() - t0)
-    # Frame 0 holds the prompts (no tracking) in both; compare tracked frames only.
-    ratios = [s / r for s, r in zip(times["segapp"][1:], times["reference"][1:])]
-    return {"segapp_s": statistics.median(times["segapp"][1:]), "reference_s": statistics.median(times["reference"][1:]),
-            "ratio": statistics.median(ratios), "frames": num_frames}
+            ref = logits["reference"].float()
+            for impl in worst:
+                ours = logits[impl].float()
+                a, b = ours > 0, ref > 0
+                for o in range(ref.shape[0]):
+                    union = (a[o] | b[o]).sum().item()
+                    iou = 1.0 if union == 0 else (a[o] & b[o]).sum().item() / union
+                    worst[impl]["iou"] = min(worst[impl]["iou"], iou)
+                rel = ((ours - ref).abs().max() / ref.abs().max().clamp_min(1e-6)).item()
+                worst[impl]["rel"] = max(worst[impl]["rel"], rel)
+    # Frame 0 holds the prompts (no tracking) in all; compare tracked frames only.
+    out = {"frames": num_frames, "reference_s": statistics.median(times["reference"][1:])}
+    for impl in worst:
+        ratios = [s / r for s, r in zip(times[impl][1:], times["reference"][1:])]
+        out[impl] = {"s": statistics.median(times[impl][1:]), "ratio": statistics.median(ratios), **worst[impl]}
+    return out
 
 
 def best_of(fn, repeats: int = 3) -> float:
@@ -215,10 +238,26 @@ def components(checkpoint, image_size: int, threads: int) -> list[tuple[str, flo
                      best_of(lambda: [ref.memory_attention(curr=[curr[:, i: i + 1]], curr_pos=[curr_pos[:, i: i + 1]],
                                                            memory=memory[:, i: i + 1], memory_pos=memory_pos[:, i: i + 1],
                                                            num_obj_ptr_tokens=64) for i in range(objects)])))
+        rows.append((f"the same, segapp with bf16 attention kernels (attention_dtype)",
+                     best_of(lambda: ours.memory_attention(curr, memory, curr_pos=curr_pos, memory_pos=memory_pos,
+                                                           num_obj_ptr_tokens=64, grid_hw=(side, side),
+                                                           kernel_dtype=torch.bfloat16)),
+                     rows[-1][2]))
         rope = ours.memory_attention.layers[0].cross_attn_image.rope
         rows.append(("RoPE of one cross-attention (1 object)", best_of(lambda: rope(q, k, grid_hw=(side, side))),
                      best_of(lambda: apply_rotary_enc(q, k, freqs_cis=ref_attn.freqs_cis, repeat_freqs_k=True))))
     return rows
+
+
+def memory_sections(text: str) -> list[str]:
+    """The "## Memory..." sections of an earlier output, up to the next other "## " heading."""
+    kept, inside = [], False
+    for line in text.splitlines():
+        if line.startswith("## "):
+            inside = line.startswith("## Memory")
+        if inside and not line.startswith("(Memory tables above"):
+            kept.append(line)
+    return kept
 
 
 def main() -> None:
@@ -279,19 +318,32 @@ def main() -> None:
         write_jpegs(folder, args.speed_frames + 1)
         objects_targets = () if args.skip_speed else ((1, 1.0), (4, 0.8))
         lines += ["", f"## Speed: per-frame propagation time, sam2.1_hiera_t at {args.speed_image_size}, CPU", "",
-                  "Both predictors track the same clip with the same clicks, alternating frame by frame; medians over "
-                  f"{args.speed_frames} tracked frames.", "",
-                  "| objects | segapp s/frame | reference s/frame | ratio (target) |", "|---:|---:|---:|---:|"]
+                  "The predictors track the same clip with the same clicks, alternating frame by frame; medians over "
+                  f"{args.speed_frames} tracked frames. `segapp` is fp32 throughout, as the reference; "
+                  "`segapp bf16-attn` is `VideoPredictor(model, attention_dtype=torch.bfloat16)`: the memory "
+                  "cross-attention kernels in bf16, all else fp32. Mask IoU: worst over frames and objects against "
+                  "the reference's masks; logit diff: largest |difference| over the largest |reference logit|.", "",
+                  "| objects | predictor | s/frame | reference s/frame | ratio (target) | mask IoU vs ref | logit diff |",
+                  "|---:|---|---:|---:|---:|---:|---:|"]
         for objects, target in objects_targets:
             r = speed(ckpt, args.speed_image_size, folder, objects, args.speed_frames, args.threads)
-            lines.append(f"| {objects} | {r['segapp_s']:.2f} | {r['reference_s']:.2f} | {r['ratio']:.2f} (<= {target}) |")
-            print(lines[-1], flush=True)
+            for impl, label in (("segapp", "segapp (fp32)"), ("segapp-bf16", "segapp bf16-attn")):
+                v = r[impl]
+                lines.append(f"| {objects} | {label} | {v['s']:.2f} | {r['reference_s']:.2f} | {v['ratio']:.2f} "
+                             f"(<= {target}) | {v['iou']:.4f} | {v['rel']:.1e} |")
+                print(lines[-1], flush=True)
         lines += ["", f"## Where the time goes: model parts per frame, sam2.1_hiera_t at {args.speed_image_size}", "",
                   "Best of 3; segapp's parts against the reference's on the same inputs.", "",
                   "| part | segapp s | reference s | ratio |", "|---|---:|---:|---:|"]
         for name, ours_s, ref_s in components(ckpt, args.speed_image_size, args.threads):
             lines.append(f"| {name} | {ours_s:.3f} | {ref_s:.3f} | {ours_s / ref_s:.2f} |")
             print(lines[-1], flush=True)
+    if args.skip_memory and args.out.exists():
+        # Keep the memory tables of an earlier full run instead of dropping them.
+        kept = memory_sections(args.out.read_text())
+        if kept:
+            lines[4:4] = kept + ["(Memory tables above: kept from an earlier full run of this script; "
+                                 "the sections below are from this run.)", ""]
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
