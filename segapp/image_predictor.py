@@ -23,6 +23,8 @@ logger = logging.getLogger(__name__)
 # official predictor does, so that feeding them back as mask input stays well-scaled.
 LOW_RES_LOGIT_CLAMP = 32.0
 VALID_LABELS = (-1, 0, 1, 2, 3)
+# Box zoom: the smallest crop side in image pixels, so that tiny boxes keep some context.
+ZOOM_MIN_SIDE = 64
 
 
 class ImagePredictor:
@@ -33,14 +35,20 @@ class ImagePredictor:
       mask_threshold: logit threshold for binary masks.
       max_hole_area, max_sprinkle_area: if > 0, fill holes / remove islands up to this
         many pixels in the low-resolution masks before upsampling.
+      box_zoom: answer box-only prompts from a crop around each box, this many times the box's
+        longer side (at least ZOOM_MIN_SIDE px), embedded on its own; 0 turns it off. Default:
+        the model's `box_zoom` (0 for the official models, on for segapp_small).
     """
 
     def __init__(self, model: SAM2Model, mask_threshold: float = 0.0, max_hole_area: float = 0.0,
-                 max_sprinkle_area: float = 0.0) -> None:
+                 max_sprinkle_area: float = 0.0, box_zoom: float | None = None) -> None:
         self.model = model
         self.mask_threshold = mask_threshold
         self.max_hole_area = max_hole_area
         self.max_sprinkle_area = max_sprinkle_area
+        self.box_zoom = float(getattr(model, "box_zoom", 0.0) if box_zoom is None else box_zoom)
+        if self.box_zoom < 0:
+            raise ValueError(f"box_zoom must be >= 0, got {box_zoom}")
         self._transforms = ImageTransforms(model.image_size)
         self.reset_predictor()
 
@@ -72,6 +80,7 @@ class ImagePredictor:
         """Forget the current image(s) and their embedding."""
         self._embedding: ImageEmbedding | None = None
         self._image_hw: list[tuple[int, int]] | None = None
+        self._images: list[np.ndarray] | None = None  # kept for box zoom only
         self._is_batch = False
 
     def _autocast(self):
@@ -106,6 +115,8 @@ class ImagePredictor:
         self._embedding = embedding
         self._image_hw = [tuple(int(s) for s in im.shape[:2]) for im in images]
         self._is_batch = batch
+        if self.box_zoom > 0:
+            self._images = images
 
     def get_image_embedding(self) -> torch.Tensor:
         """[B, C, h, w] embedding of the current image(s) (C=256, h=w=image_size/16)."""
@@ -175,8 +186,11 @@ class ImagePredictor:
         img_idx = 0 if img_idx < 0 else img_idx
         coords, labels, boxes, masks_in = self._prep_prompts(point_coords, point_labels, box, mask_input,
                                                              normalize_coords, img_idx)
-        masks, ious, low_res = self._predict(coords, labels, boxes, masks_in, multimask_output,
-                                             return_logits=return_logits, img_idx=img_idx)
+        if self.box_zoom > 0 and boxes is not None and coords is None and masks_in is None:
+            masks, ious, low_res = self._predict_zoomed(boxes, multimask_output, return_logits, img_idx)
+        else:
+            masks, ious, low_res = self._predict(coords, labels, boxes, masks_in, multimask_output,
+                                                 return_logits=return_logits, img_idx=img_idx)
         # As the official predictor: float32 arrays (binary masks hold 0.0 / 1.0), and the
         # prompt-batch axis dropped when there is a single prompt.
         to_np = lambda t: (t.squeeze(0) if t.shape[0] == 1 else t).float().cpu().numpy()  # noqa: E731
@@ -300,6 +314,61 @@ class ImagePredictor:
         if not return_logits:
             masks = masks > self.mask_threshold
         return masks, iou, low_res.clamp(-LOW_RES_LOGIT_CLAMP, LOW_RES_LOGIT_CLAMP)
+
+
+    def zoom_window(self, box_xyxy: Sequence[float], img_idx: int = 0) -> tuple[int, int, int, int]:
+        """The crop (x0, y0, x1, y1), image pixels, that box zoom uses for a box (x0, y0, x1, y1)
+        in image pixels: a square `box_zoom` times the box's longer side (at least
+        ZOOM_MIN_SIDE), centred on the box, cut at the image border, always holding the box."""
+        h, w = self._image_hw[img_idx]
+        bx0, by0, bx1, by1 = (float(v) for v in box_xyxy)
+        side = max(self.box_zoom * max(bx1 - bx0, by1 - by0), ZOOM_MIN_SIDE)
+        cx, cy = (bx0 + bx1) / 2, (by0 + by1) / 2
+        x0 = max(int(np.floor(min(cx - side / 2, bx0))), 0)
+        y0 = max(int(np.floor(min(cy - side / 2, by0))), 0)
+        x1 = min(int(np.ceil(max(cx + side / 2, bx1))), w)
+        y1 = min(int(np.ceil(max(cy + side / 2, by1))), h)
+        return x0, y0, max(x1, x0 + 1), max(y1, y0 + 1)
+
+    @torch.inference_mode()
+    def _predict_zoomed(self, boxes: torch.Tensor, multimask_output: bool, return_logits: bool, img_idx: int
+                        ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """`_predict` for box-only prompts (boxes [B, 2, 2] in model-input pixels) with box zoom:
+        each box is decoded on the embedding of its own crop; the crop's masks are pasted into
+        the image (nothing outside the crop), and low-res logits are those of the whole image."""
+        h, w = self._image_hw[img_idx]
+        size = self.model.image_size
+        scale = boxes.new_tensor([w / size, h / size])
+        boxes_px = (boxes.reshape(-1, 2, 2) * scale).reshape(-1, 4).tolist()
+        low_hw = tuple(self.model.prompt_encoder.mask_input_size)
+        outside = -LOW_RES_LOGIT_CLAMP
+        all_masks, all_ious, all_low = [], [], []
+        for i, box in enumerate(boxes_px):
+            x0, y0, x1, y1 = self.zoom_window(box, img_idx)
+            if (x0, y0, x1, y1) == (0, 0, w, h):  # the crop is the image: its embedding is there
+                m, iou, low = self._predict(None, None, boxes[i: i + 1], None, multimask_output,
+                                            return_logits=True, img_idx=img_idx)
+            else:
+                crop = np.ascontiguousarray(self._images[img_idx][y0:y1, x0:x1])
+                with self._autocast():
+                    embedding = self.model.embed_images(self._transforms.to_input([crop], self.device))
+                corners = torch.tensor([[[box[0] - x0, box[1] - y0], [box[2] - x0, box[3] - y0]]],
+                                       dtype=torch.float, device=self.device)
+                corners = corners * corners.new_tensor([size / (x1 - x0), size / (y1 - y0)])
+                labels = torch.tensor([[2, 3]], dtype=torch.int, device=self.device)
+                with self._autocast():
+                    out = self.model.decode(embedding, (corners, labels), None, multimask_output)
+                crop_low = fill_holes_and_sprinkles(out.masks.float(), self.mask_threshold,
+                                                    self.max_hole_area, self.max_sprinkle_area)
+                m = torch.full((1, crop_low.shape[1], h, w), outside, device=self.device)
+                m[..., y0:y1, x0:x1] = self._transforms.masks_to_image(crop_low, (y1 - y0, x1 - x0))
+                low = torch.nn.functional.interpolate(m, size=low_hw, mode="bilinear", align_corners=False,
+                                                      antialias=True)
+                iou = out.iou_pred.float()
+            all_masks.append(m if return_logits else m > self.mask_threshold)
+            all_ious.append(iou)
+            all_low.append(low.clamp(-LOW_RES_LOGIT_CLAMP, LOW_RES_LOGIT_CLAMP))
+        return torch.cat(all_masks), torch.cat(all_ious), torch.cat(all_low)
 
 
 def _check_finite(values: np.ndarray, name: str) -> None:

@@ -170,3 +170,37 @@ def test_several_sources_train_as_one_dataset(tmp_path):
     assert [s.image_id for s in (ds[i] for i in range(4))] == [1, 2, 1, 2]
     with pytest.raises(ValueError, match="2 annotation files for 1 image folders"):
         CocoInstanceDataset([a[0], b[0]], [a[1]], 64)
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_object_crop_centres_one_whole_instance(tmp_path, seed):
+    """--augment object: a window a few box sides wide around one instance, that instance
+    whole in it (as box zoom shows it to the model), masks still on their pixels."""
+    from segapp.training.data import object_window
+
+    ann, images = make_coco(tmp_path)
+    aug = AugmentConfig(object_crop_prob=1.0, object_context=(2.0, 3.0), hflip_prob=0.0, colour_prob=0.0,
+                        copy_paste_prob=0.0)
+    masks = torch.zeros((1, 120, 160), dtype=torch.bool)
+    masks[0, 30:70, 40:80] = True  # a 40 x 40 box
+    i, (x0, y0, w, h) = object_window(masks, aug, np.random.default_rng(seed))
+    assert i == 0
+    assert x0 <= 40 and y0 <= 30 and x0 + w >= 80 and y0 + h >= 70  # the instance stays whole
+    assert 0 <= x0 and 0 <= y0 and x0 + w <= 160 and y0 + h <= 120  # cut at the border
+    assert max(w, h) >= min(80, 120)  # at least 2 box sides where the image allows
+    ds = CocoInstanceDataset(ann, images, 64, augment=aug, seed=seed)
+    sample = ds.sample(0)
+    mask = sample.masks[0]
+    assert len(sample.masks) == 1 and mask.sum() >= ds.min_mask_pixels
+    ys, xs = torch.nonzero(mask, as_tuple=True)
+    assert xs.min() > 0 and ys.min() > 0 and xs.max() < 63 and ys.max() < 63  # not cut
+    assert mask.sum() > 64 * 64 / 16  # zoomed in: 40 px of 160 would be 16 px of 64 wide
+    rgb = _rgb(sample.image)
+    assert _is(RED, rgb[_interior(mask)]).all()
+    assert not _is(RED, rgb[_interior(~mask)]).any()
+
+
+def test_object_preset_is_light_with_object_crops():
+    obj, light = AugmentConfig.preset("object"), AugmentConfig.preset("light")
+    assert obj.object_crop_prob == 0.75 and light.object_crop_prob == 0.0
+    assert (obj.scale_range, obj.brightness, obj.copy_paste_prob) == (light.scale_range, light.brightness, 0.0)

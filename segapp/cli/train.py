@@ -20,7 +20,7 @@ from segapp.cli import EXIT_OK, EXIT_USAGE, CLIError
 logger = logging.getLogger(__name__)
 
 DEFAULT_CONFIG = "segapp_small"
-AUGMENT_PRESETS = ("strong", "light", "none")
+AUGMENT_PRESETS = ("strong", "light", "object", "none")
 
 
 class _RecipeDefault:
@@ -64,7 +64,8 @@ def register(subparsers) -> None:
                       help="instances sampled per image and step (default: %(default)s)")
     data.add_argument("--augment", choices=AUGMENT_PRESETS, metavar="PRESET",
                       help="strong (scale/crop, flip, colour, copy-paste: for training from scratch), "
-                           "light (flip, mild colour and scale: for fine-tuning) or none "
+                           "light (flip, mild colour and scale: for fine-tuning), object (light, and crops "
+                           "centred on one instance: for models run with box zoom) or none "
                            "(default: strong, light with --init)")
     data.add_argument("--workers", type=int, default=recipe("workers"), metavar="N",
                       help="data-loading processes (default: %(default)s)")
