@@ -279,8 +279,8 @@ def main() -> None:
     ref_counts = [int(x) for x in args.ref_frames.split(",")]
     lines = ["# Video predictor benchmark", "",
              f"Machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPU cores visible, "
-             f"torch threads {args.threads}, CPU only, fp32. Command: `python benchmarks/bench_video.py"
-             f"{' --quick' if args.quick else ''}`.", ""]
+             f"torch threads {args.threads}, CPU only, fp32 unless a row says otherwise. Command: "
+             f"`python benchmarks/bench_video.py{''.join(' ' + a for a in sys.argv[1:])}`.", ""]
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         ckpt = tracking_checkpoint(tmp / "sam2.1_hiera_t_random.pt")
