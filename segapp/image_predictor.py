@@ -80,7 +80,7 @@ class ImagePredictor:
         """Forget the current image(s) and their embedding."""
         self._embedding: ImageEmbedding | None = None
         self._image_hw: list[tuple[int, int]] | None = None
-        self._images: list[np.ndarray] | None = None  # kept for box zoom only
+        self._images: list[np.ndarray] | None = None  # the RGB images, for box zoom
         self._is_batch = False
 
     def _autocast(self):
@@ -115,8 +115,7 @@ class ImagePredictor:
         self._embedding = embedding
         self._image_hw = [tuple(int(s) for s in im.shape[:2]) for im in images]
         self._is_batch = batch
-        if self.box_zoom > 0:
-            self._images = images
+        self._images = images  # for box zoom, which may be turned on after set_image
 
     def get_image_embedding(self) -> torch.Tensor:
         """[B, C, h, w] embedding of the current image(s) (C=256, h=w=image_size/16)."""

@@ -94,3 +94,11 @@ def test_zoom_under_bf16_autocast_returns_float32(image):
     masks, ious, low = zoomed(model, image).predict(box=np.array([150, 100, 200, 140]), return_logits=True)
     assert masks.dtype == ious.dtype == low.dtype == np.float32
     assert torch.isfinite(torch.from_numpy(masks)).all()
+
+
+def test_zoom_can_be_turned_on_after_set_image(model, image):
+    late = segapp.ImagePredictor(model, box_zoom=0)
+    late.set_image(image)
+    late.box_zoom = 3.0
+    box = np.array([150, 100, 200, 140], dtype=np.float32)
+    np.testing.assert_array_equal(late.predict(box=box)[0], zoomed(model, image).predict(box=box)[0])
