@@ -15,7 +15,7 @@ import torch
 
 from segapp.modeling.sam2 import ImageEmbedding, SAM2Model
 from segapp.postprocess import fill_holes_and_sprinkles
-from segapp.transforms import ImageTransforms, to_rgb_uint8
+from segapp.transforms import ImageTransforms, box_window, to_rgb_uint8
 
 logger = logging.getLogger(__name__)
 
@@ -107,15 +107,19 @@ class ImagePredictor:
 
     def _embed(self, images: list[np.ndarray], batch: bool) -> None:
         self.reset_predictor()
+        self._embedding = self._encode(images)
+        self._image_hw = [tuple(int(s) for s in im.shape[:2]) for im in images]
+        self._is_batch = batch
+        self._images = images  # for box zoom, which may be turned on after set_image
+
+    def _encode(self, images: list[np.ndarray]) -> ImageEmbedding:
+        """The float32 embedding of [H, W, 3] uint8 RGB images (the model may run in bf16)."""
         inputs = self._transforms.to_input(images, self.device)
         with self._autocast():
             embedding = self.model.embed_images(inputs)
         if embedding.image_embed.dtype != torch.float32:
             embedding = ImageEmbedding(embedding.image_embed.float(), [f.float() for f in embedding.high_res_feats])
-        self._embedding = embedding
-        self._image_hw = [tuple(int(s) for s in im.shape[:2]) for im in images]
-        self._is_batch = batch
-        self._images = images  # for box zoom, which may be turned on after set_image
+        return embedding
 
     def get_image_embedding(self) -> torch.Tensor:
         """[B, C, h, w] embedding of the current image(s) (C=256, h=w=image_size/16)."""
@@ -278,6 +282,12 @@ class ImagePredictor:
         Returns (low-res logits [B, C, 4h, 4w] float32, iou predictions [B, C]).
         """
         self._require_image()
+        return self._decode(self._embedding.select(img_idx), point_coords, point_labels, boxes, mask_input,
+                            multimask_output, iou_floor)
+
+    def _decode(self, embedding: ImageEmbedding, point_coords, point_labels, boxes, mask_input,
+                multimask_output: bool, iou_floor: float | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """decode_low_res on a given embedding (of the current image, or of a box-zoom crop)."""
         points = None
         if boxes is not None:
             corners = boxes.reshape(-1, 2, 2)
@@ -289,8 +299,7 @@ class ImagePredictor:
         elif point_coords is not None:
             points = (point_coords, point_labels)
         with self._autocast():
-            out = self.model.decode(self._embedding.select(img_idx), points, mask_input, multimask_output,
-                                    iou_floor=iou_floor)
+            out = self.model.decode(embedding, points, mask_input, multimask_output, iou_floor=iou_floor)
         return out.masks.float(), out.iou_pred.float()
 
     @torch.inference_mode()
@@ -314,20 +323,13 @@ class ImagePredictor:
             masks = masks > self.mask_threshold
         return masks, iou, low_res.clamp(-LOW_RES_LOGIT_CLAMP, LOW_RES_LOGIT_CLAMP)
 
-
     def zoom_window(self, box_xyxy: Sequence[float], img_idx: int = 0) -> tuple[int, int, int, int]:
         """The crop (x0, y0, x1, y1), image pixels, that box zoom uses for a box (x0, y0, x1, y1)
         in image pixels: a square `box_zoom` times the box's longer side (at least
         ZOOM_MIN_SIDE), centred on the box, cut at the image border, always holding the box."""
-        h, w = self._image_hw[img_idx]
         bx0, by0, bx1, by1 = (float(v) for v in box_xyxy)
         side = max(self.box_zoom * max(bx1 - bx0, by1 - by0), ZOOM_MIN_SIDE)
-        cx, cy = (bx0 + bx1) / 2, (by0 + by1) / 2
-        x0 = max(int(np.floor(min(cx - side / 2, bx0))), 0)
-        y0 = max(int(np.floor(min(cy - side / 2, by0))), 0)
-        x1 = min(int(np.ceil(max(cx + side / 2, bx1))), w)
-        y1 = min(int(np.ceil(max(cy + side / 2, by1))), h)
-        return x0, y0, max(x1, x0 + 1), max(y1, y0 + 1)
+        return box_window(box_xyxy, side, ((bx0 + bx1) / 2, (by0 + by1) / 2), self._image_hw[img_idx])
 
     @torch.inference_mode()
     def _predict_zoomed(self, boxes: torch.Tensor, multimask_output: bool, return_logits: bool, img_idx: int
@@ -348,22 +350,17 @@ class ImagePredictor:
                 m, iou, low = self._predict(None, None, boxes[i: i + 1], None, multimask_output,
                                             return_logits=True, img_idx=img_idx)
             else:
-                crop = np.ascontiguousarray(self._images[img_idx][y0:y1, x0:x1])
-                with self._autocast():
-                    embedding = self.model.embed_images(self._transforms.to_input([crop], self.device))
-                corners = torch.tensor([[[box[0] - x0, box[1] - y0], [box[2] - x0, box[3] - y0]]],
-                                       dtype=torch.float, device=self.device)
-                corners = corners * corners.new_tensor([size / (x1 - x0), size / (y1 - y0)])
-                labels = torch.tensor([[2, 3]], dtype=torch.int, device=self.device)
-                with self._autocast():
-                    out = self.model.decode(embedding, (corners, labels), None, multimask_output)
-                crop_low = fill_holes_and_sprinkles(out.masks.float(), self.mask_threshold,
-                                                    self.max_hole_area, self.max_sprinkle_area)
+                crop_hw = (y1 - y0, x1 - x0)
+                embedding = self._encode([np.ascontiguousarray(self._images[img_idx][y0:y1, x0:x1])])
+                crop_box = torch.tensor([[box[0] - x0, box[1] - y0, box[2] - x0, box[3] - y0]], device=self.device)
+                crop_low, iou = self._decode(embedding, None, None, self._transforms.boxes_to_input(crop_box, crop_hw),
+                                             None, multimask_output)
+                crop_low = fill_holes_and_sprinkles(crop_low, self.mask_threshold, self.max_hole_area,
+                                                    self.max_sprinkle_area)
                 m = torch.full((1, crop_low.shape[1], h, w), outside, device=self.device)
-                m[..., y0:y1, x0:x1] = self._transforms.masks_to_image(crop_low, (y1 - y0, x1 - x0))
+                m[..., y0:y1, x0:x1] = self._transforms.masks_to_image(crop_low, crop_hw)
                 low = torch.nn.functional.interpolate(m, size=low_hw, mode="bilinear", align_corners=False,
                                                       antialias=True)
-                iou = out.iou_pred.float()
             all_masks.append(m if return_logits else m > self.mask_threshold)
             all_ious.append(iou)
             all_low.append(low.clamp(-LOW_RES_LOGIT_CLAMP, LOW_RES_LOGIT_CLAMP))

@@ -66,6 +66,21 @@ def to_rgb_uint8(image) -> np.ndarray:
     raise ValueError(f"unsupported image dtype {arr.dtype}")
 
 
+def box_window(box_xyxy, side: float, centre: tuple[float, float], hw: tuple[int, int]
+               ) -> tuple[int, int, int, int]:
+    """(x0, y0, x1, y1) integer pixels of a square of `side` around `centre`, cut at the border
+    of an image of size hw = (H, W) and widened where needed to hold the box (x0, y0, x1, y1)
+    whole. The crop of box zoom (ImagePredictor) and of object-centred training crops."""
+    h, w = hw
+    bx0, by0, bx1, by1 = (float(v) for v in box_xyxy)
+    cx, cy = centre
+    x0 = max(int(np.floor(min(cx - side / 2, bx0))), 0)
+    y0 = max(int(np.floor(min(cy - side / 2, by0))), 0)
+    x1 = min(int(np.ceil(max(cx + side / 2, bx1))), w)
+    y1 = min(int(np.ceil(max(cy + side / 2, by1))), h)
+    return x0, y0, max(x1, x0 + 1), max(y1, y0 + 1)
+
+
 class ImageTransforms:
     """Resizing, normalisation and coordinate/mask mapping for a model of side `image_size`."""
 

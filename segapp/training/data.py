@@ -32,7 +32,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from segapp.transforms import PIXEL_MEAN, PIXEL_STD
+from segapp.transforms import PIXEL_MEAN, PIXEL_STD, box_window
 
 logger = logging.getLogger(__name__)
 
@@ -158,7 +158,8 @@ def object_window(masks: torch.Tensor, aug: AugmentConfig, rng: np.random.Genera
                   ) -> tuple[int, tuple[int, int, int, int]]:
     """(instance index, window (x0, y0, w, h)) of an object-centred crop of one random instance
     of masks [K, H, W]: a square of `object_context` times the box's longer side, its centre
-    moved by up to a tenth of that side, cut at the image border."""
+    moved by up to a tenth of that side, cut at the image border (transforms.box_window, as box
+    zoom cuts its crops)."""
     _, height, width = masks.shape
     i = int(rng.integers(0, masks.shape[0]))
     ys = torch.nonzero(masks[i].any(1)).flatten()
@@ -167,10 +168,7 @@ def object_window(masks: torch.Tensor, aug: AugmentConfig, rng: np.random.Genera
     side = max(rng.uniform(*aug.object_context) * max(bx1 - bx0, by1 - by0), aug.object_min_side)
     cx = (bx0 + bx1) / 2 + rng.uniform(-0.1, 0.1) * side
     cy = (by0 + by1) / 2 + rng.uniform(-0.1, 0.1) * side
-    x0, y0 = max(int(np.floor(cx - side / 2)), 0), max(int(np.floor(cy - side / 2)), 0)
-    x1, y1 = min(int(np.ceil(cx + side / 2)), width), min(int(np.ceil(cy + side / 2)), height)
-    # the instance itself always stays whole
-    x0, y0, x1, y1 = min(x0, bx0), min(y0, by0), max(x1, bx1), max(y1, by1)
+    x0, y0, x1, y1 = box_window((bx0, by0, bx1, by1), side, (cx, cy), (height, width))
     return i, (x0, y0, x1 - x0, y1 - y0)
 
 
@@ -316,8 +314,7 @@ class CocoInstanceDataset(torch.utils.data.Dataset):
             img_c, masks_c = crop(image, masks, window)
             whole = masks_c.flatten(1).sum(1) == masks.flatten(1).sum(1)  # not cut by the window
             whole[chosen] = True
-            image, masks = resize_to_input(img_c, masks_c[whole], self.image_size)
-            masks = masks[masks.flatten(1).sum(1) >= self.min_mask_pixels]
+            image, masks = self._plain(img_c, masks_c[whole])
         elif augment and rng.random() < aug.crop_prob:
             _, h, w = image.shape
             for _ in range(MAX_CROP_ATTEMPTS):

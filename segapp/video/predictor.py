@@ -55,9 +55,9 @@ class VideoPredictor:
       memory_dtype: dtype spatial memories are stored in (torch.bfloat16 halves the state).
       feature_cache_size: frames whose image features are kept, most recent first.
       attention_dtype: dtype of the memory cross-attention kernels, most of a frame's work
-        with several objects. torch.bfloat16 runs them ~3x faster on CPUs with bf16 matrix
-        units (and as SAM 2 runs under CUDA autocast); masks then differ slightly from fp32
-        (docs/benchmarks/video.md). Projections, rotations and everything else stay fp32.
+        with several objects. torch.bfloat16 makes memory attention ~2.4x faster on a CPU with
+        bf16 matrix units (as SAM 2 runs under CUDA autocast); masks then differ slightly from
+        fp32 (docs/benchmarks/video.md). Projections, rotations and everything else stay fp32.
     """
 
     def __init__(self, model: SAM2Model, fill_hole_area: int | None = None, non_overlap_masks: bool = False,
@@ -70,7 +70,6 @@ class VideoPredictor:
             if dtype not in (torch.float32, torch.bfloat16, torch.float16):
                 raise ValueError(f"{name} must be torch.float32, torch.bfloat16 or torch.float16, got {dtype}")
         self.model = model.eval()
-        self.attention_dtype = attention_dtype
         self.tracker = Tracker(model, attention_dtype=attention_dtype)
         self.fill_hole_area = model.tracking.fill_hole_area if fill_hole_area is None else fill_hole_area
         self.non_overlap_masks = non_overlap_masks
@@ -81,6 +80,11 @@ class VideoPredictor:
     @property
     def device(self) -> torch.device:
         return self.model.device
+
+    @property
+    def attention_dtype(self) -> torch.dtype:
+        """dtype of the memory cross-attention kernels (the constructor's attention_dtype)."""
+        return self.tracker.attention_dtype
 
     @property
     def image_size(self) -> int:
