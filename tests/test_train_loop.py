@@ -211,3 +211,22 @@ def test_cli_fine_tunes_an_official_format_checkpoint_with_the_encoder_frozen(tm
     encoder = [k for k in before if k.startswith("image_encoder.")]
     assert encoder and all(torch.equal(before[k], after[k]) for k in encoder)
     assert any(not torch.equal(before[k], after[k]) for k in before if k.startswith("mask_decoder."))
+
+
+def test_cli_object_augmentation(tmp_path, capsys):
+    """--augment object trains (object-centred crops, for box zoom) and is recorded in the
+    weights' recipe; an unknown preset is a usage error naming the choices."""
+    ann, images = make_coco(tmp_path)
+    out = tmp_path / "obj"
+    argv = ["train", "--annotations", str(ann), "--images", str(images), "--config", "test_tiny",
+            "--image-size", str(SIZE), "--epochs", "1", "--batch-size", "2", "--correction-rounds", "1",
+            "--device", "cpu", "--augment", "object", "--out", str(out)]
+    assert main(argv) == 0
+    with safe_open(str(out / "final.safetensors"), "pt") as f:
+        recipe = json.loads(f.metadata()["recipe"])
+    assert recipe["augment"]["object_crop_prob"] == 0.75
+    argv[argv.index("object")] = "zoom"
+    with pytest.raises(SystemExit) as exit_info:
+        main(argv[:-2] + ["--out", str(tmp_path / "other")])
+    assert exit_info.value.code == 2
+    assert "'object'" in capsys.readouterr().err
