@@ -324,7 +324,7 @@ class RunState:
         order; returns the records. Inputs without a record (never reached) are absent."""
         records = [r for r in (self.load_record(item) for item in items) if r is not None]
         atomic_write(self.out / MANIFEST, b"".join(
-            json.dumps({k: r.get(k) for k in ("input", "kind", "outputs", "status", "seconds", "error")},
+            json.dumps({k: r.get(k) for k in ("input", "kind", "outputs", "status", "masks", "seconds", "error")},
                        sort_keys=False).encode("utf-8") + b"\n" for r in records))
         if "coco" in formats:
             results: list[dict[str, Any]] = []

@@ -371,6 +371,7 @@ class InputWriter:
         self.coco_images: list[dict[str, Any]] = []
         self.error: str | None = None
         self.status = "ok"
+        self.masks = 0  # non-empty object masks written (for a video, summed over its frames)
         self.seconds = d.seconds
         self._video: VideoOverlayWriter | None = None
         self._frames = None  # OpenCV capture re-reading the video for overlays
@@ -397,6 +398,7 @@ class InputWriter:
 
     def _add(self, seg: Segmentation, frame: int | None, rgb: np.ndarray | None) -> None:
         h, w = seg.id_map.shape
+        self.masks += int(np.count_nonzero(np.unique(seg.id_map)))  # the ids present, less 0
         stem = self.item.stem if frame is None else f"{self.item.stem}/{frame:06d}"
         if "png" in self.formats:
             self._put(f"{stem}.png", encode_id_png(seg.id_map, seg.sixteen_bit))
@@ -461,6 +463,7 @@ class InputWriter:
             "input": self.item.rel, "kind": self.item.kind,
             "outputs": self.outputs if self.status == "ok" else [],
             "status": self.status, "seconds": round(self.seconds, 3), "error": self.error,
+            "masks": self.masks if self.status == "ok" else None,
             "formats": list(self.formats),
             "coco_images": self.coco_images if self.status == "ok" else [],
         }

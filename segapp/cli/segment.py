@@ -24,6 +24,8 @@ from segapp.cli import EXIT_FAILED, EXIT_OK, EXIT_USAGE, CLIError
 logger = logging.getLogger(__name__)
 
 ENGINES = ("local", "ray")
+# Prompts-file keys that match no input: how many are named one by one before a count.
+MAX_UNMATCHED_LISTED = 10
 
 
 def register(subparsers) -> None:
@@ -103,6 +105,10 @@ def run(args: argparse.Namespace) -> int:
         raise CLIError("--ray-actors needs --engine ray and a value of at least 1")
     if args.out.exists() and not args.out.is_dir():
         raise CLIError(f"--out {args.out} exists and is not a folder")
+    try:
+        inputs_mod.check_output_folder(args.inputs, args.out)
+    except inputs_mod.InputError as err:
+        raise CLIError(str(err)) from err
     prompts = None
     if args.prompts is not None:
         try:
@@ -112,19 +118,23 @@ def run(args: argparse.Namespace) -> int:
     from segapp.cli.models import choose_model
 
     choice = choose_model(args.model, args.checkpoint)
+    print(choice.line, flush=True)  # first, before any warning about the inputs or prompts
     checkpoint = choice.checkpoint
     exclude = [args.out] + ([args.prompts] if args.prompts else [])
     try:
         items = inputs_mod.discover(args.inputs, exclude=exclude)
-    except FileNotFoundError as err:
+    except (FileNotFoundError, inputs_mod.InputError) as err:
         raise CLIError(str(err)) from err
     if not items:
         raise CLIError(f"no input files found in {', '.join(str(p) for p in args.inputs)}")
     if prompts is not None:
-        for key in prompts.unmatched([i.rel for i in items])[:10]:
+        unmatched = prompts.unmatched([i.rel for i in items])
+        for key in unmatched[:MAX_UNMATCHED_LISTED]:
             logger.warning("prompts for %r match no input", key)
+        if len(unmatched) > MAX_UNMATCHED_LISTED:
+            logger.warning("... and %d more keys of %s match no input (%d in all)",
+                           len(unmatched) - MAX_UNMATCHED_LISTED, args.prompts, len(unmatched))
 
-    print(choice.line, flush=True)
     spec = ModelSpec(choice.config, str(checkpoint) if checkpoint else None, args.device)
     options = Options(formats=formats, batch_size=args.batch_size, points_per_side=args.points_per_side,
                       pred_iou_thresh=args.pred_iou_thresh, stability_score_thresh=args.stability_score_thresh,
@@ -154,14 +164,33 @@ def run(args: argparse.Namespace) -> int:
 
     ok, skipped, failed = summary.count("ok"), summary.count("skipped"), summary.count("failed")
     rate = (len(items) - summary.already_done) / summary.seconds if summary.seconds > 0 else 0.0
+    done = [r for r in summary.records if r["status"] == "ok"]
+    empty = [r["input"] for r in done if r.get("masks") == 0]
+    masks = sum(r.get("masks") or 0 for r in done)
     print(f"segment: {len(items)} inputs: {ok} ok, {skipped} skipped, {failed} failed"
-          f" ({summary.already_done} already done by an earlier run); {summary.seconds:.1f} s, "
-          f"{rate:.2f} inputs/s")
+          f" ({summary.already_done} already done by an earlier run); {masks} mask{'' if masks == 1 else 's'} found; "
+          f"{summary.seconds:.1f} s, {rate:.2f} inputs/s")
     for record in summary.records:
         if record["status"] == "failed":
             print(f"  failed  {record['input']}: {record['error']}")
+    if empty:
+        _print_nothing_found(empty, len(done), choice, args)
     print(f"outputs in {args.out} (manifest: {args.out / MANIFEST})")
     return EXIT_FAILED if failed else EXIT_OK
+
+
+def _print_nothing_found(empty: list[str], done: int, choice, args: argparse.Namespace) -> None:
+    """Name the inputs where no mask was found, and what to change: the model and thresholds."""
+    where = "any input" if len(empty) == done else f"{len(empty)} of {done} inputs"
+    print(f"no masks found in {where}:")
+    for rel in empty[:MAX_UNMATCHED_LISTED]:
+        print(f"  no masks  {rel}")
+    if len(empty) > MAX_UNMATCHED_LISTED:
+        print(f"  ... and {len(empty) - MAX_UNMATCHED_LISTED} more (manifest: \"masks\": 0)")
+    hint = (f"hint: the model was {choice.description}. Inputs segmented without prompts keep only "
+            f"masks above --pred-iou-thresh {args.pred_iou_thresh:g} and --stability-score-thresh "
+            f"{args.stability_score_thresh:g}: lower them (e.g. 0.5 and 0.8) to keep more")
+    print(hint + ".")
 
 
 __all__ = ["register", "run", "EXIT_USAGE"]
