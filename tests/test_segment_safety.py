@@ -1,0 +1,108 @@
+"""`segapp segment` never loses work: an output folder that could overwrite the inputs is
+refused, clashing output names are resolved (or refused) before any work, symlinks are
+followed, odd file names and a full or read-only disk never end a run with a traceback."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from segapp.batch import inputs
+from segapp.batch.outputs import read_id_png
+from segapp.cli import main
+from test_segment_cli import TINY, check_coco_matches_pngs, make_images, make_video, manifest
+
+
+def tree(folder: Path) -> dict[str, bytes]:
+    """Every file under `folder` with its bytes (to show that nothing changed)."""
+    return {p.relative_to(folder).as_posix(): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+# ---------------------------------------------------------------------------- 1. --out vs the inputs
+@pytest.mark.parametrize("out_rel, inputs_rel, says", [
+    ("same", ["same"], "the output folder {out} is the input folder {inp}"),
+    ("same/seg", ["same"], "the output folder {out} is inside the input folder {inp}"),
+    ("link", ["same"], "the output folder {out} is the input folder {inp}"),  # link -> same
+    ("same", ["same/a.png"], "the input {inp} is inside the output folder {out}"),
+    (".", ["same"], "the input {inp} is inside the output folder {out}"),
+])
+def test_output_folder_equal_to_or_inside_an_input_is_refused(tmp_path, monkeypatch, capsys,
+                                                              out_rel, inputs_rel, says):
+    monkeypatch.chdir(tmp_path)
+    make_images(tmp_path / "same", ["a.png", "sub/b.png"])
+    (tmp_path / "link").symlink_to(tmp_path / "same", target_is_directory=True)
+    before = tree(tmp_path)
+    assert main(["segment", *inputs_rel, "--out", out_rel, *TINY]) == 2
+    err = capsys.readouterr().err
+    assert says.format(out=out_rel, inp=inputs_rel[0]) in err
+    assert tree(tmp_path) == before  # nothing written, nothing overwritten
+    assert not any(p.name == ".segapp" for p in tmp_path.rglob("*"))
+
+
+def test_output_folder_beside_the_inputs_is_fine(tmp_path):
+    make_images(tmp_path / "photos", ["a.png"])
+    assert main(["segment", str(tmp_path / "photos" / "a.png"), "--out", str(tmp_path / "photos_seg"),
+                 "--points-per-side", "2", *TINY]) == 0
+    assert manifest(tmp_path / "photos_seg")["a.png"]["status"] == "ok"
+
+
+def test_an_earlier_runs_outputs_are_never_segmented(tmp_path, capsys, caplog):
+    src = tmp_path / "in"
+    make_images(src, ["a.png"])
+    run = ["--points-per-side", "2", *TINY]
+    # An earlier run's output folder inside the input tree (made by an older segapp) is left out.
+    assert main(["segment", str(src / "a.png"), "--out", str(src / "old_seg"), *run]) == 0
+    assert (src / "old_seg" / "a.png").is_file()
+    assert main(["segment", str(src), "--out", str(tmp_path / "out"), *run]) == 0
+    assert set(manifest(tmp_path / "out")) == {"a.png"}
+    assert "leaving out" in caplog.text and "old_seg" in caplog.text
+    # An output folder given as the input is refused.
+    assert main(["segment", str(tmp_path / "out"), "--out", str(tmp_path / "out2"), *run]) == 2
+    assert "holds the outputs of a `segapp segment` run" in capsys.readouterr().err
+    assert not (tmp_path / "out2").exists()
+
+
+# ---------------------------------------------------------------------------- 2. clashing output names
+def test_video_beside_a_folder_of_the_same_name_keeps_its_extension(tmp_path):
+    pytest.importorskip("segapp.video.predictor", reason="the video predictor has not landed")
+    src = tmp_path / "clash"
+    make_video(src / "clip.mp4", frames=3)  # 80x64 frames
+    make_images(src, ["clip/000000.png"], size=(40, 56))  # writes clip/000000.png too
+    prompts = {"videos": {"clip.mp4": {"0": [{"id": 7, "box": [10, 15, 35, 45]}]}},
+               "images": {"clip/000000.png": [{"id": 2, "box": [10, 10, 40, 35]}]}}
+    (tmp_path / "p.json").write_text(json.dumps(prompts))
+    out = tmp_path / "out"
+    assert main(["segment", str(src), "--out", str(out), "--prompts", str(tmp_path / "p.json"), *TINY]) == 0
+    records = manifest(out)
+    assert records["clip.mp4"]["outputs"] == [f"clip.mp4/{i:06d}.png" for i in range(3)]
+    assert records["clip/000000.png"]["outputs"] == ["clip/000000.png"]
+    assert read_id_png(out / "clip" / "000000.png").shape == (40, 56)  # the image's, not a frame's
+    assert set(np.unique(read_id_png(out / "clip" / "000000.png")).tolist()) <= {0, 2}
+    for i in range(3):
+        assert read_id_png(out / "clip.mp4" / f"{i:06d}.png").shape == (64, 80)
+    assert check_coco_matches_pngs(out) == len(json.loads((out / "coco_results.json").read_text())) > 0
+
+
+def test_output_stems_rules():
+    stems = inputs.output_stems
+    assert stems(["a.jpg", "a.png", "b.png"], ["image"] * 3) == ["a.jpg", "a.png", "b"]
+    assert stems(["clip.mp4", "clip/x.png"], ["video", "image"]) == ["clip.mp4", "clip/x"]
+    assert stems(["x.png", "x.png.mp4"], ["image", "video"]) == ["x", "x.png.mp4"]
+    assert stems(["clip.mp4", "clip/notes.txt"], ["video", "unsupported"]) == ["clip", "clip/notes"]
+    assert stems(["coco_results.json.mp4"], ["video"]) == ["coco_results.json.mp4"]
+
+
+@pytest.mark.parametrize("names, message", [
+    (["a.jpg", "a.png", "a.jpg.png"], "the outputs of a.jpg and a.jpg.png would both be written to a.jpg.png"),
+    (["a.jpg", "a.png/x.png"], "the outputs of a.jpg and a.png/x.png would both be written to a.png"),
+])
+def test_a_remaining_clash_is_refused_before_any_work(tmp_path, capsys, names, message):
+    src = tmp_path / "in"
+    for name in names:
+        make_images(src, [name], size=(32, 32))
+    out = tmp_path / "out"
+    assert main(["segment", str(src), "--out", str(out), *TINY]) == 2
+    assert message in capsys.readouterr().err
+    assert not out.exists()
