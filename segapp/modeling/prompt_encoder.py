@@ -11,6 +11,8 @@ from segapp.modeling.position_encoding import RandomFourierEncoding
 LABEL_PAD, LABEL_NEGATIVE, LABEL_POSITIVE, LABEL_BOX_TOP_LEFT, LABEL_BOX_BOTTOM_RIGHT = -1, 0, 1, 2, 3
 # Logit written inside (+) and outside (-) a box drawn as a dense prompt (box_mask_prompt).
 BOX_MASK_LOGIT = 8.0
+# Channels of the click map (click_map_prompt): positive clicks, negative clicks.
+CLICK_MAP_CHANNELS = 2
 
 
 class PromptEncoder(nn.Module):
@@ -33,6 +35,15 @@ class PromptEncoder(nn.Module):
         -BOX_MASK_LOGIT elsewhere) and goes through the mask downscaler. Off in the official
         SAM 2 models; segapp_small, trained from scratch on a few hundred images, uses it so that
         "inside the box" is an input rather than something to learn from corner encodings.
+      click_map_sigma: when > 0, clicks are also given as a dense prompt (off, 0, in the official
+        models): positive and negative clicks are drawn as Gaussian bumps of this standard
+        deviation (model-input pixels) in two channels at the mask-input resolution, and a
+        downscaler of their own turns them into a [B, C, h, w] map that is added to the dense
+        embedding (no-mask, mask or box). A click is then a feature *at* its place in the image
+        embedding, not only a token that the decoder must learn to locate through the positional
+        encodings: what a small model trained on a few hundred images can use (as RITM's click
+        maps). The downscaler's last layer starts at zero, so adding it to trained weights
+        changes nothing until it is trained.
     """
 
     def __init__(
@@ -43,9 +54,13 @@ class PromptEncoder(nn.Module):
         mask_in_chans: int = 16,
         activation: str = "gelu",
         box_mask_prompt: bool = False,
+        click_map_sigma: float = 0.0,
     ) -> None:
         super().__init__()
         self.box_mask_prompt = box_mask_prompt
+        if click_map_sigma < 0:
+            raise ValueError(f"click_map_sigma must be >= 0 (0 turns click maps off), got {click_map_sigma}")
+        self.click_map_sigma = float(click_map_sigma)
         if image_size % backbone_stride:
             raise ValueError(f"image_size {image_size} is not a multiple of the stride {backbone_stride}")
         self.embed_dim = embed_dim
@@ -66,6 +81,18 @@ class PromptEncoder(nn.Module):
             nn.Conv2d(mask_in_chans, embed_dim, kernel_size=1),
         )
         self.no_mask_embed = nn.Embedding(1, embed_dim)
+        if self.click_map_sigma > 0:
+            self.click_downscaling = nn.Sequential(
+                nn.Conv2d(CLICK_MAP_CHANNELS, mask_in_chans // 4, kernel_size=2, stride=2),
+                LayerNorm2d(mask_in_chans // 4),
+                activation_layer(activation),
+                nn.Conv2d(mask_in_chans // 4, mask_in_chans, kernel_size=2, stride=2),
+                LayerNorm2d(mask_in_chans),
+                activation_layer(activation),
+                nn.Conv2d(mask_in_chans, embed_dim, kernel_size=1),
+            )
+            nn.init.zeros_(self.click_downscaling[-1].weight)
+            nn.init.zeros_(self.click_downscaling[-1].bias)
         self._dense_pe: torch.Tensor | None = None
         self._dense_pe_key: torch.Tensor | None = None
 
@@ -131,7 +158,30 @@ class PromptEncoder(nn.Module):
                 drawn, has_box = self.draw_boxes(points, boxes)
                 if bool(has_box.any()):
                     dense = torch.where(has_box.reshape(-1, 1, 1, 1), self.mask_downscaling(drawn), dense)
+        if self.click_map_sigma > 0 and points is not None:
+            dense = dense + self.click_downscaling(self.draw_clicks(*points))
         return torch.cat(sparse, dim=1), dense
+
+    def draw_clicks(self, coords: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        """Clicks as a [B, 2, 4h, 4w] map: channel 0 positive, 1 negative clicks.
+
+        coords: [B, N, 2] xy in model-input pixels; labels: [B, N] (box corners and padding
+        are not clicks and are left out). Each cell holds the largest Gaussian bump
+        exp(-d^2 / 2 sigma^2) over the clicks of its channel, d measured between pixel centres.
+        """
+        side = self.mask_input_size[0]
+        dtype = self.no_mask_embed.weight.dtype
+        if coords.shape[1] == 0:
+            return coords.new_zeros(coords.shape[0], CLICK_MAP_CHANNELS, side, side, dtype=dtype)
+        cell = self.input_image_size[0] / side
+        centres = (torch.arange(side, device=coords.device, dtype=torch.float32) + 0.5) * cell
+        xy = coords.float() + 0.5
+        dx2 = (centres.view(1, 1, side) - xy[..., 0:1]).square()  # [B, N, side]
+        dy2 = (centres.view(1, 1, side) - xy[..., 1:2]).square()
+        bumps = torch.exp(-(dy2.unsqueeze(-1) + dx2.unsqueeze(-2)) / (2 * self.click_map_sigma ** 2))
+        maps = [torch.where((labels == label).view(*labels.shape, 1, 1), bumps, 0.0).amax(dim=1)
+                for label in (LABEL_POSITIVE, LABEL_NEGATIVE)]
+        return torch.stack(maps, dim=1).to(dtype)
 
     def draw_boxes(
         self, points: tuple[torch.Tensor, torch.Tensor] | None, boxes: torch.Tensor | None
