@@ -453,6 +453,77 @@ def test_bad_input_is_skipped_counted_and_listed(tmp_path, coco_tiny, capsys):
     assert report["skipped"]["counts"]["empty_mask"] == 1
 
 
+def test_invalid_bboxes_and_polygons_are_skipped_and_the_good_instances_evaluated(tmp_path, coco_tiny,
+                                                                                  capsys, caplog):
+    # One NaN, negative-width or out-of-image bbox used to stop the whole run with a traceback,
+    # and a polygon with 1e12 coordinates crashed the process inside pycocotools.
+    folder, data = _small_dataset(tmp_path, coco_tiny, n_images=1)
+    image = data["images"][0]
+    good = [a for a in data["annotations"] if not a["iscrowd"]]
+    template = good[0]
+    w, h = image["width"], image["height"]
+    bad_boxes = {
+        999_000_011: [float("nan"), 10, 20, 20],
+        999_000_012: [10, 10, -5, 20],
+        999_000_013: [w + 100, 10, 20, 20],
+        999_000_014: [10, 10, 20, float("inf")],
+    }
+    bad_polygons = {
+        999_000_021: [[1e12, 1, 2, 1e12, 5, 5]],
+        999_000_022: [[10, 10, float("nan"), 20, 30, 30]],
+        999_000_023: [[10, 10, "x", 20, 30, 30]],
+        999_000_024: [[10, 10, 20, 20, 30, 10], [-3 * w, 5, 6, 7, 8, 9]],  # one bad part of two
+    }
+    extra = [dict(template, id=i, bbox=b) for i, b in bad_boxes.items()]
+    extra += [dict(template, id=i, segmentation=s) for i, s in bad_polygons.items()]
+    # Still fine: a bbox overhanging by under a pixel, a polygon vertex a little off the image.
+    ok_box = dict(template, id=999_000_031, bbox=[0, 0, w + 0.5, h])
+    ok_poly = dict(template, id=999_000_032, segmentation=[[-20, -20, 50, 10, 10, 50]])
+    data["annotations"] = data["annotations"] + extra + [ok_box, ok_poly]
+    ann_file = tmp_path / "ann.json"
+    ann_file.write_text(json.dumps(data))  # NaN/Infinity as Python's json writes them
+
+    out = tmp_path / "out"
+    code, _, _ = _run_cli(capsys, "--images", folder, "--annotations", ann_file, "--predictor",
+                          "box-baseline", "--out", out, "--no-progress")
+    assert code == 1  # the run completes; the broken annotations make it exit 1
+    assert "8 instances could not be evaluated because of bad input" in caplog.text
+    assert "skipped 4 instance(s): invalid bbox" in caplog.text
+    report = json.loads((out / "report.json").read_text())
+    by_reason = {}
+    for s in report["skipped"]["instances"]:
+        by_reason.setdefault(s["reason"], {})[s["annotation_id"]] = s["detail"]
+    assert set(by_reason["invalid_bbox"]) == set(bad_boxes)
+    assert set(by_reason["invalid_polygon"]) == set(bad_polygons)
+    assert report["skipped"]["counts"]["invalid_bbox"] == 4
+    assert report["skipped"]["counts"]["invalid_polygon"] == 4
+    details = {**by_reason["invalid_bbox"], **by_reason["invalid_polygon"]}
+    assert "NaN or infinite" in details[999_000_011]
+    assert "bbox [10, 10, -5, 20] has a negative width or height" in details[999_000_012]
+    assert f"lies outside the {w}x{h} image" in details[999_000_013]
+    assert "far outside" in details[999_000_021] and "1000000000000" in details[999_000_021]
+    assert "NaN or infinite" in details[999_000_022]
+    assert "not numbers" in details[999_000_023]
+    assert "far outside" in details[999_000_024]
+    evaluated = report["dataset"]["instances_evaluated"]
+    assert evaluated == len(good) + 2
+    with open(out / "per_instance.csv", newline="") as f:
+        ids = {int(r["annotation_id"]) for r in csv.DictReader(f)}
+    assert ids == {a["id"] for a in good} | {999_000_031, 999_000_032}
+
+
+def test_polygons_are_checked_before_pycocotools_sees_them():
+    with pytest.raises(coco_lib.InvalidPolygonError, match="far outside"):
+        coco_lib.decode_segmentation([[0, 0, 1e12, 0, 5, 5]], 10, 10)
+    with pytest.raises(coco_lib.InvalidPolygonError, match="NaN"):
+        coco_lib.decode_segmentation([[0, 0, np.inf, 0, 5, 5]], 10, 10)
+    # Within one image side of the image: rasterised and clipped, as pycocotools does.
+    mask = coco_lib.decode_segmentation([[-10, -10, 20, -10, 20, 20, -10, 20]], 10, 10)
+    assert mask.all()
+    assert coco_lib.bbox_problem((0, 0, 10.5, 10), 10, 10) is None
+    assert "outside" in coco_lib.bbox_problem((0, 0, 12, 10), 10, 10)
+
+
 def test_all_images_missing_is_a_clear_error(tmp_path, coco_tiny, capsys):
     _, annotations = coco_tiny
     empty = tmp_path / "empty"

@@ -33,9 +33,20 @@ SKIP_MISSING_IMAGE = "missing_image_file"
 SKIP_UNREADABLE_IMAGE = "unreadable_image"
 SKIP_IMAGE_SIZE = "image_size_mismatch"
 SKIP_MALFORMED = "malformed_annotation"
+SKIP_INVALID_BBOX = "invalid_bbox"
+SKIP_INVALID_POLYGON = "invalid_polygon"
 PROTOCOL_SKIPS = (SKIP_CROWD, SKIP_EMPTY_MASK, SKIP_BELOW_MIN_AREA)
 BAD_INPUT_SKIPS = (SKIP_UNKNOWN_IMAGE, SKIP_MISSING_IMAGE, SKIP_UNREADABLE_IMAGE, SKIP_IMAGE_SIZE,
-                   SKIP_MALFORMED)
+                   SKIP_MALFORMED, SKIP_INVALID_BBOX, SKIP_INVALID_POLYGON)
+
+# A bbox may overhang the image by this many pixels (rounding in converted datasets); beyond
+# that it is skipped as invalid_bbox.
+BBOX_TOLERANCE_PX = 1.0
+# Polygon vertices may lie at most this many image sides (the longer one) outside the image.
+# pycocotools rasterises polygons with C ints and allocates memory along the outline, so
+# unbounded coordinates (1e12) crash the process; the bound keeps its work proportional to
+# the image.
+POLYGON_MARGIN_SIDES = 1.0
 
 
 class AnnotationFileError(ValueError):
@@ -99,7 +110,8 @@ def decode_segmentation(segmentation, height: int, width: int) -> np.ndarray:
 
     Polygons (a list of [x0, y0, x1, y1, ...] parts) are rasterised and merged; uncompressed RLE
     (`counts` a list, used for crowd regions) and compressed RLE (`counts` a string) are decoded.
-    Raises ValueError for anything else.
+    Raises InvalidPolygonError for polygons pycocotools must not see (`check_polygon`), checked
+    before it is called, and ValueError for anything else.
     """
     if isinstance(segmentation, list):
         if not all(isinstance(p, list) and len(p) % 2 == 0 for p in segmentation):
@@ -107,6 +119,8 @@ def decode_segmentation(segmentation, height: int, width: int) -> np.ndarray:
         # Parts of fewer than 3 points enclose nothing. They are dropped rather than handed to
         # pycocotools, which would read a 4-number first part as a box.
         parts = [p for p in segmentation if len(p) >= 6]
+        for part in parts:
+            check_polygon(part, height, width)
         if not parts:
             return np.zeros((height, width), dtype=bool)
         rle = mask_utils.merge(_pycoco(mask_utils.frPyObjects, parts, height, width))
@@ -121,6 +135,44 @@ def decode_segmentation(segmentation, height: int, width: int) -> np.ndarray:
     else:
         raise ValueError("segmentation is neither polygons nor RLE")
     return _pycoco(mask_utils.decode, rle).astype(bool)
+
+
+class InvalidPolygonError(ValueError):
+    """A polygon pycocotools must not be given: non-numeric, NaN/infinite or far off the image."""
+
+
+def check_polygon(part, height: int, width: int) -> None:
+    """Raise InvalidPolygonError unless `part` ([x0, y0, x1, y1, ...]) holds finite numbers
+    within POLYGON_MARGIN_SIDES image sides of the image, so that pycocotools can rasterise it."""
+    try:
+        xy = np.asarray(part, dtype=np.float64).reshape(-1, 2)
+    except (TypeError, ValueError) as err:
+        raise InvalidPolygonError(f"polygon coordinates are not numbers ({err})") from err
+    if not np.isfinite(xy).all():
+        raise InvalidPolygonError("polygon has NaN or infinite coordinates")
+    margin = POLYGON_MARGIN_SIDES * max(height, width)
+    low, high = -margin, np.array([width + margin, height + margin])
+    far = (xy < low).any(axis=1) | (xy > high).any(axis=1)
+    if far.any():
+        raise InvalidPolygonError(
+            f"polygon vertex {xy[np.argmax(far)].tolist()} lies far outside the {width}x{height} "
+            f"image (allowed: x in {low:g}..{high[0]:g}, y in {low:g}..{high[1]:g})")
+
+
+def bbox_problem(bbox_xyxy: tuple[float, float, float, float], height: int, width: int) -> str | None:
+    """Why an (x0, y0, x1, y1) bbox cannot be a box prompt on a `height` x `width` image, or
+    None: NaN/infinite values, a negative width or height, or lying outside the image by more
+    than BBOX_TOLERANCE_PX. Messages quote the bbox as the file has it, [x, y, w, h]."""
+    x0, y0, x1, y1 = bbox_xyxy
+    xywh = f"bbox [{x0:g}, {y0:g}, {x1 - x0:g}, {y1 - y0:g}]"
+    if not np.isfinite(bbox_xyxy).all():
+        return f"{xywh} has NaN or infinite values"
+    if x1 < x0 or y1 < y0:
+        return f"{xywh} has a negative width or height"
+    tol = BBOX_TOLERANCE_PX
+    if x0 < -tol or y0 < -tol or x1 > width + tol or y1 > height + tol:
+        return f"{xywh} lies outside the {width}x{height} image"
+    return None
 
 
 def _pycoco(fn, *args):
@@ -202,8 +254,9 @@ def load_coco_instances(annotations: str | Path, images_dir: str | Path, *,
     Images are taken in order of image id, only those with at least one annotation; `max_images`
     keeps the first N of them. Instances within an image are ordered by annotation id. Crowd
     regions are skipped unless `include_crowd`; annotations whose `area` is below `min_area`
-    are skipped. Annotations of unknown images, malformed annotations and images whose file is
-    missing are skipped with a reason (`skipped`). Unreadable images and empty or undecodable
+    are skipped. Annotations of unknown images, malformed annotations, bboxes that cannot be a
+    box prompt (`bbox_problem`) and images whose file is missing are skipped with a reason
+    (`skipped`). Unreadable images and empty or undecodable
     masks are found later, when `iter_images` reads them.
 
     Raises AnnotationFileError when the file is missing, not JSON, or not COCO instances.
@@ -225,6 +278,12 @@ def load_coco_instances(annotations: str | Path, images_dir: str | Path, *,
         if inst.image_id not in images:
             skipped.append(Skipped(inst.image_id, inst.annotation_id, SKIP_UNKNOWN_IMAGE,
                                    f"image id {inst.image_id} is not in the file's 'images'"))
+            continue
+        info = images[inst.image_id]
+        problem = bbox_problem(inst.bbox_xyxy, info["height"], info["width"])
+        if problem is not None:
+            skipped.append(Skipped(inst.image_id, inst.annotation_id, SKIP_INVALID_BBOX,
+                                   f"annotations[{i}]: {problem}"))
             continue
         per_image.setdefault(inst.image_id, []).append(inst)
 
@@ -300,7 +359,8 @@ def iter_images(dataset: CocoInstances, skipped: list[Skipped] | None = None) ->
             try:
                 mask = decode_segmentation(inst.segmentation, entry.height, entry.width)
             except (ValueError, TypeError, KeyError) as err:
-                found.append(Skipped(entry.image_id, inst.annotation_id, SKIP_MALFORMED,
+                reason = SKIP_INVALID_POLYGON if isinstance(err, InvalidPolygonError) else SKIP_MALFORMED
+                found.append(Skipped(entry.image_id, inst.annotation_id, reason,
                                      f"segmentation: {err}"))
                 continue
             if not mask.any():
