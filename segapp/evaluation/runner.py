@@ -8,8 +8,6 @@ can stream results; `evaluate` collects them.
 from __future__ import annotations
 
 import csv
-import json
-import platform
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator, Sequence
@@ -21,11 +19,12 @@ from segapp.evaluation import clicks as clicks_lib
 from segapp.evaluation.coco import (AREA_RANGES, BAD_INPUT_SKIPS, MEDIUM_AREA_MAX, SMALL_AREA_MAX,
                                     CocoInstances, Skipped, iter_images)
 from segapp.evaluation.metrics import NOC_THRESHOLDS, InstanceResult, breakdown, mask_iou
+from segapp.evaluation.outputs import REPORT_NAME, text_table, versions, write_json
 
 
 PROMPTS = ("box", "point", "clicks")
 DEFAULT_CLICKS = 5
-REPORT_NAME, CSV_NAME, PLOT_NAME = "report.json", "per_instance.csv", "miou_vs_clicks.png"
+CSV_NAME, PLOT_NAME = "per_instance.csv", "miou_vs_clicks.png"
 
 # The protocol, as written into every report (and, in more words, in docs/evaluation.md).
 PROTOCOL_RULES = {
@@ -108,8 +107,10 @@ def iter_evaluate(predictor, dataset: CocoInstances, prompt: str, num_clicks: in
                   ) -> Iterator[InstanceResult]:
     """Yield the result of each instance of `dataset`, image by image (images in id order).
 
-    Instances found unusable while reading images and decoding masks are appended to `skipped`
-    (when given); those left out when loading are in `dataset.skipped`.
+    `dataset`: a CocoInstances, or another dataset with `images` and `iter_images(skipped)`
+    (segapp.evaluation.folder.FolderInstances). Instances found unusable while reading images
+    and masks are appended to `skipped` (when given); those left out when loading are in
+    `dataset.skipped`.
     """
     from tqdm import tqdm
 
@@ -119,7 +120,9 @@ def iter_evaluate(predictor, dataset: CocoInstances, prompt: str, num_clicks: in
         raise ValueError(f"num_clicks must be at least 1, got {num_clicks}")
     total = sum(len(e.instances) for e in dataset.images)
     with tqdm(total=total, unit="inst", desc=f"eval {prompt}", disable=not progress) as bar:
-        for entry, image, pairs in iter_images(dataset, skipped):
+        images = (iter_images(dataset, skipped) if isinstance(dataset, CocoInstances)
+                  else dataset.iter_images(skipped))
+        for entry, image, pairs in images:
             predictor.set_image(image)
             for inst, gt_mask in pairs:
                 ious = evaluate_instance(predictor, gt_mask, inst.bbox_xyxy, prompt, num_clicks)
@@ -148,21 +151,6 @@ def evaluate(predictor, dataset: CocoInstances, prompt: str, num_clicks: int | N
 # outputs
 
 
-def versions() -> dict:
-    """Versions of what the numbers depend on (None for a package that is not installed)."""
-    from importlib import metadata
-
-    out = {"python": platform.python_version()}
-    for dist in ("segapp", "torch", "numpy", "opencv-python-headless", "opencv-python",
-                 "pycocotools"):
-        try:
-            out[dist] = metadata.version(dist)
-        except metadata.PackageNotFoundError:
-            out[dist] = None
-    out["cv2"] = cv2.__version__
-    return out
-
-
 def skipped_summary(skipped: Sequence[Skipped]) -> dict:
     counts: dict[str, int] = {}
     for s in skipped:
@@ -172,20 +160,28 @@ def skipped_summary(skipped: Sequence[Skipped]) -> dict:
                            "reason": s.reason, "detail": s.detail} for s in skipped]}
 
 
-def build_report(result: EvalResult, dataset: CocoInstances, predictor_info: dict,
+def build_report(result: EvalResult, dataset, predictor_info: dict,
                  protocol_options: dict) -> dict:
-    prompt_rule = PROTOCOL_RULES[result.prompt]
+    """The report.json content. A dataset other than CocoInstances gives `describe()` (its
+    paths), `instance_rule` (which instances it takes) and `rule_overrides` (rules it words
+    differently, e.g. where its boxes come from)."""
+    if isinstance(dataset, CocoInstances):
+        described = {"annotations": str(dataset.annotations_path),
+                     "images_dir": str(dataset.images_dir)}
+        instance_rule, rules = PROTOCOL_RULES["instances"], PROTOCOL_RULES
+    else:
+        described, instance_rule = dataset.describe(), dataset.instance_rule
+        rules = {**PROTOCOL_RULES, **dataset.rule_overrides}
     return {
         "protocol": {
             "prompt": result.prompt,
             "num_clicks": result.num_clicks,
             **protocol_options,
-            "rules": {"instances": PROTOCOL_RULES["instances"], result.prompt: prompt_rule,
-                      **{k: PROTOCOL_RULES[k] for k in ("iou", "noc", "area_ranges")}},
+            "rules": {"instances": instance_rule, result.prompt: rules[result.prompt],
+                      **{k: rules[k] for k in ("iou", "noc", "area_ranges")}},
             "noc_thresholds": list(NOC_THRESHOLDS),
         },
-        "dataset": {"annotations": str(dataset.annotations_path),
-                    "images_dir": str(dataset.images_dir),
+        "dataset": {**described,
                     "images_evaluated": len({r.image_id for r in result.instances}),
                     "instances_evaluated": len(result.instances)},
         "predictor": predictor_info,
@@ -195,13 +191,18 @@ def build_report(result: EvalResult, dataset: CocoInstances, predictor_info: dic
     }
 
 
-def write_csv(path: Path, result: EvalResult) -> None:
+def write_csv(path: Path, result: EvalResult, file_names: dict[int, str] | None = None) -> None:
+    """One row per instance; with `file_names` (image id -> file name) a `file_name` column
+    follows `image_id`."""
+    named = file_names is not None
     with open(path, "w", newline="", encoding="utf-8") as f:
         writer = csv.writer(f)
-        writer.writerow(["image_id", "annotation_id", "category_id", "category", "area",
-                         "area_range", *(f"iou_{k}" for k in range(1, result.num_clicks + 1))])
+        writer.writerow(["image_id", *(["file_name"] if named else []), "annotation_id",
+                         "category_id", "category", "area", "area_range",
+                         *(f"iou_{k}" for k in range(1, result.num_clicks + 1))])
         for r in result.instances:
-            writer.writerow([r.image_id, r.annotation_id, r.category_id, r.category,
+            writer.writerow([r.image_id, *([file_names[r.image_id]] if named else []),
+                             r.annotation_id, r.category_id, r.category,
                              f"{r.area:g}", r.area_range, *(f"{v:.6f}" for v in r.ious)])
 
 
@@ -275,19 +276,15 @@ def format_table(result: EvalResult) -> str:
         if clicks:
             row += [f"{s['noc85']:.2f}", f"{s['noc90']:.2f}"]
         rows.append(row)
-    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
-    lines = ["  ".join(c.rjust(w) if i else c.ljust(w) for i, (c, w) in enumerate(zip(r, widths)))
-             for r in [header, *rows]]
-    return "\n".join([lines[0], "-" * len(lines[0]), *lines[1:]])
+    return text_table(header, rows)
 
 
-def write_outputs(out_dir: Path, result: EvalResult, report: dict, title: str) -> dict[str, Path]:
+def write_outputs(out_dir: Path, result: EvalResult, report: dict, title: str,
+                  file_names: dict[int, str] | None = None) -> dict[str, Path]:
     """Write report.json, per_instance.csv and the PNG plot into `out_dir` (created)."""
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = {"report": out_dir / REPORT_NAME, "csv": out_dir / CSV_NAME, "plot": out_dir / PLOT_NAME}
-    with open(paths["report"], "w", encoding="utf-8") as f:
-        json.dump(report, f, indent=2)
-        f.write("\n")
-    write_csv(paths["csv"], result)
+    write_json(paths["report"], report)
+    write_csv(paths["csv"], result, file_names)
     plot_miou(paths["plot"], result, title)
     return paths
