@@ -71,6 +71,10 @@ class StepOutput:
     obj_ptr: torch.Tensor  # [B, C]
     object_score_logits: torch.Tensor  # [B, 1]
     maskmem_features: torch.Tensor | None = None  # [B, mem_dim, H, W]
+    # For training: every decoder output [B, M, S/4, S/4] (before the absent-object score is
+    # written) and the predicted IoUs [B, M]; None for a mask taken as output.
+    multimasks: torch.Tensor | None = None
+    iou_pred: torch.Tensor | None = None
 
     def select(self, i: int) -> FrameOutput:
         mem = None if self.maskmem_features is None else self.maskmem_features[i: i + 1]
@@ -281,7 +285,8 @@ class Tracker:
             multimask_output=multimask, repeat_image=False,
             high_res_features=high_res if m.use_high_res_features_in_sam else None,
         )
-        masks, scores = dec.masks.float(), dec.object_score_logits
+        raw = masks = dec.masks.float()
+        scores = dec.object_score_logits
         tokens = dec.sam_tokens
         visible = scores > 0
         if m.pred_obj_scores:
@@ -297,7 +302,7 @@ class Tracker:
         high = F.interpolate(low, size=(m.image_size, m.image_size), mode="bilinear", align_corners=False)
         ptr = m.obj_ptr_proj(token)
         ptr = self._occlusion_pointer(ptr, scores.sigmoid() if self.cfg.soft_no_obj_ptr else visible.float())
-        return StepOutput(low, high, ptr, scores)
+        return StepOutput(low, high, ptr, scores, multimasks=raw, iou_pred=dec.iou_pred)
 
     def _occlusion_pointer(self, ptr: torch.Tensor, presence: torch.Tensor) -> torch.Tensor:
         """Blend towards the learned "no object" pointer as presence [B, 1] goes to 0."""
