@@ -106,3 +106,58 @@ def test_a_remaining_clash_is_refused_before_any_work(tmp_path, capsys, names, m
     assert main(["segment", str(src), "--out", str(out), *TINY]) == 2
     assert message in capsys.readouterr().err
     assert not out.exists()
+
+
+# ---------------------------------------------------------------------------- 3. symlinks
+def test_symlinks_are_followed_with_a_loop_guard_and_listed_in_the_manifest(tmp_path, caplog, capsys):
+    src = tmp_path / "in"
+    make_images(src, ["a.png"])
+    make_images(tmp_path, ["outside.png", "elsewhere/e.png"], size=(48, 40))
+    (src / "link.png").symlink_to(tmp_path / "outside.png")  # a file outside the input folder
+    (src / "sub").symlink_to(tmp_path / "elsewhere", target_is_directory=True)  # a folder outside
+    (src / "loop").symlink_to(src, target_is_directory=True)  # leads back up: walked once
+    (src / "broken.png").symlink_to(tmp_path / "nothing.png")
+    out = tmp_path / "out"
+    assert main(["segment", str(src), "--out", str(out), "--points-per-side", "2", *TINY]) == 1
+    records = manifest(out)
+    assert set(records) == {"a.png", "broken.png", "link.png", "sub/e.png"}
+    assert records["a.png"]["target"] is None
+    assert records["link.png"]["target"] == str(tmp_path / "outside.png")
+    assert records["sub/e.png"]["target"] == str(tmp_path / "elsewhere" / "e.png")
+    assert records["link.png"]["status"] == records["sub/e.png"]["status"] == "ok"
+    assert read_id_png(out / "link.png").shape == (48, 40) and read_id_png(out / "sub" / "e.png").shape == (48, 40)
+    assert records["broken.png"]["status"] == "failed" and "No such file" in records["broken.png"]["error"]
+    assert records["broken.png"]["target"] == str(tmp_path / "nothing.png")
+    assert "symlink loop" in caplog.text and str(src / "loop") in caplog.text
+    assert "failed  broken.png" in capsys.readouterr().out
+
+
+# ---------------------------------------------------------------------------- 4. odd file names
+def test_a_file_name_that_is_not_utf8_is_segmented_and_resumed(tmp_path, capsys):
+    import os
+    import shutil
+
+    src = tmp_path / "in"
+    make_images(src, ["a.png"])
+    good = os.fsdecode(os.fsencode(str(src)) + b"/caf\xe9.png")  # Latin-1 bytes: not UTF-8
+    bad = os.fsdecode(os.fsencode(str(src)) + b"/bad\xff.jpg")
+    shutil.copy(src / "a.png", good)
+    Path(bad).write_bytes(b"not a jpeg")
+    out = tmp_path / "out"
+    run = ["segment", str(src), "--out", str(out), "--points-per-side", "2", *TINY]
+    assert main(run) == 1  # bad\xff.jpg is corrupt; the run goes on and writes its manifest
+    records = manifest(out)  # json keeps the undecodable bytes as \udcNN escapes
+    assert records["caf\udce9.png"]["status"] == "ok" and records["caf\udce9.png"]["outputs"] == ["caf\udce9.png"]
+    assert Path(os.fsdecode(os.fsencode(str(out)) + b"/caf\xe9.png")).is_file()
+    assert records["bad\udcff.jpg"]["status"] == "failed"
+    assert "failed  bad\\xff.jpg" in capsys.readouterr().out  # printable, the byte shown
+    assert main(run) == 1
+    assert "(2 already done by an earlier run)" in capsys.readouterr().out
+
+
+def test_input_keys_are_short_valid_file_names():
+    item = inputs.Input(path=Path("x"), rel="d/" + "\udce9" * 300 + ".png", kind="image", stem="x")
+    key = item.key
+    assert len(key.encode("utf-8")) < 200
+    key.encode("utf-8")  # no lone surrogates
+    assert inputs.image_id("caf\udce9.png") != inputs.image_id("caf\udcea.png")

@@ -14,13 +14,16 @@ import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Sequence
+from typing import Iterator, Sequence
 
 IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 VIDEO_EXTS = (".mp4", ".mov", ".avi", ".mkv")
 
 # COCO image ids are derived from the relative path; this keeps them positive int32.
 _ID_MODULUS = 2**31 - 1
+# Per-input state files are named "<file name>-<digest>.json": the name is cut to stay under
+# the usual 255-byte limit on file names.
+KEY_NAME_CHARS = 48
 # Files the run itself writes at the top of the output folder (outputs/RunState).
 RESERVED_OUTPUTS = ("manifest.jsonl", "coco_results.json", "coco_images.json", ".segapp")
 # A folder holding this file is the output folder of a `segapp segment` run.
@@ -38,24 +41,39 @@ class InputError(ValueError):
 class Input:
     """One input file.
 
-    path: the file.
+    path: the file, as found (absolute; symlinks not resolved).
     rel: its path relative to the run's root, POSIX style (the key in prompts files,
-      the manifest and the COCO output).
+      the manifest and the COCO output). A name that is not valid UTF-8 keeps its
+      undecodable bytes as lone surrogates (Python's surrogateescape), as `os.listdir` gives it.
     kind: "image", "video" or "unsupported".
     stem: output name without extension, relative to the output folder (mirrors `rel`;
       the extension is kept where outputs would otherwise clash, see `output_stems`).
+    target: the real file when a symlink below the run's root leads to it, else None.
     """
 
     path: Path
     rel: str
     kind: str
     stem: str
+    target: str | None = None
 
     @property
     def key(self) -> str:
-        """A file-name-safe unique key (for per-input state files)."""
-        digest = hashlib.sha1(self.rel.encode("utf-8")).hexdigest()[:16]
-        return f"{Path(self.rel).name}-{digest}"
+        """A file-name-safe unique key (for per-input state files): the file name, made
+        valid UTF-8 and cut to KEY_NAME_CHARS, and a digest of the relative path."""
+        digest = hashlib.sha1(_utf8(self.rel)).hexdigest()[:16]
+        name = display(Path(self.rel).name)[:KEY_NAME_CHARS]
+        return f"{name}-{digest}"
+
+
+def _utf8(text: str) -> bytes:
+    """`text` as bytes; lone surrogates (undecodable bytes of a file name) become those bytes."""
+    return text.encode("utf-8", "surrogateescape")
+
+
+def display(rel: str) -> str:
+    """A printable form of a relative path: undecodable bytes of a name shown as \\xNN."""
+    return _utf8(rel).decode("utf-8", "backslashreplace")
 
 
 def kind_of(path: Path) -> str:
@@ -73,7 +91,7 @@ def image_id(rel: str, frame: int | None = None) -> int:
     Stable across runs, resumes and engines, whatever order the inputs are processed in.
     """
     text = rel if frame is None else f"{rel}#{frame}"
-    return int.from_bytes(hashlib.sha1(text.encode("utf-8")).digest()[:8], "big") % _ID_MODULUS + 1
+    return int.from_bytes(hashlib.sha1(_utf8(text)).digest()[:8], "big") % _ID_MODULUS + 1
 
 
 def is_output_folder(folder: Path) -> bool:
@@ -98,57 +116,82 @@ def check_output_folder(paths: Sequence[str | os.PathLike], out: str | os.PathLi
                              f"that holds no input")
 
 
-def _walk(folder: Path, exclude: Sequence[Path]) -> Iterable[Path]:
-    for dirpath, dirnames, filenames in os.walk(folder, followlinks=False):
-        here = Path(dirpath)
-        # Hidden folders (.git, our own .segapp state) and excluded ones are not inputs.
-        dirnames[:] = sorted(d for d in dirnames if not d.startswith(".")
-                             and (here / d).resolve() not in exclude)
-        if here != folder and is_output_folder(here):
-            # An earlier run's outputs (instance-id PNGs) are never segmented as images.
-            logger.warning("leaving out %s: it holds the outputs of a `segapp segment` run", here)
-            dirnames[:] = []
+def _walk(folder: Path, excluded: set[Path], above: frozenset[Path] = frozenset()) -> Iterator[Path]:
+    """Files under `folder`, sorted by name, as found (not resolved). Symlinked files and
+    folders are followed; a folder whose real path is one of the folders above it (a symlink
+    loop) is left out with a warning, so the walk always ends. Hidden files and folders, the
+    `excluded` real paths and folders holding an earlier run's outputs are left out."""
+    real = folder.resolve()
+    if real in above:
+        logger.warning("leaving out %s: a symlink loop (it leads back to %s)", display(str(folder)), real)
+        return
+    above = above | {real}
+    try:
+        entries = sorted(os.scandir(folder), key=lambda e: e.name)
+    except OSError as err:
+        logger.warning("leaving out folder %s: cannot list it (%s)", display(str(folder)), err.strerror or err)
+        return
+    for entry in entries:
+        if entry.name.startswith("."):  # .git, our own .segapp state
             continue
-        for name in sorted(filenames):
-            if not name.startswith("."):
-                yield here / name
+        path = folder / entry.name
+        try:
+            is_dir = entry.is_dir()  # follows symlinks
+        except OSError:
+            is_dir = False
+        if not is_dir:
+            yield path
+        elif path.resolve() in excluded:
+            continue
+        elif is_output_folder(path):
+            # An earlier run's outputs (instance-id PNGs) are never segmented as images.
+            logger.warning("leaving out %s: it holds the outputs of a `segapp segment` run", display(str(path)))
+        else:
+            yield from _walk(path, excluded, above)
 
 
 def discover(paths: Sequence[str | os.PathLike], exclude: Sequence[str | os.PathLike] = ()) -> list[Input]:
     """All input files under `paths`, sorted by relative path, with their output names.
 
+    Symlinks are followed (with a loop guard, see `_walk`); the relative path is the one
+    found, and `Input.target` names the real file when a symlink below the root leads to it.
     exclude: files or folders to leave out (the output folder, the prompts file). Folders
     holding an earlier run's outputs (`.segapp/run.json`) are left out with a warning.
     Raises FileNotFoundError naming a path that does not exist, InputError when an input
     folder is a run's output folder or two inputs' outputs clash.
     """
-    excluded = [Path(p).resolve() for p in exclude]
+    excluded = {Path(p).resolve() for p in exclude}
     files: list[Path] = []
     roots: list[Path] = []
     for raw in paths:
-        path = Path(raw)
+        path = Path(os.path.abspath(raw))
         if not path.exists():
-            raise FileNotFoundError(f"input not found: {path}")
-        resolved = path.resolve()
+            raise FileNotFoundError(f"input not found: {raw}")
         if path.is_dir():
             if is_output_folder(path):
                 raise InputError(f"{raw} holds the outputs of a `segapp segment` run (instance-id maps, "
                                  f"not images); segment the original inputs instead")
-            roots.append(resolved)
-            files += [f.resolve() for f in _walk(path, excluded)]
+            roots.append(path)
+            files += _walk(path, excluded)
         else:
-            roots.append(resolved.parent)
-            files.append(resolved)
-    files = [f for f in dict.fromkeys(files) if f not in excluded]
+            roots.append(path.parent)
+            files.append(path)
+    files = [f for f in dict.fromkeys(files) if f.resolve() not in excluded]
     if not files:
         return []
     root = Path(os.path.commonpath([str(r) for r in roots]))
-    items = [(f, f.relative_to(root).as_posix()) for f in files]
+    root_real = root.resolve()
+    items = []
+    for f in files:
+        rel = f.relative_to(root).as_posix()
+        real = f.resolve()
+        items.append((f, rel, None if real == root_real / rel else str(real)))
     items.sort(key=lambda it: it[1])
-    rels = [rel for _, rel in items]
-    kinds = [kind_of(f) for f, _ in items]
+    rels = [rel for _, rel, _ in items]
+    kinds = [kind_of(f) for f, _, _ in items]
     stems = output_stems(rels, kinds)
-    return [Input(path=f, rel=rel, kind=kind, stem=stem) for (f, rel), kind, stem in zip(items, kinds, stems)]
+    return [Input(path=f, rel=rel, kind=kind, stem=stem, target=target)
+            for (f, rel, target), kind, stem in zip(items, kinds, stems)]
 
 
 # ---------------------------------------------------------------------------- output names

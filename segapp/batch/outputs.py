@@ -8,7 +8,7 @@ Layout under the output folder (see docs/segment.md):
     <stem>.overlay.mp4         optional overlay of a video
     coco_results.json          COCO results (RLE masks) of the whole run, for loadRes
     coco_images.json           the matching COCO image list and categories
-    manifest.jsonl             one line per input: input, outputs, status, seconds, error
+    manifest.jsonl             one line per input: input, outputs, status, seconds, error, target
     .segapp/                   per-input state of the run (records, COCO fragments)
 
 Atomic: a file is written under a temporary name in its folder, then renamed over the
@@ -322,10 +322,11 @@ class RunState:
                  categories: list[dict[str, Any]]) -> list[dict[str, Any]]:
         """Write manifest.jsonl (and the merged COCO files) from the saved records, in input
         order; returns the records. Inputs without a record (never reached) are absent."""
-        records = [r for r in (self.load_record(item) for item in items) if r is not None]
+        found = [(item, r) for item, r in ((item, self.load_record(item)) for item in items) if r is not None]
+        records = [r for _, r in found]
         atomic_write(self.out / MANIFEST, b"".join(
-            json.dumps({k: r.get(k) for k in ("input", "kind", "outputs", "status", "masks", "seconds", "error")},
-                       sort_keys=False).encode("utf-8") + b"\n" for r in records))
+            json.dumps({**{k: r.get(k) for k in ("input", "kind", "outputs", "status", "masks", "seconds", "error")},
+                        "target": item.target}, sort_keys=False).encode("utf-8") + b"\n" for item, r in found))
         if "coco" in formats:
             results: list[dict[str, Any]] = []
             images: list[dict[str, Any]] = []

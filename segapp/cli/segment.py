@@ -172,7 +172,7 @@ def run(args: argparse.Namespace) -> int:
           f"{summary.seconds:.1f} s, {rate:.2f} inputs/s")
     for record in summary.records:
         if record["status"] == "failed":
-            print(f"  failed  {record['input']}: {record['error']}")
+            print(f"  failed  {inputs_mod.display(record['input'])}: {record['error']}")
     if empty:
         _print_nothing_found(empty, len(done), choice, args)
     print(f"outputs in {args.out} (manifest: {args.out / MANIFEST})")
@@ -181,10 +181,12 @@ def run(args: argparse.Namespace) -> int:
 
 def _print_nothing_found(empty: list[str], done: int, choice, args: argparse.Namespace) -> None:
     """Name the inputs where no mask was found, and what to change: the model and thresholds."""
+    from segapp.batch.inputs import display
+
     where = "any input" if len(empty) == done else f"{len(empty)} of {done} inputs"
     print(f"no masks found in {where}:")
     for rel in empty[:MAX_UNMATCHED_LISTED]:
-        print(f"  no masks  {rel}")
+        print(f"  no masks  {display(rel)}")
     if len(empty) > MAX_UNMATCHED_LISTED:
         print(f"  ... and {len(empty) - MAX_UNMATCHED_LISTED} more (manifest: \"masks\": 0)")
     hint = (f"hint: the model was {choice.description}. Inputs segmented without prompts keep only "
