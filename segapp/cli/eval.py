@@ -64,12 +64,17 @@ def register(subparsers) -> None:
                       help="output folder (default: ./eval_out)")
     coco.add_argument("--no-progress", action="store_true", help="do not show a progress bar")
     coco.set_defaults(func=run_coco)
+    from segapp.cli import eval_folder, eval_video
+
+    eval_video.register(datasets)
+    eval_folder.register(datasets)
     parser.set_defaults(func=_needs_dataset)
 
 
 def _needs_dataset(args: argparse.Namespace) -> int:
-    raise CLIError("name a dataset: `segapp eval coco --images DIR --annotations JSON ...`",
-                   EXIT_USAGE)
+    raise CLIError("name a dataset: `segapp eval coco --images DIR --annotations JSON ...`, "
+                   "`segapp eval video --videos DIR ...` or `segapp eval folder --images DIR "
+                   "--masks DIR ...`", EXIT_USAGE)
 
 
 def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
@@ -102,7 +107,7 @@ def _check_args(args: argparse.Namespace) -> None:
                        "`segapp download sam2.1_hiera_t`)")
 
 
-def _make_predictor(args: argparse.Namespace):
+def make_image_predictor(args: argparse.Namespace):
     """(predictor, the report's `predictor` entry)."""
     if args.predictor:
         from segapp.evaluation.baselines import BASELINES
@@ -144,7 +149,7 @@ def run_coco(args: argparse.Namespace) -> int:
                 "right folder?)" if missing else "")
         raise CLIError(f"no instance to evaluate in {args.annotations}{hint}", EXIT_FAILED)
 
-    predictor, predictor_info = _make_predictor(args)
+    predictor, predictor_info = make_image_predictor(args)
     result = runner.evaluate(predictor, dataset, args.prompt, args.clicks,
                              progress=not args.no_progress)
     if hasattr(predictor, "stats"):
@@ -156,7 +161,7 @@ def run_coco(args: argparse.Namespace) -> int:
     title = f"{predictor_info['model'] or predictor_info['name']}, --prompt {args.prompt}"
     paths = runner.write_outputs(args.out, result, report, title)
 
-    _log_skipped(result.skipped)
+    log_skipped(result.skipped)
     if not result.instances:
         raise CLIError(f"no instance could be evaluated (see {paths['report']})", EXIT_FAILED)
     print(runner.format_table(result))
@@ -169,15 +174,17 @@ def run_coco(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _log_skipped(skipped) -> None:
+def log_skipped(skipped, bad_input_reasons=None) -> None:
+    """One log line per skip reason: a warning for bad input, info for the protocol's own."""
     from segapp.evaluation.coco import BAD_INPUT_SKIPS
 
+    bad = BAD_INPUT_SKIPS if bad_input_reasons is None else bad_input_reasons
     counts: dict[str, list] = {}
     for s in skipped:
         counts.setdefault(s.reason, []).append(s)
     for reason, items in sorted(counts.items()):
         example = items[0]
-        log = logger.warning if reason in BAD_INPUT_SKIPS else logger.info
+        log = logger.warning if reason in bad else logger.info
         log("skipped %d instance(s): %s (e.g. image %s, annotation %s: %s)", len(items),
                        reason.replace("_", " "), example.image_id, example.annotation_id,
                        example.detail)
