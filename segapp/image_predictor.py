@@ -15,6 +15,7 @@ import torch
 
 from segapp.modeling.sam2 import ImageEmbedding, SAM2Model
 from segapp.postprocess import fill_holes_and_sprinkles
+from segapp.prompts import check_boxes, check_finite, check_points
 from segapp.transforms import ImageTransforms, box_window, to_rgb_uint8
 
 logger = logging.getLogger(__name__)
@@ -22,7 +23,6 @@ logger = logging.getLogger(__name__)
 # Low-resolution logits are clamped to this range before they are returned, as the
 # official predictor does, so that feeding them back as mask input stays well-scaled.
 LOW_RES_LOGIT_CLAMP = 32.0
-VALID_LABELS = (-1, 0, 1, 2, 3)
 # Box zoom: the smallest crop side in image pixels, so that tiny boxes keep some context.
 ZOOM_MIN_SIDE = 64
 
@@ -144,7 +144,8 @@ class ImagePredictor:
         """Predict masks for prompts on the current image.
 
         point_coords: [N, 2] (or [B, N, 2]) xy pixels of the image (or relative [0, 1] with
-        normalize_coords=False); point_labels: [N] (or [B, N]): 1 foreground, 0 background.
+        normalize_coords=False); point_labels: [N] (or [B, N]): 1 foreground, 0 background,
+        -1 padding (ignored; labels 2/3 are refused, see segapp.prompts).
         box: [4] (or [B, 4]) xyxy. mask_input: [1, 256, 256] (or [B, 1, 256, 256]) low-res
         logits from a previous call.
         Returns masks [C, H, W] (float32 0/1, or logits with return_logits), iou_predictions
@@ -204,44 +205,16 @@ class ImagePredictor:
         (coords [B, N, 2] | None, labels [B, N] | None, boxes [B, 4] model pixels | None,
         mask_input [B, 1, 4h, 4w] | None)."""
         h, w = self._image_hw[img_idx]
-        limit = np.array([1.0, 1.0]) if not normalize_coords else np.array([float(w), float(h)])
         coords = labels = boxes = masks = None
         if point_coords is not None:
-            if point_labels is None:
-                raise ValueError("point_labels must be supplied if point_coords is supplied.")
-            pc = np.asarray(point_coords, dtype=np.float64)
-            pl = np.asarray(point_labels)
-            if pc.ndim == 2:
-                pc = pc[None]
-            if pl.ndim == 1:
-                pl = pl[None]
-            if pc.ndim != 3 or pc.shape[-1] != 2:
-                raise ValueError(f"point_coords must have shape [N, 2] or [B, N, 2], got {np.shape(point_coords)}")
-            if pl.shape != pc.shape[:2]:
-                raise ValueError(f"point_labels shape {np.shape(point_labels)} does not match point_coords "
-                                 f"shape {np.shape(point_coords)} (one label per point)")
-            if pc.shape[1] == 0:
-                raise ValueError("point_coords is empty; pass None for no points")
-            _check_finite(pc, "point_coords")
-            _check_inside(pc.reshape(-1, 2), limit, "point_coords")
-            if not np.isin(pl, VALID_LABELS).all():
-                raise ValueError(f"point_labels must be 1 (foreground) or 0 (background); got {np.unique(pl).tolist()}")
+            pc, pl = check_points(point_coords, point_labels, (h, w), normalize_coords)
             coords = self._transforms.coords_to_input(
                 torch.as_tensor(pc, dtype=torch.float, device=self.device), (h, w), normalize_coords)
             labels = torch.as_tensor(pl, dtype=torch.int, device=self.device)
         elif point_labels is not None:
             raise ValueError("point_labels given without point_coords")
         if box is not None:
-            bx = np.asarray(box, dtype=np.float64)
-            if bx.ndim == 1:
-                bx = bx[None]
-            if bx.ndim != 2 or bx.shape[-1] != 4:
-                raise ValueError(f"box must have shape [4] or [B, 4] (x0, y0, x1, y1), got {np.shape(box)}")
-            _check_finite(bx, "box")
-            bad = np.nonzero((bx[:, 2] < bx[:, 0]) | (bx[:, 3] < bx[:, 1]))[0]
-            if len(bad):
-                raise ValueError(f"box {bx[bad[0]].tolist()} has x1 < x0 or y1 < y0; boxes are (x0, y0, x1, y1)")
-            _check_inside(bx.reshape(-1, 2), limit, "box")
+            bx = check_boxes(box, (h, w), normalize_coords)
             boxes = self._transforms.boxes_to_input(
                 torch.as_tensor(bx, dtype=torch.float, device=self.device), (h, w), normalize_coords).reshape(-1, 4)
         if mask_logits is not None:
@@ -252,7 +225,7 @@ class ImagePredictor:
             if m.ndim != 4 or m.shape[1] != 1 or tuple(m.shape[2:]) != tuple(expected):
                 raise ValueError(f"mask_input must have shape [1, {expected[0]}, {expected[1]}] (low_res_masks of a "
                                  f"previous prediction), got {np.shape(mask_logits)}")
-            _check_finite(m, "mask_input")
+            check_finite(m, "mask_input")
             masks = torch.as_tensor(m, device=self.device)
         if coords is not None and boxes is not None and coords.shape[0] != boxes.shape[0]:
             if coords.shape[0] == 1:
@@ -365,19 +338,6 @@ class ImagePredictor:
             all_ious.append(iou)
             all_low.append(low.clamp(-LOW_RES_LOGIT_CLAMP, LOW_RES_LOGIT_CLAMP))
         return torch.cat(all_masks), torch.cat(all_ious), torch.cat(all_low)
-
-
-def _check_finite(values: np.ndarray, name: str) -> None:
-    if not np.isfinite(values).all():
-        raise ValueError(f"{name} contains NaN or infinite values")
-
-
-def _check_inside(xy: np.ndarray, limit: np.ndarray, name: str) -> None:
-    """Points may lie anywhere on the image, edges included: 0 <= x <= W, 0 <= y <= H."""
-    outside = (xy < 0).any(axis=1) | (xy > limit).any(axis=1)
-    if outside.any():
-        first = xy[np.argmax(outside)].tolist()
-        raise ValueError(f"{name} has a point {first} outside the image (0..{limit[0]:g} x 0..{limit[1]:g})")
 
 
 # The official class name, so `from segapp import SAM2ImagePredictor` ports code unchanged.

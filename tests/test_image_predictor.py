@@ -53,6 +53,8 @@ def test_errors_name_the_problem(predictor, image):
         (dict(point_coords=np.array([[np.inf, 2]]), point_labels=np.array([1])), "infinite"),
         (dict(point_coords=np.array([[500, 2]]), point_labels=np.array([1])), "outside the image"),
         (dict(point_coords=np.array([[5, 2]]), point_labels=np.array([7])), "point_labels"),
+        # 2 and 3 are the model's box-corner labels: user boxes go through `box` (segapp.prompts).
+        (dict(point_coords=np.array([[5, 2]]), point_labels=np.array([2])), "pass the box as `box`"),
         (dict(box=np.array([50, 10, 20, 40])), "x1 < x0"),
         (dict(box=np.array([1, 2, 3])), "box must have shape"),
         (dict(mask_input=np.zeros((1, 64, 64))), "mask_input must have shape"),

@@ -180,6 +180,42 @@ def test_bad_prompts(predictor):
         next(predictor.propagate_in_video(state, start_frame_idx=9))
 
 
+def test_prompts_are_checked_as_the_image_predictor_checks_them(predictor):
+    # Label 2, reversed boxes, points outside the frame and obj_id None or a list used to be
+    # accepted and tracked; each is now refused with a message naming the problem, and nothing
+    # is added to the session.
+    state = predictor.init_state(make_frames(3))
+    cases = [
+        (dict(obj_id=1, points=[[10, 10]], labels=[2]), "labels must be 1 .*2 and 3 mark box corners"),
+        (dict(obj_id=1, points=[[10, 10]], labels=[3]), "pass the box as `box`"),
+        (dict(obj_id=1, points=[[10, 10]], labels=[7]), r"labels must be 1 \(foreground\)"),
+        (dict(obj_id=1, box=[40, 30, 10, 5]), r"x1 < x0 or y1 < y0"),
+        (dict(obj_id=1, points=[[W + 1, 10]], labels=[1]), r"points has a point \[65.0, 10.0\] outside the image"),
+        (dict(obj_id=1, points=[[-1, 10]], labels=[1]), "outside the image"),
+        (dict(obj_id=1, box=[0, 0, W, H + 5]), "box has a point .* outside the image"),
+        (dict(obj_id=1, points=[[0.5, 1.2]], labels=[1], normalize_coords=False), r"outside the image \(0..1 x 0..1\)"),
+        (dict(obj_id=1, points=[[np.nan, 10]], labels=[1]), "NaN"),
+        (dict(obj_id=1, points=[[[1, 1]], [[2, 2]]], labels=[[1], [1]]), "one object"),
+        (dict(obj_id=1, box=[[0, 0, 5, 5], [1, 1, 6, 6]]), "one box per object"),
+        (dict(obj_id=None, points=[[10, 10]], labels=[1]), "obj_id must be an int or a str, got None"),
+        (dict(obj_id=[1, 2], points=[[10, 10]], labels=[1]), r"obj_id must be an int or a str, got \[1, 2\]"),
+        (dict(obj_id=1.5, points=[[10, 10]], labels=[1]), "obj_id must be an int or a str"),
+        (dict(obj_id=True, points=[[10, 10]], labels=[1]), "obj_id must be an int or a str"),
+    ]
+    for kwargs, message in cases:
+        with pytest.raises(ValueError, match=message):
+            predictor.add_new_points_or_box(state, 0, **kwargs)
+    with pytest.raises(ValueError, match="obj_id must be an int or a str"):
+        predictor.add_new_mask(state, 0, None, np.ones((H, W), bool))
+    assert state.obj_ids == []
+    # Still accepted: points on the frame's edge, -1 padding, a zero-size box, NumPy ids.
+    f, ids, masks = predictor.add_new_points_or_box(state, 0, np.int64(3), points=[[W, H], [5, 5]],
+                                                    labels=[1, -1])
+    assert ids == [3] and type(ids[0]) is int and masks.shape == (1, 1, H, W)
+    _, ids, _ = predictor.add_new_points_or_box(state, 0, "car", box=[5, 5, 5, 5])
+    assert ids == [3, "car"]
+
+
 def test_bad_videos(predictor, tmp_path):
     with pytest.raises(VideoReadError, match="zero frames"):
         predictor.init_state([])

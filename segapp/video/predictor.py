@@ -28,6 +28,7 @@ import torch
 import torch.nn.functional as F
 
 from segapp.modeling.sam2 import SAM2Model
+from segapp.prompts import BOX_CORNER_LABELS, check_boxes, check_obj_id, check_points
 from segapp.transforms import PIXEL_MEAN, PIXEL_STD, ImageTransforms
 from segapp.video.frames import open_frames
 from segapp.video.session import ObjectTrack, PointPrompt, VideoSession
@@ -147,36 +148,38 @@ class VideoPredictor:
                               box=None):
         """Add clicks and/or a box for one object on one frame.
 
-        points: [N, 2] xy (pixels of the video, or relative in [0, 1] with normalize_coords=False);
-        labels: [N] (1 foreground, 0 background); box: [4] xyxy. Returns (frame_idx, obj_ids,
-        mask logits [num_objects, 1, H, W] at video resolution).
+        obj_id: an int or a str. points: [N, 2] xy (pixels of the video, or relative in [0, 1]
+        with normalize_coords=False), inside the frame; labels: [N] (1 foreground, 0 background,
+        -1 padding); box: [4] xyxy with x0 <= x1, y0 <= y1. Checked as ImagePredictor.predict
+        checks its prompts (segapp.prompts); ValueError names the problem. Returns (frame_idx,
+        obj_ids, mask logits [num_objects, 1, H, W] at video resolution).
         """
         state = inference_state
         frame_idx = state.check_frame(frame_idx)
+        obj_id = check_obj_id(obj_id)
         if (points is None) != (labels is None):
             raise ValueError("points and labels must be given together")
         if points is None and box is None:
             raise ValueError("give points with labels, or a box, or both")
-        coords = torch.zeros(1, 0, 2) if points is None else torch.as_tensor(np.asarray(points, dtype=np.float32))
-        labs = torch.zeros(1, 0, dtype=torch.int32) if labels is None else torch.as_tensor(np.asarray(labels)).to(torch.int32)
-        if coords.dim() == 2:
-            coords = coords.unsqueeze(0)
-        if labs.dim() == 1:
-            labs = labs.unsqueeze(0)
-        if coords.dim() != 3 or coords.shape[0] != 1 or coords.shape[-1] != 2:
-            raise ValueError(f"points must be [N, 2] xy, got shape {tuple(coords.shape)}")
-        if labs.shape != coords.shape[:2]:
-            raise ValueError(f"labels must be [N] for {coords.shape[1]} points, got shape {tuple(labs.shape)}")
-        if not torch.isfinite(coords).all():
-            raise ValueError("points contain NaN or infinite values")
+        hw = (state.video_height, state.video_width)
+        # The same checks as ImagePredictor.predict (segapp.prompts): labels 1/0/-1, finite
+        # points and boxes inside the frame, x0 <= x1 and y0 <= y1.
+        coords = torch.zeros(1, 0, 2)
+        labs = torch.zeros(1, 0, dtype=torch.int32)
+        if points is not None:
+            pc, pl = check_points(points, labels, hw, normalize_coords, names=("points", "labels"))
+            if pc.shape[0] != 1:
+                raise ValueError(f"points must be [N, 2] xy for one object, got shape {np.shape(points)}")
+            coords = torch.as_tensor(pc, dtype=torch.float32)
+            labs = torch.as_tensor(pl, dtype=torch.int32)
         if box is not None:
             if not clear_old_points:
                 raise ValueError("a box must come before any click: use clear_old_points=True with a box")
-            corners = torch.as_tensor(np.asarray(box, dtype=np.float32))
-            if corners.numel() != 4:
-                raise ValueError(f"box must be [4] xyxy, got shape {tuple(corners.shape)}")
-            coords = torch.cat([corners.reshape(1, 2, 2), coords], dim=1)
-            labs = torch.cat([torch.tensor([[2, 3]], dtype=torch.int32), labs], dim=1)
+            bx = check_boxes(box, hw, normalize_coords)
+            if bx.shape[0] != 1:
+                raise ValueError(f"box must be [4] xyxy (one box per object), got shape {np.shape(box)}")
+            coords = torch.cat([torch.as_tensor(bx, dtype=torch.float32).reshape(1, 2, 2), coords], dim=1)
+            labs = torch.cat([torch.tensor([BOX_CORNER_LABELS], dtype=torch.int32), labs], dim=1)
         coords = self.transforms.coords_to_input(coords, (state.video_height, state.video_width), normalize_coords)
         obj = state.objects[state.object_index(obj_id, create=True)]
         prompt = PointPrompt(coords.to(self.device), labs.to(self.device))
@@ -195,6 +198,7 @@ class VideoPredictor:
         model's S x S). Returns (frame_idx, obj_ids, mask logits at video resolution)."""
         state = inference_state
         frame_idx = state.check_frame(frame_idx)
+        obj_id = check_obj_id(obj_id)
         m = torch.as_tensor(np.asarray(mask)) if not isinstance(mask, torch.Tensor) else mask
         side = self.image_size
         allowed = {(state.video_height, state.video_width), (side, side)}
