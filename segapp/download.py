@@ -25,6 +25,9 @@ logger = logging.getLogger(__name__)
 
 CHUNK_BYTES = 1 << 20  # read and write 1 MiB at a time
 PART_SUFFIX = ".part"
+# Environment variable: a base URL that serves the official files under their own names (a
+# mirror, or a local server in tests); registry names are then fetched from <base>/<file name>.
+MIRROR_ENV = "SEGAPP_DOWNLOAD_MIRROR"
 _SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
 _CONTENT_RANGE_RE = re.compile(r"^bytes (\d+)-(\d+)/(\d+|\*)$")
 
@@ -103,7 +106,9 @@ def _resolve(
         info = registry.by_filename(filename)  # an official file fetched by URL is still verified
     else:
         info = registry.get(name_or_url)
-        source, filename = url or info.url, info.filename
+        mirror = os.environ.get(MIRROR_ENV, "").strip()
+        default = f"{mirror.rstrip('/')}/{info.filename}" if mirror else info.url
+        source, filename = url or default, info.filename
     if info is not None:
         sha256 = sha256 if sha256 is not None else info.sha256
         size = size if size is not None else info.size
@@ -124,6 +129,8 @@ def download(
 
     name_or_url: a registry name or alias (``"sam2.1_hiera_t"``, ``"tiny"``), or a URL.
     url: fetch from here instead (a mirror); a registry name keeps its file name and digest.
+        Without it, a registry name is fetched from $SEGAPP_DOWNLOAD_MIRROR/<file name> when
+        that variable is set, else from the registry's URL.
     expected_sha256, expected_size (bytes): override the registry's values; required for
         verification of files the registry does not know.
     progress: show a tqdm progress bar (bytes, rate, ETA) on stderr.

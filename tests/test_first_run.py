@@ -16,7 +16,7 @@ from PIL import Image
 from segapp import registry
 from segapp.cli import main
 
-BUNDLED_HINT = "segapp runs its bundled small model segapp_small (e.g. `segapp demo` alone)"
+BUNDLED_HINT = "run the bundled small model segapp_small (`segapp demo` alone starts it)"
 
 
 @pytest.fixture
@@ -74,3 +74,196 @@ def test_segment_counts_masks_per_input_and_names_the_empty_one(no_downloads, ca
     assert "; 1 mask found;" in stdout
     assert "no masks found in 1 of 2 inputs:" in stdout
     assert "  no masks  blank.png" in stdout and "  no masks  rect.png" not in stdout
+
+
+# ------------------------------------------------------- README command 1, download refused
+
+import http.server  # noqa: E402
+import os  # noqa: E402
+import re  # noqa: E402
+import shlex  # noqa: E402
+import socket  # noqa: E402
+import subprocess  # noqa: E402
+import sys  # noqa: E402
+import threading  # noqa: E402
+import time  # noqa: E402
+import urllib.request  # noqa: E402
+
+README = Path(__file__).resolve().parents[1] / "README.md"
+CLI = [sys.executable, "-c", "import sys; from segapp.cli import main; sys.exit(main())"]
+
+
+def readme_command_1() -> str:
+    """The segapp part of README command 1 (what follows the pip installs)."""
+    text = README.read_text(encoding="utf-8")
+    block = re.search(r"# 1\. [^\n]*\n([^\n]+)", text)
+    assert block, "README.md has no '# 1.' command"
+    parts = [p.strip() for p in block.group(1).split("&&")]
+    segapp_parts = [p for p in parts if p.startswith("segapp ")]
+    assert len(segapp_parts) == 1, f"README command 1 should end in one segapp command: {parts}"
+    assert all(p.startswith("pip install") for p in parts[:-1]) and parts[-1] == segapp_parts[0]
+    return segapp_parts[0]
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def test_readme_command_1_starts_the_demo_on_the_bundled_model_when_the_download_is_refused(
+        tmp_path):
+    command = readme_command_1()
+    assert command == "segapp demo --download sam2.1_hiera_t"
+    refused, port = free_port(), free_port()  # nothing listens on `refused`
+    env = {k: v for k, v in os.environ.items() if k != registry.CHECKPOINTS_ENV}
+    env.update(SEGAPP_DOWNLOAD_MIRROR=f"http://127.0.0.1:{refused}", GRADIO_ANALYTICS_ENABLED="False")
+    out, err = tmp_path / "stdout.txt", tmp_path / "stderr.txt"
+    with open(out, "w") as fout, open(err, "w") as ferr:
+        proc = subprocess.Popen([*CLI, *shlex.split(command)[1:], "--port", str(port)],
+                                cwd=tmp_path, env=env, stdout=fout, stderr=ferr)
+    try:
+        deadline, status = time.monotonic() + 300, None
+        while time.monotonic() < deadline and proc.poll() is None:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/config", timeout=5) as r:
+                    status, config = r.status, r.read().decode("utf-8")
+                break
+            except OSError:
+                time.sleep(1)
+        assert proc.poll() is None, (
+            f"the demo exited with {proc.returncode}:\n{out.read_text()}\n{err.read_text()}")
+        assert status == 200, f"the demo did not come up:\n{out.read_text()}\n{err.read_text()}"
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+    stdout, stderr = out.read_text(), err.read_text()
+    notice = next(line for line in stderr.splitlines() if line.startswith("segapp demo: could not"))
+    assert f"could not download sam2.1_hiera_t (the host 127.0.0.1:{refused} could not be reached" in notice
+    assert "running the bundled segapp_small instead" in notice
+    assert "For full quality run `segapp download sam2.1_hiera_t`" in notice
+    assert "model: segapp_small (bundled" in stdout and f"http://127.0.0.1:{port}/" in stdout
+    assert "Model **segapp_small (bundled" in config and "could not download sam2.1_hiera_t" in config
+    assert not (tmp_path / "checkpoints" / "sam2.1_hiera_tiny.pt").exists()
+
+
+class _FailingHandler(http.server.BaseHTTPRequestHandler):
+    """/500/...: HTTP 500; /close/...: the connection is closed without an answer."""
+
+    def log_message(self, *args):
+        pass
+
+    def do_GET(self):
+        if self.path.startswith("/500/"):
+            self.send_error(500, "Internal Server Error")
+        else:
+            self.close_connection = True
+            self.connection.shutdown(socket.SHUT_RDWR)
+
+
+@pytest.fixture(scope="module")
+def failing_server():
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _FailingHandler)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{httpd.server_address[1]}"
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+
+
+@pytest.mark.parametrize("mode, reason", [("500", "HTTP 500"), ("close", "invalid HTTP response")])
+def test_download_or_bundled_falls_back_on_server_errors(failing_server, no_downloads, monkeypatch,
+                                                         mode, reason):
+    from segapp.cli.models import download_or_bundled
+
+    monkeypatch.setenv("SEGAPP_DOWNLOAD_MIRROR", f"{failing_server}/{mode}/")
+    choice, notice = download_or_bundled("tiny", progress=False, timeout=5)
+    assert choice.bundled and choice.config == "segapp_small"
+    assert notice.startswith("could not download sam2.1_hiera_t (") and reason in notice
+    assert f"{failing_server}/{mode}/sam2.1_hiera_tiny.pt" in notice  # the mirror was used
+    assert "\n" not in notice  # one line
+    assert "running the bundled segapp_small instead" in notice
+
+
+def test_download_or_bundled_uses_a_checkpoint_already_there_without_network(no_downloads, monkeypatch):
+    from segapp.cli.models import download_or_bundled
+
+    (no_downloads / "checkpoints").mkdir()
+    present = no_downloads / "checkpoints" / "sam2.1_hiera_tiny.pt"
+    with open(present, "wb") as f:  # a sparse stand-in of the official size (find_local checks it)
+        f.truncate(registry.get("sam2.1_hiera_t").size)
+    monkeypatch.setenv("SEGAPP_DOWNLOAD_MIRROR", "http://127.0.0.1:1")  # would be refused
+    choice, notice = download_or_bundled("sam2.1_hiera_t", progress=False)
+    assert notice is None and not choice.bundled
+    assert choice.config == "sam2.1_hiera_t" and choice.checkpoint.resolve() == present.resolve()
+
+
+def test_demo_download_usage_errors_exit_2(no_downloads, capsys):
+    pytest.importorskip("gradio")
+    assert main(["demo", "--download", "sam9_hiera_x"]) == 2
+    assert "--download: unknown checkpoint name 'sam9_hiera_x'; valid names: sam2.1_hiera_t" in \
+        capsys.readouterr().err
+    assert main(["demo", "--download", "tiny", "--model", "segapp_small"]) == 2
+    assert "--download NAME picks the model" in capsys.readouterr().err
+
+
+# ------------------------------------------------- missing checkpoints name the bundled fallback
+
+def test_segapp_download_failure_names_the_bundled_fallback(failing_server, no_downloads, capsys):
+    code = main(["download", "sam2.1_hiera_t", "--url", f"{failing_server}/500/x", "--no-progress"])
+    err = capsys.readouterr().err
+    assert code == 1
+    assert "HTTP 500" in err
+    assert "1 of 1 download(s) failed; with neither --model nor --checkpoint" in err and BUNDLED_HINT in err
+
+
+def test_segapp_download_honours_the_mirror_variable(failing_server, no_downloads, monkeypatch, capsys):
+    monkeypatch.setenv("SEGAPP_DOWNLOAD_MIRROR", f"{failing_server}/500")
+    assert main(["download", "sam2.1_hiera_t", "--no-progress"]) == 1
+    assert f"HTTP 500 Internal Server Error for {failing_server}/500/sam2.1_hiera_tiny.pt" in \
+        capsys.readouterr().err
+
+
+@pytest.mark.parametrize("argv", [
+    ["demo", "--checkpoint", "missing.pt"],
+    ["segment", "in", "--out", "out", "--checkpoint", "missing.pt"],
+    ["eval", "coco", "--annotations", "ann.json", "--images", ".", "--checkpoint", "missing.pt"],
+    ["demo", "--model", "sam2.1_hiera_l"],
+])
+def test_checkpoint_not_found_names_the_bundled_fallback(argv, no_downloads, capsys):
+    if argv[0] == "demo":
+        pytest.importorskip("gradio")
+    (no_downloads / "in").mkdir()
+    (no_downloads / "ann.json").write_text("{}")
+    code = main(argv)
+    err = capsys.readouterr().err
+    assert code == 2
+    assert "checkpoint not found: missing.pt" in err or "no checkpoint for sam2.1_hiera_l" in err
+    assert BUNDLED_HINT in err
+
+
+# ------------------------------------------------------------------ the model line, once and first
+
+def test_model_line_comes_once_and_first_and_unmatched_prompts_are_counted(tmp_path):
+    src = tmp_path / "in"
+    src.mkdir()
+    Image.fromarray(np.full((48, 64, 3), 90, np.uint8)).save(src / "a.png")
+    prompts = tmp_path / "prompts.json"
+    prompts.write_text(json.dumps({"default": "everything", "images": {
+        f"missing{i:02d}.png": [{"box": [1, 1, 9, 9]}] for i in range(13)}}))
+    done = subprocess.run([*CLI, "segment", str(src), "--out", str(tmp_path / "out"), "--prompts",
+                           str(prompts), "--model", "test_tiny", "--points-per-side", "2",
+                           "--format", "png", "--no-progress"],
+                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=300)
+    assert done.returncode == 0, done.stdout
+    lines = done.stdout.splitlines()
+    assert lines[0].startswith("model: test_tiny (random weights")
+    assert sum("model: " in line for line in lines) == 1
+    unmatched = [line for line in lines if "match no input" in line]
+    assert len(unmatched) == 11
+    assert unmatched[-1].endswith("... and 3 more keys of " + str(prompts) + " match no input (13 in all)")

@@ -1,13 +1,17 @@
 """`segapp demo`: the web demo (Gradio), for images (and video, when the video predictor is built in).
 
     segapp demo                                   # sam2.1_hiera_t if downloaded, else the bundled segapp_small
+    segapp demo --download sam2.1_hiera_t         # download it first if missing; offline, the bundled model
     segapp demo --model segapp_small              # the small model shipped with segapp (images only)
     segapp demo --model sam2.1_hiera_l --checkpoint weights/sam2.1_hiera_large.pt
     segapp demo --model test_tiny                 # random weights: tests and development only
     segapp demo --host 0.0.0.0 --port 8080        # listen beyond this machine (default: 127.0.0.1)
 
 Which model runs without --model and --checkpoint: segapp.cli.models (the same rule as
-`segapp segment` and `segapp eval coco`).
+`segapp segment` and `segapp eval coco`). `--download NAME` runs that official checkpoint,
+downloading it into ./checkpoints when segapp does not find it (resumable and verified, as
+`segapp download` does); when the download fails the demo still starts, on the bundled model,
+after one line saying why and how to get full quality.
 
 Exit codes: 0 after a clean shutdown, 2 when no checkpoint is available or arguments are bad.
 """
@@ -16,6 +20,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import sys
 from pathlib import Path
 
 from segapp.cli import EXIT_OK, EXIT_USAGE, CLIError
@@ -45,6 +50,10 @@ def register(subparsers) -> None:
                         f"'{TEST_MODEL}' runs a tiny random-weights model without a checkpoint")
     parser.add_argument("--checkpoint", type=Path,
                         help="checkpoint file (default: the official one found by `segapp download`)")
+    parser.add_argument("--download", metavar="NAME",
+                        help=f"run this official checkpoint (e.g. {DEFAULT_CHECKPOINT}), downloading "
+                        "it into ./checkpoints first if it is missing; if the download fails, run "
+                        f"the bundled {BUNDLED} instead and say why")
     parser.add_argument("--device", help="cpu, cuda, mps, ... (default: the best available)")
     parser.add_argument("--host", default=DEFAULT_HOST,
                         help=f"address to listen on (default: {DEFAULT_HOST}, this machine only)")
@@ -69,15 +78,18 @@ def model_config(model: str) -> str:
     return official_config(model)
 
 
-def build_service(model: str | None = None, checkpoint: Path | None = None, device: str | None = None):
+def build_service(model: str | None = None, checkpoint: Path | None = None, device: str | None = None,
+                  *, choice=None):
     """(DemoService, the note shown under the title, the ModelChoice) for these arguments:
-    everything `segapp demo` does before it serves."""
+    everything `segapp demo` does before it serves. choice: a ModelChoice made already
+    (segapp.cli.models), in place of model and checkpoint."""
     from segapp.build import build_model
     from segapp.checkpoint import CheckpointError
     from segapp.cli.models import choose_model
     from segapp.demo.service import DemoService
 
-    choice = choose_model(model, checkpoint)
+    if choice is None:
+        choice = choose_model(model, checkpoint)
     try:
         built = build_model(choice.config, choice.checkpoint, device=device)
     except (ValueError, FileNotFoundError, CheckpointError) as err:
@@ -104,8 +116,21 @@ def run(args: argparse.Namespace) -> int:
 
     if args.port < 0 or args.port > 65535:
         raise CLIError(f"--port must be in 0..65535, got {args.port}")
-    service, note, choice = build_service(args.model, args.checkpoint, args.device)
+    from segapp.cli.models import choose_model, download_or_bundled
+
+    notice = None
+    if args.download is not None:
+        if args.model is not None or args.checkpoint is not None:
+            raise CLIError("--download NAME picks the model: give it without --model and --checkpoint")
+        choice, notice = download_or_bundled(args.download)
+        if notice is not None:
+            print(f"segapp demo: {notice}", file=sys.stderr, flush=True)
+    else:
+        choice = choose_model(args.model, args.checkpoint)
     print(choice.line, flush=True)
+    service, note, choice = build_service(device=args.device, choice=choice)
+    if notice is not None:
+        note = f"{note} {notice}"
     if args.host not in ("127.0.0.1", "localhost", "::1"):
         logger.warning("listening on %s: the demo is reachable from other machines", args.host)
     print(f"segapp demo on http://{args.host}:{args.port}/  (Ctrl+C to stop)", flush=True)

@@ -56,6 +56,7 @@ def _list(folder: Path) -> int:
 
 def run(args: argparse.Namespace) -> int:
     from segapp import registry
+    from segapp.cli.models import bundled_fallback
     from segapp.download import DownloadError, download
 
     if args.list:
@@ -104,6 +105,7 @@ def run(args: argparse.Namespace) -> int:
             continue
         print(f"{target}: {path}")
     if failed:
-        print(f"segapp download: {failed} of {len(targets)} download(s) failed", file=sys.stderr)
+        print(f"segapp download: {failed} of {len(targets)} download(s) failed; {bundled_fallback()}",
+              file=sys.stderr)
         return EXIT_FAILED
     return EXIT_OK

@@ -103,8 +103,10 @@ def _check_args(args: argparse.Namespace) -> None:
         raise CLIError(f"the {args.predictor} predictor needs a box prompt: it has no use for "
                        f"clicks; use --prompt box, or a model (--checkpoint) for --prompt {args.prompt}")
     if args.checkpoint and not args.checkpoint.is_file():
+        from segapp.cli.models import bundled_fallback
+
         raise CLIError(f"checkpoint not found: {args.checkpoint} (get one with "
-                       "`segapp download sam2.1_hiera_t`)")
+                       f"`segapp download sam2.1_hiera_t`); {bundled_fallback()}")
 
 
 def make_image_predictor(args: argparse.Namespace):

@@ -10,6 +10,9 @@ share.
 - `--model test_tiny`: random weights (tests and development only).
 - `--model` an official name (`sam2.1_hiera_l`, `tiny`, ...): its downloaded checkpoint, or an
   error saying how to download it. Any other `--model` needs `--checkpoint`.
+
+`download_or_bundled` is `segapp demo --download NAME`: the official checkpoint (downloaded when
+missing), or, when it cannot be had, the bundled model and a one-line notice saying why.
 """
 from __future__ import annotations
 
@@ -20,6 +23,14 @@ from segapp.cli import EXIT_USAGE, CLIError
 
 # Test configs that run without a checkpoint, on random weights.
 RANDOM_WEIGHTS_MODELS = ("test_tiny",)
+
+
+def bundled_fallback() -> str:
+    """The sentence every "no checkpoint" message ends with: what runs without one."""
+    from segapp import bundled
+
+    return (f"with neither --model nor --checkpoint, `segapp demo`, `segment` and `eval coco` run "
+            f"the bundled small model {bundled.NAME} (`segapp demo` alone starts it)")
 
 
 @dataclass(frozen=True)
@@ -89,7 +100,7 @@ def choose_model(model: str | None, checkpoint: Path | None) -> ModelChoice:
 
     if checkpoint is not None:
         if not checkpoint.is_file():
-            raise CLIError(f"checkpoint not found: {checkpoint}", EXIT_USAGE)
+            raise CLIError(f"checkpoint not found: {checkpoint}; {bundled_fallback()}", EXIT_USAGE)
         config = official_config(model) if model is not None else _config_of_checkpoint(checkpoint)
         if bundled.is_bundled(checkpoint):
             return ModelChoice(config, checkpoint, True, bundled.description())
@@ -117,6 +128,39 @@ def choose_model(model: str | None, checkpoint: Path | None) -> ModelChoice:
         raise CLIError(
             f"no checkpoint for {info.config} found (looked in: {dirs}). Get it with:\n"
             f"    segapp download {info.config}\n"
-            f"or pass --checkpoint PATH; without --model, the bundled small model "
-            f"{bundled.NAME} runs", EXIT_USAGE)
+            f"or pass --checkpoint PATH; {bundled_fallback()}", EXIT_USAGE)
     return _official(info.config, found)
+
+
+def download_or_bundled(name: str, dest: Path | None = None, *, timeout: float = 30,
+                        progress: bool = True) -> tuple[ModelChoice, str | None]:
+    """(the model to run, a notice or None) for `segapp demo --download NAME`.
+
+    The official checkpoint `name` if segapp finds it (./checkpoints, $SEGAPP_CHECKPOINTS), else
+    downloaded into `dest` (default ./checkpoints; resumable and verified, see segapp.download).
+    When the download fails (network, server, checksum, disk), the bundled model instead, with
+    a one-line notice saying why and how to get full quality. An unknown name is a CLIError
+    (exit 2): a typo is not a network problem.
+    """
+    from segapp import bundled, registry
+    from segapp.download import DownloadError, download
+
+    try:
+        info = registry.get(name)
+    except registry.UnknownCheckpointError:
+        raise CLIError(f"--download: unknown checkpoint name {name!r}; valid names: "
+                       f"{', '.join(registry.names())}", EXIT_USAGE) from None
+    found = registry.find_local(info.config)
+    if found is not None:
+        return _official(info.config, found), None
+    dest = registry.DEFAULT_DIR if dest is None else dest
+    try:
+        path = download(info.config, dest, progress=progress, timeout=timeout)
+    except (DownloadError, OSError) as err:
+        text = str(err).strip()
+        reason = text.splitlines()[0].rstrip(".") if text else type(err).__name__
+        notice = (f"could not download {info.config} ({reason}); running the bundled {bundled.NAME} "
+                  f"instead (a small model, images only). For full quality run "
+                  f"`segapp download {info.config}` once the network allows, then `segapp demo`.")
+        return _bundled(), notice
+    return _official(info.config, path), None
