@@ -161,3 +161,84 @@ def test_input_keys_are_short_valid_file_names():
     assert len(key.encode("utf-8")) < 200
     key.encode("utf-8")  # no lone surrogates
     assert inputs.image_id("caf\udce9.png") != inputs.image_id("caf\udcea.png")
+
+
+# ---------------------------------------------------------------------------- 5. full or read-only disk
+def _fail_writes_after(monkeypatch, module, calls: int, number: int) -> None:
+    """`module.atomic_write` succeeds `calls` times, then raises OSError(number) as a full or
+    read-only filesystem does (root ignores chmod, so the error is simulated)."""
+    import os
+
+    real = module.atomic_write
+    count = [0]
+
+    def write(path, data):
+        count[0] += 1
+        if count[0] > calls:
+            raise OSError(number, os.strerror(number), str(path))
+        real(path, data)
+
+    monkeypatch.setattr(module, "atomic_write", write)
+
+
+def _error_lines(text: str) -> list[str]:
+    assert "Traceback" not in text
+    return [line for line in text.splitlines() if "error:" in line]
+
+
+@pytest.mark.parametrize("number", [28, 30])  # ENOSPC (disk full), EROFS (remounted read-only)
+def test_a_full_disk_mid_run_stops_keeps_what_is_done_and_a_rerun_continues(tmp_path, monkeypatch, capsys, number):
+    import os
+
+    from segapp.batch import pipeline
+
+    src = tmp_path / "in"
+    make_images(src, [f"img{i}.png" for i in range(6)], size=(32, 32))
+    out = tmp_path / "out"
+    run = ["segment", str(src), "--out", str(out), "--batch-size", "2", "--points-per-side", "2",
+           "--format", "png,coco,overlay", *TINY]
+    # img0 and img1 write a PNG and an overlay each; img2 its PNG, then its overlay fails.
+    _fail_writes_after(monkeypatch, pipeline, calls=5, number=number)
+    assert main(run) == 1
+    captured = capsys.readouterr()
+    [line] = _error_lines(captured.err)
+    assert f"cannot write to the output folder {out}: {os.strerror(number)}" in line
+    assert "the manifest lists the 2 inputs finished so far" in line and "rerun the same command" in line
+    records = manifest(out)
+    assert set(records) == {"img0.png", "img1.png"} and all(r["status"] == "ok" for r in records.values())
+    assert sorted(p.name for p in out.glob("*.png")) == ["img0.png", "img1.png"]  # img2.png deleted
+    assert not list(out.rglob("*segapp-tmp"))
+    monkeypatch.undo()
+    assert main(run) == 0
+    assert "(2 already done by an earlier run)" in capsys.readouterr().out
+    assert len(manifest(out)) == 6 and sorted(p.name for p in out.glob("*.png")) == [f"img{i}.png" for i in range(6)]
+
+
+def test_a_read_only_output_folder_is_a_one_line_error(tmp_path, monkeypatch, capsys):
+    from segapp.batch import outputs
+
+    src = tmp_path / "in"
+    make_images(src, ["a.png"], size=(32, 32))
+    out = tmp_path / "out"
+    _fail_writes_after(monkeypatch, outputs, calls=0, number=30)  # EROFS at the first write
+    assert main(["segment", str(src), "--out", str(out), *TINY]) == 1
+    [line] = _error_lines(capsys.readouterr().err)
+    assert line.endswith(f"cannot write to the output folder {out}: Read-only file system")
+
+
+def test_an_output_folder_without_write_permission_is_a_one_line_error(tmp_path, capsys):
+    import os
+
+    if os.geteuid() == 0:
+        pytest.skip("root writes to read-only folders; the simulated test above covers it")
+    src = tmp_path / "in"
+    make_images(src, ["a.png"], size=(32, 32))
+    out = tmp_path / "out"
+    out.mkdir()
+    out.chmod(0o500)
+    try:
+        assert main(["segment", str(src), "--out", str(out), *TINY]) == 1
+    finally:
+        out.chmod(0o700)
+    [line] = _error_lines(capsys.readouterr().err)
+    assert f"cannot write to the output folder {out}: Permission denied" in line

@@ -19,6 +19,7 @@ when its record (written last, also atomically) exists and lists outputs that al
 from __future__ import annotations
 
 import colorsys
+import errno
 import json
 import logging
 import os
@@ -41,6 +42,18 @@ FORMATS = ("png", "coco", "overlay")
 OVERLAY_ALPHA = 0.5
 JPEG_QUALITY = 90
 MAX_8BIT_ID = 255
+# OSError numbers that no input can avoid (disk full, quota, read-only filesystem): the run
+# stops at once instead of failing every remaining input.
+STOP_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS})
+
+
+class OutputStopped(RuntimeError):
+    """The output folder cannot be written any more; the message says what to do (one line)."""
+
+
+def stops_run(err: BaseException) -> bool:
+    """Whether `err` means the output folder cannot be written at all (see STOP_ERRNOS)."""
+    return isinstance(err, OSError) and err.errno in STOP_ERRNOS
 
 
 # ---------------------------------------------------------------------------- atomic files
@@ -48,9 +61,13 @@ def atomic_write(path: Path, data: bytes) -> None:
     """Write `data` to `path` via a temporary file in the same folder and a rename."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}{TMP_SUFFIX}")
-    with open(tmp, "wb") as f:
-        f.write(data)
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "wb") as f:
+            f.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)  # a full disk keeps no half-written file
+        raise
 
 
 def sweep_temporaries(out: Path) -> int:
@@ -343,3 +360,18 @@ class RunState:
             atomic_write(self.out / COCO_IMAGES, json.dumps(
                 {"images": images, "annotations": [], "categories": categories}).encode("utf-8"))
         return records
+
+    def stopped(self, err: OSError, items: list[Input], formats: tuple[str, ...],
+                categories: list[dict[str, Any]]) -> OutputStopped:
+        """The error that stops a run after `err` (see `stops_run`): first the manifest of the
+        inputs finished so far is written (not the merged COCO files: the rerun writes them),
+        when the folder still takes it. Each finished input's record is already saved, so
+        rerunning the same command continues from there."""
+        manifest_only = tuple(f for f in formats if f != "coco")
+        try:
+            saved = f"the manifest lists the {len(self.finalise(items, manifest_only, categories))} inputs finished so far"
+        except OSError:
+            saved = "the manifest could not be written either"
+        return OutputStopped(f"cannot write to the output folder {self.out}: {err.strerror or err} "
+                             f"({saved}); make room or make it writable, then rerun the same command "
+                             f"to continue")

@@ -28,8 +28,8 @@ from typing import Any, Callable, Iterator
 import numpy as np
 
 from segapp.batch.inputs import Input, image_id
-from segapp.batch.outputs import (MAX_8BIT_ID, RunState, Segmentation, VideoOverlayWriter,
-                                  atomic_write, coco_annotations, encode_id_png, encode_jpeg, overlay, paint)
+from segapp.batch.outputs import (MAX_8BIT_ID, RunState, Segmentation, VideoOverlayWriter, atomic_write,
+                                  coco_annotations, encode_id_png, encode_jpeg, overlay, paint, stops_run)
 from segapp.batch.prompts import MAX_OBJECT_ID, ObjectPrompt, Prompts
 
 logger = logging.getLogger(__name__)
@@ -394,6 +394,9 @@ class InputWriter:
         try:
             self._add(seg, frame, rgb)
         except Exception as err:  # noqa: BLE001 - reported in this input's record
+            if stops_run(err):  # disk full or read-only: every input would fail; the run stops
+                self.discard()
+                raise
             self.fail(f"writing outputs failed: {type(err).__name__}: {err}")
 
     def _add(self, seg: Segmentation, frame: int | None, rgb: np.ndarray | None) -> None:
@@ -429,6 +432,14 @@ class InputWriter:
             raise ValueError(f"frame {frame} is {rgb.shape[1]}x{rgb.shape[0]}, masks are "
                              f"{seg.id_map.shape[1]}x{seg.id_map.shape[0]}")
         self._video.write(overlay(np.ascontiguousarray(rgb), seg.id_map))
+
+    def discard(self) -> None:
+        """Delete the outputs written so far (the input is unfinished: a rerun redoes it);
+        on a full disk this makes room for the manifest."""
+        self._close_video(abort=True)
+        for rel in self.outputs:
+            (self.state.out / rel).unlink(missing_ok=True)
+        self.outputs = []
 
     def fail(self, error: str) -> None:
         self.status, self.error = "failed", error
@@ -589,6 +600,8 @@ def run_local(items: list[Input], spec: ModelSpec, options: Options, prompts: Pr
             task = to_writer.get()
             if task is None:
                 return
+            if failures:  # stopping: drain the queue, write nothing more
+                continue
             try:
                 result = task()
             except BaseException as err:  # noqa: BLE001 - re-raised on the main thread
@@ -618,10 +631,17 @@ def run_local(items: list[Input], spec: ModelSpec, options: Options, prompts: Pr
             except queue.Empty:
                 threads[0].join(timeout=0.1)
         bar.close()
-    if failures:
-        raise failures[0]
     categories = prompts.categories if prompts is not None else [{"id": 1, "name": "object"}]
-    records = state.finalise(items, options.formats, categories)
+    if failures:
+        if stops_run(failures[0]):
+            raise state.stopped(failures[0], items, options.formats, categories) from failures[0]
+        raise failures[0]
+    try:
+        records = state.finalise(items, options.formats, categories)
+    except OSError as err:
+        if stops_run(err):
+            raise state.stopped(err, items, options.formats, categories) from err
+        raise
     return RunSummary(records, done_before, time.perf_counter() - started)
 
 

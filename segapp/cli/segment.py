@@ -93,7 +93,7 @@ def run(args: argparse.Namespace) -> int:
     from segapp import __version__
     from segapp.batch import inputs as inputs_mod
     from segapp.batch import prompts as prompts_mod
-    from segapp.batch.outputs import MANIFEST, RunState
+    from segapp.batch.outputs import MANIFEST, OutputStopped, RunState
     from segapp.batch.pipeline import ModelSpec, Options
 
     formats = parse_formats(args.format)
@@ -148,19 +148,26 @@ def run(args: argparse.Namespace) -> int:
         "pred_iou_thresh": args.pred_iou_thresh, "stability_score_thresh": args.stability_score_thresh,
         "inputs": [i.rel for i in items],
     }
-    RunState(args.out).start(signature, resume=options.resume)
+    try:
+        RunState(args.out).start(signature, resume=options.resume)
+    except OSError as err:  # read-only, no permission, disk full: nothing written yet
+        raise CLIError(f"cannot write to the output folder {args.out}: {err.strerror or err}",
+                       exit_code=EXIT_FAILED) from err
 
-    if args.engine == "ray":
-        from segapp.batch.ray_engine import RayMissing, run_ray
+    try:
+        if args.engine == "ray":
+            from segapp.batch.ray_engine import RayMissing, run_ray
 
-        try:
-            summary = run_ray(items, spec, options, prompts, args.out, actors=args.ray_actors)
-        except RayMissing as err:
-            raise CLIError(str(err)) from err
-    else:
-        from segapp.batch.pipeline import run_local
+            try:
+                summary = run_ray(items, spec, options, prompts, args.out, actors=args.ray_actors)
+            except RayMissing as err:
+                raise CLIError(str(err)) from err
+        else:
+            from segapp.batch.pipeline import run_local
 
-        summary = run_local(items, spec, options, prompts, args.out)
+            summary = run_local(items, spec, options, prompts, args.out)
+    except OutputStopped as err:  # disk full or read-only mid-run; finished inputs are kept
+        raise CLIError(str(err), exit_code=EXIT_FAILED) from err
 
     ok, skipped, failed = summary.count("ok"), summary.count("skipped"), summary.count("failed")
     rate = (len(items) - summary.already_done) / summary.seconds if summary.seconds > 0 else 0.0
