@@ -12,7 +12,8 @@ from PIL import Image
 
 import segapp
 from segapp.demo import examples, exports
-from segapp.demo.service import DemoError, DemoService, Limits, SessionNotFound, parse_prompts
+from segapp.demo.service import (MAX_POINTS_PER_OBJECT, DemoError, DemoService, Limits, SessionNotFound,
+                                 parse_prompts)
 
 PERMISSIVE_AMG = {"pred_iou_thresh": 0.0, "stability_score_thresh": 0.0}
 
@@ -280,6 +281,30 @@ def test_segment_image_api_and_prompt_validation(service, model, image, monkeypa
     assert parse_prompts('{"points": [[1, 2]]}', (10, 10)) == (((1.0, 2.0),), (1,), None)
 
 
+def test_points_per_object_and_per_request_are_capped(model, image):
+    # 200,000 points in one request used to take 219 s under the shared model lock.
+    assert Limits().max_points_per_object == MAX_POINTS_PER_OBJECT == 64
+    service = DemoService(model, limits=Limits(max_points_per_object=3))
+    sid = service.create_session()
+    service.set_image(sid, image)
+    for k in range(3):
+        service.click(sid, 20 + 10 * k, 30, "positive")
+    with pytest.raises(DemoError, match=r"object 1 already has 3 clicks, the most one object may have \(3\)"):
+        service.click(sid, 80, 80, "negative")
+    assert [len(o.points) for o in service.get_session(sid).objects] == [3]  # nothing changed
+    service.new_object(sid)
+    service.click(sid, 80, 80, "positive")  # a new object starts afresh
+    assert [len(o.points) for o in service.get_session(sid).objects] == [3, 1]
+
+    many = {"points": [[1, 1]] * 65}
+    with pytest.raises(DemoError, match="65 points in one request; the limit is 64 points per request"):
+        DemoService(model).segment_image(image, many)
+    huge = json.dumps({"points": [[1, 1]] * 200_000})
+    with pytest.raises(DemoError, match="characters; the limit is 65536 .at most 64 points per request"):
+        parse_prompts(huge, (10, 10))
+    assert len(parse_prompts({"points": [[1, 1]] * 64}, (10, 10))[0]) == 64
+
+
 def test_segment_everything_api(service, image):
     id_map, records = service.segment_everything_image(image, points_per_side=4)
     assert id_map.shape == image.shape[:2] and len(records) >= 1
@@ -486,6 +511,21 @@ def test_video_limits_and_bad_files(video_service, clip, tmp_path):
         list(video.propagate(sid))
     with pytest.raises(DemoError, match="outside the video"):
         video.click(sid, 6, 1, 1)
+
+
+def test_video_clicks_per_object_and_frame_are_capped(video_service, clip):
+    from segapp.demo.service import VideoService
+
+    video = VideoService(DemoService(video_service.service.model, limits=Limits(max_points_per_object=2)))
+    sid = video.create_session()
+    video.open_video(sid, clip)
+    video.click(sid, 0, 30, 35)
+    video.click(sid, 0, 40, 35, positive=False)
+    with pytest.raises(DemoError, match=r"object 1 on frame 0 already has 2 clicks, the most one object may have \(2\)"):
+        video.click(sid, 0, 50, 35)
+    assert video.get_session(sid).prompts[(1, 0)][0] == ((30.0, 35.0), (40.0, 35.0))
+    video.click(sid, 1, 30, 35)  # the cap is per frame: another frame takes clicks
+    video.close_session(sid)
 
 
 def test_masks_beyond_the_session_memory_are_refused(model, image):

@@ -232,8 +232,9 @@ def build_app(service: DemoService, *, title: str = "segapp demo", model_note: s
     def segment_image(image: str, prompts: str):
         """Segment one object. image: the picture; prompts: JSON {"points": [[x, y], ...],
         "labels": [1, 0, ...], "box": [x0, y0, x1, y1]} with any of the keys (labels default
-        to 1). Returns the best mask as a PNG (255 inside) and a JSON of the candidates'
-        scores, the chosen index, the mask area and the timings."""
+        to 1; at most Limits.max_points_per_object points, 64 by default). Returns the best
+        mask as a PNG (255 inside) and a JSON of the candidates' scores, the chosen index, the
+        mask area and the timings."""
         mask, info = service.segment_image(image, prompts)
         path = outputs.folder() / "mask.png"
         path.write_bytes(exports.mask_to_png(mask))
@@ -251,8 +252,8 @@ def build_app(service: DemoService, *, title: str = "segapp demo", model_note: s
 
     # ------------------------------------------------------------------ layout
     limits_text = (f"Limits: files up to {limits.max_upload_bytes / 2**20:.0f} MB, images up to "
-                   f"{limits.max_image_side} px on the longest side; idle sessions are closed after "
-                   f"{limits.idle_seconds / 60:.0f} min.")
+                   f"{limits.max_image_side} px on the longest side, {limits.max_points_per_object} clicks "
+                   f"per object; idle sessions are closed after {limits.idle_seconds / 60:.0f} min.")
     private = dict(api_visibility="private")
 
     with gr.Blocks(title=title, analytics_enabled=False) as demo:
@@ -452,7 +453,8 @@ def _video_tab(video: VideoService, outputs: OutputFiles) -> None:
         return paths, str(files["overlay_mp4"])
 
     gr.Markdown(f"Limits: videos up to {limits.max_video_bytes / 2**20:.0f} MB, {limits.max_video_frames} frames "
-                f"and {limits.max_video_side} px on the longest side (MP4, WebM, MOV, AVI, MKV).",
+                f"and {limits.max_video_side} px on the longest side (MP4, WebM, MOV, AVI, MKV); "
+                f"{limits.max_points_per_object} clicks per object and frame.",
                 elem_id="video_limits")
     vsid = gr.State(None, time_to_live=limits.idle_seconds,
                     delete_callback=lambda sid: sid and video.close_session(sid))

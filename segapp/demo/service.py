@@ -39,6 +39,14 @@ logger = logging.getLogger(__name__)
 CLICK_MODES = ("positive", "negative", "box")
 # Embeddings kept for the stateless API endpoints (keyed by image content).
 API_EMBEDDING_CACHE = 4
+# Clicks one object may carry (per frame, in the video tab), and points one API request may
+# carry. The decoder's cost grows with the points, and requests share one model lock: 200,000
+# points in one request took 219 s and held every other user up. SAM's interactive protocol
+# uses a handful of clicks; 64 leaves ample room.
+MAX_POINTS_PER_OBJECT = 64
+# The API's prompts JSON is refused beyond this many characters before it is parsed
+# (64 points with a box take well under 4 KB).
+MAX_PROMPTS_JSON_CHARS = 64 * 1024
 
 
 class DemoError(ValueError):
@@ -61,6 +69,8 @@ class Limits:
     max_session_bytes: a session's masks and embedding; the oldest undo steps are dropped
       to stay under it.
     max_points_per_side: the densest "segment everything" grid.
+    max_points_per_object: clicks one object may carry (per frame in the video tab), and
+      points one API request may carry.
     max_video_bytes, max_video_frames, max_video_side: the largest accepted video.
     max_video_sessions: live video sessions at once (their tracking state is larger).
     """
@@ -72,6 +82,7 @@ class Limits:
     max_history: int = 30
     max_session_bytes: int = 256 * 1024 * 1024
     max_points_per_side: int = 64
+    max_points_per_object: int = MAX_POINTS_PER_OBJECT
     max_video_bytes: int = 100 * 1024 * 1024
     max_video_frames: int = 600
     max_video_side: int = 1920
@@ -122,9 +133,11 @@ class Timing:
     step: str
     ms: float
     cached: bool = False
+    note: str = ""  # what the user should know about the result (e.g. that nothing was found)
 
     def __str__(self) -> str:
-        return f"{self.step}: {self.ms:.0f} ms" + (" (embedding cached)" if self.cached else "")
+        text = f"{self.step}: {self.ms:.0f} ms" + (" (embedding cached)" if self.cached else "")
+        return f"{text}. {self.note}" if self.note else text
 
 
 @dataclass
@@ -436,6 +449,7 @@ class DemoService:
             self._require_image(session)
             x, y = self._check_xy(session, x, y)
             obj, is_new = self._target(session)
+            _check_point_count(obj.name, len(obj.points), self.limits.max_points_per_object)
             obj = dataclasses.replace(obj, points=obj.points + ((x, y),), labels=obj.labels + (1 if positive else 0,))
             return self._apply(session, obj, is_new, "decoder (click)")
 
@@ -571,7 +585,7 @@ class DemoService:
         with self._locked(sid) as session:
             self._require_image(session)
             start = time.perf_counter()
-            records = self._generate(session.image, points_per_side)
+            records, generator = self._generate(session.image, points_per_side)
             found = len(records)
             # Keep the largest masks that fit the session's memory (one bool plane each).
             room = self.limits.max_session_bytes - session.fixed_nbytes()
@@ -584,12 +598,14 @@ class DemoService:
             next_id = session.state.next_id + len(objects)
             self._commit(session, Snapshot(tuple(objects), None, next_id))
             kept = f"{len(objects)} masks" if len(objects) == found else f"kept the {len(objects)} largest of {found} masks"
-            timing = Timing(f"segment everything ({kept})", (time.perf_counter() - start) * 1e3)
+            note = "" if found else _nothing_found_note(generator)
+            timing = Timing(f"segment everything ({kept})", (time.perf_counter() - start) * 1e3, note=note)
             session.timings = [timing]
             return timing
 
-    def _generate(self, image: np.ndarray, points_per_side: int) -> list[dict]:
-        """AMG records sorted by area, largest first (so small masks are drawn on top)."""
+    def _generate(self, image: np.ndarray, points_per_side: int):
+        """(AMG records sorted by area, largest first (so small masks are drawn on top), the
+        generator)."""
         from segapp.automatic_mask_generator import AutomaticMaskGenerator
 
         try:
@@ -602,7 +618,7 @@ class DemoService:
                                            **self.amg_options)
         with self._model_lock:
             records = generator.generate(image)
-        return sorted(records, key=lambda r: -r["area"])
+        return sorted(records, key=lambda r: -r["area"]), generator
 
     # ------------------------------------------------------------------ views and exports
     def render(self, sid: str) -> np.ndarray | None:
@@ -685,7 +701,7 @@ class DemoService:
         """One-shot segmentation for the API: returns ([H, W] bool best mask, info) where info
         holds every candidate's score, the chosen index, the area and the timings."""
         array = self.load_image(image)
-        points, labels, box = parse_prompts(prompts, array.shape[:2])
+        points, labels, box = parse_prompts(prompts, array.shape[:2], self.limits.max_points_per_object)
         start = time.perf_counter()
         predictor, cached = self._api_predictor(array)
         embed_ms = (time.perf_counter() - start) * 1e3
@@ -706,7 +722,7 @@ class DemoService:
         """"Segment everything" for the API: ([H, W] uint16 instance-id map, records) where
         record k (id k + 1) has the COCO RLE segmentation, area, bbox and scores."""
         array = self.load_image(image)
-        records = self._generate(array, points_per_side)
+        records, _ = self._generate(array, points_per_side)
         id_map = exports.instance_id_map([r["segmentation"] for r in records], array.shape[:2])
         out = []
         for k, rec in enumerate(records):
@@ -751,10 +767,35 @@ def _predict(predictor, model_lock: threading.Lock, points, labels, box) -> tupl
     return masks > 0.5, np.asarray(scores, dtype=np.float32)
 
 
-def parse_prompts(prompts: str | dict, hw: tuple[int, int]):
+def _check_point_count(name: str, count: int, limit: int) -> None:
+    """DemoError when an object that has `count` clicks cannot take one more."""
+    if count >= limit:
+        raise DemoError(f"{name} already has {count} clicks, the most one object may have "
+                        f"({limit}): undo some, or start a new object")
+
+
+def _nothing_found_note(generator) -> str:
+    """The status line's note when "segment everything" kept no mask: the model, the filters
+    the masks failed (set on the server: DemoService's amg_options) and what to do instead."""
+    from segapp import bundled
+
+    label = getattr(generator.predictor.model, "model_label", None) or "the model"
+    text = (f"No masks found by {label}: none passed the quality filters (predicted IoU > "
+            f"{generator.pred_iou_thresh:g}, stability >= {generator.stability_score_thresh:g}). "
+            "Click the object instead, or try a denser grid")
+    if label.startswith(bundled.NAME):
+        text += f"; for full quality start the demo with: segapp demo --download {bundled.FULL_QUALITY}"
+    return text + "."
+
+
+def parse_prompts(prompts: str | dict, hw: tuple[int, int], max_points: int = MAX_POINTS_PER_OBJECT):
     """Validate the API's prompt JSON: {"points": [[x, y], ...], "labels": [1, 0, ...],
-    "box": [x0, y0, x1, y1]} with any of the keys (labels default to 1, positive).
-    Returns (points tuple, labels tuple, box tuple or None); raises DemoError with the reason."""
+    "box": [x0, y0, x1, y1]} with any of the keys (labels default to 1, positive), at most
+    `max_points` points. Returns (points tuple, labels tuple, box tuple or None); raises
+    DemoError with the reason."""
+    if isinstance(prompts, (str, bytes)) and len(prompts) > MAX_PROMPTS_JSON_CHARS:
+        raise DemoError(f"prompts JSON is {len(prompts)} characters; the limit is {MAX_PROMPTS_JSON_CHARS} "
+                        f"(at most {max_points} points per request)")
     if isinstance(prompts, (str, bytes)):
         try:
             prompts = json.loads(prompts or "{}")
@@ -767,6 +808,9 @@ def parse_prompts(prompts: str | dict, hw: tuple[int, int]):
         raise DemoError(f"unknown prompt keys {sorted(unknown)}; use points, labels and box")
     h, w = hw
     points = prompts.get("points") or []
+    if isinstance(points, list) and len(points) > max_points:
+        raise DemoError(f"{len(points)} points in one request; the limit is {max_points} points per "
+                        "request (one object)")
     try:
         points = tuple((float(p[0]), float(p[1])) for p in points if len(p) == 2) if points else ()
     except (TypeError, ValueError, IndexError) as err:
@@ -962,6 +1006,8 @@ class VideoService:
                 raise DemoError(f"({x:g}, {y:g}) is outside the {w}x{h} video")
             obj_id = session.selected if session.selected is not None else self._add_object(session).obj_id
             points, labels = session.prompts.get((obj_id, frame_idx), ((), ()))
+            name = next(o.name for o in session.objects if o.obj_id == obj_id)
+            _check_point_count(f"{name} on frame {frame_idx}", len(points), self.limits.max_points_per_object)
             points, labels = points + ((float(x), float(y)),), labels + (1 if positive else 0,)
             start = time.perf_counter()
             with self.service._model_lock:
