@@ -151,6 +151,7 @@ class AutomaticMaskGenerator:
         self.output_mode = output_mode
         self.use_m2m = use_m2m
         self.multimask_output = multimask_output
+        self._warned_empty = False
 
     # ------------------------------------------------------------------ public
     @torch.inference_mode()
@@ -164,11 +165,32 @@ class AutomaticMaskGenerator:
           predicted_iou, stability_score: floats
           point_coords: [[x, y]], the prompt point in image pixels
           crop_box: [x, y, w, h] floats of the crop the mask was found in
+
+        An image where no mask passes the filters gives [] and a warning-level log line with
+        `nothing_found_hint()` (the first time for this generator; later ones at debug level,
+        so that a batch of empty images does not repeat it).
         """
         image = to_rgb_uint8(image)
         orig_hw = (int(image.shape[0]), int(image.shape[1]))
         data = self._generate_masks(image)
-        return self._records(data, orig_hw)
+        records = self._records(data, orig_hw)
+        if not records:
+            logger.log(logging.DEBUG if self._warned_empty else logging.WARNING, "%s", self.nothing_found_hint())
+            self._warned_empty = True
+        return records
+
+    def nothing_found_hint(self) -> str:
+        """One line for an image where no mask was kept: the model, and the filters to lower."""
+        label = getattr(self.predictor.model, "model_label", None) or "the model"
+        filters = []
+        if self.pred_iou_thresh > 0.0:
+            filters.append(f"pred_iou_thresh={self.pred_iou_thresh:g}")
+        if self.stability_score_thresh > 0.0:
+            filters.append(f"stability_score_thresh={self.stability_score_thresh:g}")
+        if not filters:
+            return f"no masks found by {label} (score filters off): the image may hold no objects it knows"
+        return (f"no masks found by {label}: no mask passed {' and '.join(filters)}; lower "
+                f"{'them' if len(filters) > 1 else 'it'} to keep more")
 
     # ------------------------------------------------------------------ crops
     def _generate_masks(self, image: np.ndarray) -> MaskData:

@@ -267,3 +267,45 @@ def test_model_line_comes_once_and_first_and_unmatched_prompts_are_counted(tmp_p
     unmatched = [line for line in lines if "match no input" in line]
     assert len(unmatched) == 11
     assert unmatched[-1].endswith("... and 3 more keys of " + str(prompts) + " match no input (13 in all)")
+
+
+# ------------------------------------------------------- "segment everything" that finds nothing
+
+@pytest.fixture(scope="module")
+def bundled_model():
+    import segapp
+
+    return segapp.build_model(device="cpu")
+
+
+BLANK = np.full((64, 96, 3), 128, np.uint8)
+
+
+def test_amg_that_finds_nothing_logs_a_hint_once(bundled_model, caplog):
+    from segapp import AutomaticMaskGenerator
+
+    generator = AutomaticMaskGenerator(bundled_model, points_per_side=4)
+    with caplog.at_level("DEBUG", logger="segapp.automatic_mask_generator"):
+        assert generator.generate(BLANK) == []
+        assert generator.generate(BLANK) == []
+    hints = [r for r in caplog.records if r.getMessage().startswith("no masks found")]
+    assert [r.levelname for r in hints] == ["WARNING", "DEBUG"]  # once loud, then quiet
+    assert hints[0].getMessage() == (
+        "no masks found by segapp_small (bundled): no mask passed pred_iou_thresh=0.8 and "
+        "stability_score_thresh=0.95; lower them to keep more")
+
+
+def test_demo_segment_everything_with_no_mask_says_so(bundled_model):
+    pytest.importorskip("gradio")
+    from segapp.demo.service import DemoService
+
+    service = DemoService(bundled_model)
+    sid = service.create_session()
+    service.set_image(sid, BLANK)
+    timing = service.segment_everything(sid, points_per_side=4)
+    assert service.get_session(sid).objects == ()
+    text = str(timing)
+    assert text.startswith("segment everything (0 masks): ")
+    assert ("No masks found by segapp_small (bundled): none passed the quality filters "
+            "(predicted IoU > 0.8, stability >= 0.95). Click the object instead") in text
+    assert "segapp demo --download sam2.1_hiera_t" in text
