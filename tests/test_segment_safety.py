@@ -242,3 +242,86 @@ def test_an_output_folder_without_write_permission_is_a_one_line_error(tmp_path,
         out.chmod(0o700)
     [line] = _error_lines(capsys.readouterr().err)
     assert f"cannot write to the output folder {out}: Permission denied" in line
+
+
+# ---------------------------------------------------------------------------- 6. prompts files
+def _coco(images=None, annotations=None, categories=None) -> dict:
+    data = {"images": images if images is not None else [{"id": 1, "file_name": "a.png", "width": 96, "height": 72}],
+            "annotations": annotations if annotations is not None else
+            [{"id": 1, "image_id": 1, "category_id": 3, "bbox": [10, 10, 40, 35]}]}
+    if categories is not None:
+        data["categories"] = categories
+    return data
+
+
+@pytest.mark.parametrize("content, message", [
+    (b'{"images": {"caf\xe9.png": [{"box": [0, 0, 9, 9]}]}}', "p.json: not UTF-8 text (byte 0xe9 at offset 16)"),
+    (_coco(annotations=[{"id": 1, "image_id": 1, "category_id": "3", "bbox": [1, 1, 5, 5]}]),
+     'annotations[0].category_id: COCO ids are integers, got "3"'),
+    (_coco(annotations=[{"id": 1, "image_id": 1, "bbox": [1, 1, 5, 5]},
+                        {"id": "2", "image_id": 1, "bbox": [1, 1, 5, 5]}]),
+     'annotations[1].id: COCO ids are integers, got "2"'),
+    (_coco(images=[{"id": 1, "file_name": "a.png"}, {"id": "x", "file_name": "b.png"}]),
+     'images[1].id: COCO ids are integers, got "x"'),
+    (_coco(categories="oops"), '"categories" must be a list of {"id": ..., "name": ...} objects, got "oops"'),
+    (_coco(categories=[{"id": "1", "name": "cat"}]), 'categories[0].id: COCO ids are integers, got "1"'),
+    (_coco(categories=["cat"]), 'categories[0] must be an object with an integer "id" and a "name"'),
+])
+def test_bad_prompts_files_exit_2_with_a_message(tmp_path, capsys, content, message):
+    src = tmp_path / "in"
+    make_images(src, ["a.png"])
+    (tmp_path / "p.json").write_bytes(content if isinstance(content, bytes) else json.dumps(content).encode())
+    out = tmp_path / "out"
+    assert main(["segment", str(src), "--out", str(out), "--prompts", str(tmp_path / "p.json"), *TINY]) == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and message in err
+    assert not out.exists()
+
+
+def test_a_prompts_file_with_a_byte_order_mark_is_read(tmp_path):
+    from segapp.batch import prompts
+
+    path = tmp_path / "p.json"
+    path.write_bytes(b"\xef\xbb\xbf" + json.dumps(_coco(categories=[{"id": 3, "name": "cat"}])).encode())
+    loaded = prompts.load(path)
+    assert loaded.categories == [{"id": 3, "name": "cat"}] and loaded.image_sizes == {"a.png": (72, 96)}
+    assert loaded.images["a.png"][0].category_id == 3
+
+
+def _exif_rotated(path: Path, size=(72, 96)) -> None:
+    """An image stored `size` (h, w) whose EXIF orientation (6) asks viewers to turn it 90 degrees."""
+    from PIL import Image
+
+    rgb = np.full((*size, 3), 40, np.uint8)
+    rgb[10:45, 50:90] = (250, 120, 30)
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(rgb).save(path, exif=exif.tobytes())
+
+
+def test_coco_boxes_are_in_stored_pixels_of_exif_rotated_images(tmp_path, capsys):
+    src = tmp_path / "in"
+    _exif_rotated(src / "rot.jpg")  # stored 96 wide, 72 high; viewers show it 72 wide, 96 high
+    _exif_rotated(src / "wrong.jpg")
+    ann = tmp_path / "instances.json"
+    ann.write_text(json.dumps(_coco(
+        images=[{"id": 5, "file_name": "rot.jpg", "width": 96, "height": 72},
+                {"id": 6, "file_name": "wrong.jpg", "width": 72, "height": 96}],  # the rotated size
+        annotations=[{"id": 1, "image_id": 5, "category_id": 2, "bbox": [50, 10, 40, 35]},  # x up to 90 > 72
+                     {"id": 2, "image_id": 6, "category_id": 2, "bbox": [10, 10, 20, 20]}],
+        categories=[{"id": 2, "name": "thing"}])))
+    out = tmp_path / "out"
+    assert main(["segment", str(src), "--out", str(out), "--prompts", str(ann), *TINY]) == 1
+    records = manifest(out)
+    assert records["rot.jpg"]["status"] == "ok"
+    assert read_id_png(out / "rot.png").shape == (72, 96)  # stored orientation, as the COCO file
+    assert check_coco_matches_pngs(out, gt_file=ann) == 1  # loadRes against the file itself
+    assert records["wrong.jpg"]["status"] == "failed"
+    assert records["wrong.jpg"]["error"].startswith("the COCO file says this image is 72x96, it is 96x72 as stored")
+    # segapp's own prompts refer to the image as viewers show it (EXIF orientation applied).
+    (tmp_path / "p.json").write_text(json.dumps({"images": {"rot.jpg": [{"box": [5, 50, 40, 90]}]}}))
+    out2 = tmp_path / "out2"
+    assert main(["segment", str(src / "rot.jpg"), "--out", str(out2), "--prompts", str(tmp_path / "p.json"),
+                 *TINY]) == 0
+    assert read_id_png(out2 / "rot.png").shape == (96, 72)

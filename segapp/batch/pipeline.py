@@ -37,6 +37,7 @@ logger = logging.getLogger(__name__)
 QUEUE_CHUNKS = 2  # decoded chunks waiting for the model
 QUEUE_WRITES = 64  # results waiting for the writer
 NO_PROMPTS = "no prompts for this input in the prompts file"
+EXIF_ORIENTATION = 0x0112  # the EXIF tag that asks viewers to rotate or flip the image
 
 
 # ---------------------------------------------------------------------------- configuration
@@ -101,7 +102,9 @@ class Decoded:
     write: bool = True  # False: already complete, recomputed only to keep the chunk's batch
 
 
-def read_image(path: Path) -> np.ndarray:
+def read_image(path: Path, stored_pixels: bool = False) -> np.ndarray:
+    """[H, W, 3] uint8 RGB: as viewers show it (EXIF orientation applied), or with
+    `stored_pixels` as stored (for COCO prompts, whose boxes refer to the stored pixels)."""
     from PIL import Image, UnidentifiedImageError
 
     from segapp.transforms import to_rgb_uint8
@@ -109,6 +112,8 @@ def read_image(path: Path) -> np.ndarray:
     try:
         with Image.open(path) as im:
             im.load()
+            if stored_pixels:
+                im.getexif().pop(EXIF_ORIENTATION, None)  # to_rgb_uint8 then leaves it as stored
             rgb = to_rgb_uint8(im)
     except UnidentifiedImageError as err:
         raise ValueError("not a readable image (empty, corrupt or not an image)") from err
@@ -133,12 +138,12 @@ def probe_video(path: Path) -> tuple[float, int, np.ndarray]:
         cap.release()
 
 
-def decode(item: Input) -> Decoded:
+def decode(item: Input, stored_pixels: bool = False) -> Decoded:
     start = time.perf_counter()
     result = Decoded(item)
     try:
         if item.kind == "image":
-            result.image = read_image(item.path)
+            result.image = read_image(item.path, stored_pixels)
         elif item.kind == "video":
             result.fps, result.num_frames, result.image = probe_video(item.path)
         else:
@@ -209,6 +214,12 @@ class Segmenter:
             except LookupError as err:
                 results[i] = err
                 continue
+            if objects is not None and self.prompts.source == "coco":
+                try:
+                    self.prompts.check_size(d.item.rel, d.image.shape[:2])
+                except ValueError as err:  # this image fails, the others go on
+                    results[i] = err
+                    continue
             if objects is None:
                 try:
                     results[i] = self.segment_everything(d.image)
@@ -539,15 +550,17 @@ def _describe(err: Exception) -> str:
     return text if isinstance(err, (ValueError, RuntimeError)) else f"{type(err).__name__}: {text}"
 
 
-def prepare_chunk(chunk: list[Input], state: RunState, formats: tuple[str, ...], resume: bool) -> list[Decoded] | None:
-    """Decode a chunk, or None when every input in it is already complete."""
+def prepare_chunk(chunk: list[Input], state: RunState, formats: tuple[str, ...], resume: bool,
+                  stored_pixels: bool = False) -> list[Decoded] | None:
+    """Decode a chunk, or None when every input in it is already complete. stored_pixels:
+    images as stored, EXIF orientation not applied (`Prompts.stored_pixels`)."""
     todo = [not (resume and state.is_complete(item, formats)) for item in chunk]
     if not any(todo):
         return None
     decoded = []
     for item, needed in zip(chunk, todo):
         if needed or item.kind == "image":  # complete images still join the encoder batch
-            d = decode(item)
+            d = decode(item, stored_pixels)
             d.write = needed
             decoded.append(d)
     return decoded
@@ -587,7 +600,8 @@ def run_local(items: list[Input], spec: ModelSpec, options: Options, prompts: Pr
             for chunk in groups:
                 if stop.is_set():
                     return
-                decoded = prepare_chunk(chunk, state, options.formats, options.resume)
+                decoded = prepare_chunk(chunk, state, options.formats, options.resume,
+                                        stored_pixels=prompts is not None and prompts.stored_pixels)
                 if decoded is not None:
                     to_model.put(decoded)
         except BaseException as err:  # noqa: BLE001 - re-raised on the main thread

@@ -22,7 +22,9 @@ PNG and its track id in videos; it defaults to the object's position in the list
 A COCO annotation file (keys "images" and "annotations") is read as box prompts: each
 non-crowd annotation's bbox (x, y, w, h) prompts one object of that image, matched by file
 name; results keep the file's image ids and category ids, so they can be scored with
-COCOeval against the same file.
+COCOeval against the same file. COCO boxes are in stored-pixel coordinates: with a COCO file
+the images are read as stored (EXIF orientation not applied, as `segapp eval coco` does), and
+an image whose size differs from the file's width and height fails with a message.
 """
 from __future__ import annotations
 
@@ -67,6 +69,7 @@ class Prompts:
     default: str = "skip"
     source: str = "segapp"  # or "coco"
     image_ids: dict[str, int] = field(default_factory=dict)  # COCO: file name -> image id
+    image_sizes: dict[str, tuple[int, int]] = field(default_factory=dict)  # COCO: file name -> (h, w)
     categories: list[dict[str, Any]] = field(default_factory=lambda: [dict(DEFAULT_CATEGORY)])
 
     def _lookup(self, table: dict, rel: str):
@@ -85,6 +88,19 @@ class Prompts:
         """The COCO file's id of image `rel`, when the prompts came from a COCO file."""
         return self._lookup(self.image_ids, rel)
 
+    @property
+    def stored_pixels(self) -> bool:
+        """Whether images are read as stored, EXIF orientation not applied (COCO boxes refer
+        to the stored pixels); else as viewers show them (EXIF orientation applied)."""
+        return self.source == "coco"
+
+    def check_size(self, rel: str, hw: tuple[int, int]) -> None:
+        """Raise ValueError when the COCO file gives image `rel` another size than `hw`."""
+        size = self._lookup(self.image_sizes, rel)
+        if size is not None and tuple(size) != tuple(hw):
+            raise ValueError(f"the COCO file says this image is {size[1]}x{size[0]}, it is {hw[1]}x{hw[0]} as "
+                             f"stored (COCO boxes are in stored pixels; EXIF orientation is not applied)")
+
     def unmatched(self, rels: list[str]) -> list[str]:
         """Keys of the prompts file that match none of the inputs `rels`."""
         known = set(rels) | {Path(r).name for r in rels}
@@ -95,9 +111,14 @@ def load(path: str | Path) -> Prompts:
     """Read and validate a prompts file (segapp schema or COCO annotations)."""
     path = Path(path)
     try:
-        text = path.read_text(encoding="utf-8")
+        raw = path.read_bytes()
     except OSError as err:
         raise PromptsError(f"cannot read prompts file {path}: {err.strerror or err}") from err
+    try:
+        text = raw.decode("utf-8-sig")  # a leading byte-order mark is allowed
+    except UnicodeDecodeError as err:
+        raise PromptsError(f"{path}: not UTF-8 text (byte 0x{raw[err.start]:02x} at offset {err.start}); "
+                           f"save it as UTF-8, as JSON requires") from err
     try:
         data = json.loads(text)
     except json.JSONDecodeError as err:
@@ -204,21 +225,38 @@ def _numbers(value: Any, where: str, shape: tuple[int, ...]) -> np.ndarray:
 
 
 def parse_coco(data: dict[str, Any], where: str = "annotations") -> Prompts:
-    """COCO annotations -> box prompts, one object per non-crowd annotation, by file name."""
+    """COCO annotations -> box prompts, one object per non-crowd annotation, by file name.
+
+    Ids (image, annotation, category) must be integers, as COCO defines them and as the
+    results written from them are."""
     if not isinstance(data.get("images"), list) or not isinstance(data.get("annotations"), list):
         raise PromptsError(f"{where}: a COCO file needs lists \"images\" and \"annotations\"")
-    prompts = Prompts(source="coco", categories=list(data.get("categories") or [DEFAULT_CATEGORY]))
+    prompts = Prompts(source="coco", categories=_coco_categories(data.get("categories"), where))
     names: dict[int, str] = {}
     for i, img in enumerate(data["images"]):
         if not isinstance(img, dict) or "id" not in img or "file_name" not in img:
             raise PromptsError(f"{where}: images[{i}] needs \"id\" and \"file_name\"")
-        names[img["id"]] = img["file_name"]
-        prompts.image_ids[img["file_name"]] = img["id"]
-        prompts.images[img["file_name"]] = []
+        image_id = _coco_id(img["id"], f"{where}: images[{i}].id")
+        name = img["file_name"]
+        if not isinstance(name, str) or not name:
+            raise PromptsError(f"{where}: images[{i}].file_name: must be a file name, got {name!r}")
+        if image_id in names:
+            raise PromptsError(f"{where}: images[{i}].id: id {image_id} is used twice")
+        names[image_id] = name
+        prompts.image_ids[name] = image_id
+        prompts.images[name] = []
+        h, w = img.get("height"), img.get("width")
+        if _is_int(h) and _is_int(w) and h > 0 and w > 0:
+            prompts.image_sizes[name] = (h, w)
     anns = [a for a in data["annotations"] if isinstance(a, dict)]
     if len(anns) != len(data["annotations"]):
         raise PromptsError(f"{where}: every annotation must be an object")
-    for ann in sorted(anns, key=lambda a: (str(a.get("image_id")), a.get("id", 0))):
+    for i, ann in enumerate(anns):
+        at = f"{where}: annotations[{i}]"
+        for key in ("id", "image_id", "category_id"):
+            if key in ann:
+                _coco_id(ann[key], f"{at}.{key}")
+    for ann in sorted(anns, key=lambda a: (a.get("image_id", 0), a.get("id", 0))):
         at = f"{where}: annotation {ann.get('id', '?')}"
         if ann.get("iscrowd", 0):
             continue
@@ -231,5 +269,30 @@ def parse_coco(data: dict[str, Any], where: str = "annotations") -> Prompts:
         if len(objects) >= MAX_OBJECT_ID:
             raise PromptsError(f"{at}: more than {MAX_OBJECT_ID} objects in one image")
         objects.append(ObjectPrompt(len(objects) + 1, box=np.array([x, y, x + w, y + h]),
-                                    category_id=int(ann.get("category_id", 1))))
+                                    category_id=ann.get("category_id", 1)))
     return prompts
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _coco_id(value: Any, where: str) -> int:
+    if not _is_int(value):
+        raise PromptsError(f"{where}: COCO ids are integers, got {json.dumps(value)[:40]}")
+    return value
+
+
+def _coco_categories(value: Any, where: str) -> list[dict[str, Any]]:
+    """The file's categories (a list of {"id": int, "name": str, ...}), or the default one."""
+    if value is None or value == []:
+        return [dict(DEFAULT_CATEGORY)]
+    if not isinstance(value, list):
+        raise PromptsError(f"{where}: \"categories\" must be a list of {{\"id\": ..., \"name\": ...}} objects, "
+                           f"got {json.dumps(value)[:40]}")
+    for i, cat in enumerate(value):
+        if not isinstance(cat, dict) or "id" not in cat or not isinstance(cat.get("name"), str):
+            raise PromptsError(f"{where}: categories[{i}] must be an object with an integer \"id\" and a "
+                               f"\"name\", got {json.dumps(cat)[:40]}")
+        _coco_id(cat["id"], f"{where}: categories[{i}].id")
+    return list(value)

@@ -57,11 +57,13 @@ class ChunkWorker:
         self.options = options
         self.state = RunState(Path(out))
         self.segmenter = Segmenter(spec, options, prompts)
+        self.stored_pixels = prompts is not None and prompts.stored_pixels
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         indices, written = [], []
         for index in batch["chunk"]:
-            decoded = prepare_chunk(self.chunks[int(index)], self.state, self.options.formats, self.options.resume)
+            decoded = prepare_chunk(self.chunks[int(index)], self.state, self.options.formats, self.options.resume,
+                                    stored_pixels=self.stored_pixels)
             records = []
             if decoded is not None:
                 # No writer thread here: Ray overlaps actors with each other and with decoding.
