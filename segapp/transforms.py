@@ -93,7 +93,10 @@ class ImageTransforms:
         mean = torch.tensor(PIXEL_MEAN, device=device).view(3, 1, 1)
         std = torch.tensor(PIXEL_STD, device=device).view(3, 1, 1)
         for image in images:
-            x = torch.as_tensor(np.ascontiguousarray(image), device=device).permute(2, 0, 1).float().div(255)
+            # Arrays from PIL are read-only, and torch warns about tensors over read-only memory:
+            # those are copied (uint8, small next to the float copy made just after).
+            pixels = np.ascontiguousarray(image) if image.flags.writeable else np.array(image, order="C")
+            x = torch.as_tensor(pixels, device=device).permute(2, 0, 1).float().div(255)
             x = F.interpolate(x[None], size=(self.image_size, self.image_size), mode="bilinear",
                               align_corners=False, antialias=True)[0]
             out.append((x - mean) / std)

@@ -309,3 +309,65 @@ def test_demo_segment_everything_with_no_mask_says_so(bundled_model):
     assert ("No masks found by segapp_small (bundled): none passed the quality filters "
             "(predicted IoU > 0.8, stability >= 0.95). Click the object instead") in text
     assert "segapp demo --download sam2.1_hiera_t" in text
+
+
+# ------------------------------------------------------------------------- the smaller items
+
+def test_demo_refused_input_is_one_log_line_not_a_traceback(tmp_path, capfd, caplog):
+    pytest.importorskip("gradio")
+    import torch
+    from gradio_client import Client, handle_file
+
+    import segapp
+    from segapp.demo.app import launch
+    from segapp.demo.service import DemoService
+
+    torch.manual_seed(0)
+    service = DemoService(segapp.build_model("test_tiny", device="cpu"))
+    port = free_port()
+    demo = launch(service, host="127.0.0.1", port=port, block=False)
+    image = tmp_path / "x.png"
+    Image.fromarray(np.zeros((40, 50, 3), np.uint8)).save(image)
+    try:
+        client = Client(f"http://127.0.0.1:{port}/", verbose=False)
+        with caplog.at_level("INFO", logger="segapp.demo.app"), pytest.raises(Exception) as excinfo:
+            client.predict(handle_file(str(image)), '{"points": [[1, 2, 3]]}', api_name="/segment_image")
+    finally:
+        demo.close()
+    assert "points must be a list of [x, y] pairs" in str(excinfo.value)  # the user sees why
+    server_output = capfd.readouterr()
+    assert "Traceback" not in server_output.err + server_output.out
+    refused = [r.getMessage() for r in caplog.records if "input refused" in r.getMessage()]
+    assert refused == ["segment_image: input refused: points must be a list of [x, y] pairs"]
+
+
+def test_set_image_from_pil_does_not_warn():
+    # torch warns about read-only arrays once per process: check in a fresh one.
+    script = ("import warnings; warnings.simplefilter('error')\n"
+              "import numpy as np; from PIL import Image; import segapp\n"
+              "p = segapp.ImagePredictor(segapp.build_model('test_tiny', device='cpu'))\n"
+              "p.set_image(Image.fromarray(np.zeros((40, 50, 3), np.uint8)))\n"
+              "print('set')\n")
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0 and done.stdout.strip() == "set", done.stderr
+    assert "not writable" not in done.stderr
+
+
+def test_low_res_is_a_quarter_of_the_image_size_as_the_readme_says(bundled_model):
+    import segapp
+
+    assert "low_res [3, S/4, S/4]" in README.read_text(encoding="utf-8")
+    assert "[3, 96, 96] for segapp_small" in README.read_text(encoding="utf-8")
+    predictor = segapp.ImagePredictor(bundled_model)
+    predictor.set_image(np.full((60, 80, 3), 100, np.uint8))
+    _, _, low_res = predictor.predict(point_coords=np.array([[40, 30]]), point_labels=np.array([1]))
+    size = bundled_model.image_size
+    assert low_res.shape == (3, size // 4, size // 4) == (3, 96, 96)
+
+
+def test_eval_coco_help_says_where_the_click_goes(capsys):
+    with pytest.raises(SystemExit):
+        main(["eval", "coco", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "point: one click at the pixel farthest from the object's boundary" in text
+    assert "object's centre" not in text

@@ -41,8 +41,9 @@ def register(subparsers) -> None:
     coco.add_argument("--annotations", required=True, type=Path, metavar="JSON",
                       help="COCO instances file (e.g. instances_val2017.json)")
     coco.add_argument("--prompt", choices=("box", "point", "clicks"), default="box",
-                      help="box: the annotation's box; point: one click at the object's centre; "
-                           "clicks: K interactive clicks (default: box)")
+                      help="box: the annotation's box; point: one click at the pixel farthest from "
+                           "the object's boundary; clicks: K interactive clicks, each at the pixel "
+                           "farthest from the boundary of the larger error region (default: box)")
     coco.add_argument("--clicks", type=int, metavar="K",
                       help="number of clicks for --prompt clicks (default: 5)")
     coco.add_argument("--model", default=None, metavar="NAME",

@@ -352,14 +352,15 @@ def build_app(service: DemoService, *, title: str = "segapp demo", model_note: s
 
 
 def _guarded(fn):
-    """Wrap a handler: DemoError -> a message in the page, not a traceback."""
+    """Wrap a handler: DemoError (the user's input was refused) -> a message in the page and one
+    line in the server log, not a traceback. Other exceptions are bugs: Gradio logs them whole."""
     if inspect.isgeneratorfunction(fn):
         @functools.wraps(fn)
         def gen_handler(*args):
             try:
                 yield from fn(*args)
             except DemoError as err:
-                raise gr.Error(str(err)) from err
+                raise _refused(fn, err) from err
         return gen_handler
 
     @functools.wraps(fn)  # keeps the signature: Gradio injects gr.SelectData by annotation
@@ -367,8 +368,14 @@ def _guarded(fn):
         try:
             return fn(*args)
         except DemoError as err:
-            raise gr.Error(str(err)) from err
+            raise _refused(fn, err) from err
     return handler
+
+
+def _refused(fn, err: DemoError) -> gr.Error:
+    """Log a refused input in one line; the gr.Error that shows it to the user, untraced."""
+    logger.info("%s: input refused: %s", fn.__name__, err)
+    return gr.Error(str(err), print_exception=False)
 
 
 # Live preview during propagation: at most one frame per this many seconds.
