@@ -116,7 +116,8 @@ def register(subparsers) -> None:
     opt.add_argument("--loss-weights", metavar="F,D,I,O",
                      help="weights of the focal, dice, IoU and object-score losses (default: SAM 2's 20,1,1,1)")
     opt.add_argument("--max-steps-per-epoch", type=int, metavar="N", help="cut epochs short (quick runs)")
-    opt.add_argument("--seed", type=int, default=recipe("seed"), help="seed of every random choice (default: %(default)s)")
+    opt.add_argument("--seed", type=int, default=recipe("seed"),
+                     help="seed of every random choice (default: %(default)s)")
     opt.add_argument("--log-every", type=int, default=recipe("log_every"),
                      help="clips between log lines (default: %(default)s)")
 
