@@ -369,7 +369,8 @@ class RunState:
         rerunning the same command continues from there."""
         manifest_only = tuple(f for f in formats if f != "coco")
         try:
-            saved = f"the manifest lists the {len(self.finalise(items, manifest_only, categories))} inputs finished so far"
+            finished = len(self.finalise(items, manifest_only, categories))
+            saved = f"the manifest lists the {finished} inputs finished so far"
         except OSError:
             saved = "the manifest could not be written either"
         return OutputStopped(f"cannot write to the output folder {self.out}: {err.strerror or err} "
