@@ -13,7 +13,7 @@ import sys
 from typing import Sequence
 
 # Subcommand modules, in the order `segapp --help` lists them.
-SUBCOMMANDS = ("info", "download", "eval", "demo", "segment", "train", "train_video")
+SUBCOMMANDS = ("info", "download", "eval", "demo", "segment", "train", "pretrain", "train_video")
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 

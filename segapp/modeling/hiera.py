@@ -212,9 +212,21 @@ class Hiera(nn.Module):
         tiled = win.tile(1, 1, *reps)[..., :h, :w]
         return (bkg + tiled).permute(0, 2, 3, 1)
 
-    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
-        """x: [B, 3, H, W] normalised image -> four [B, C_i, H_i, W_i] maps, finest first."""
+    def forward(
+        self, x: torch.Tensor, token_mask: torch.Tensor | None = None, mask_token: torch.Tensor | None = None
+    ) -> list[torch.Tensor]:
+        """x: [B, 3, H, W] normalised image -> four [B, C_i, H_i, W_i] maps, finest first.
+
+        token_mask: [B, H/4, W/4] bool, True where the patch token is replaced by `mask_token`
+        ([C]) before the position embedding is added, so a replaced token still knows where it
+        is (masked-autoencoder pretraining: `segapp.training.mae`). None: no masking.
+        """
         x = self.patch_embed(x)
+        if token_mask is not None:
+            if mask_token is None or token_mask.shape != x.shape[:3]:
+                raise ValueError(f"token_mask must be {tuple(x.shape[:3])} with a mask_token, "
+                                 f"got {tuple(token_mask.shape)}")
+            x = torch.where(token_mask[..., None], mask_token.to(x.dtype), x)
         x = x + self.position_embedding(*x.shape[1:3])
         outputs = []
         ends = set(self.stage_ends)

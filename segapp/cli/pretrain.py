@@ -1,0 +1,171 @@
+"""`segapp pretrain`: pretrain a config's Hiera trunk as a masked autoencoder on unlabelled images.
+
+    segapp pretrain --images photos/ more_photos/ --videos ../shared/data/davis2016 \\
+        --config segapp_small --epochs 50 --out runs/mae
+    segapp pretrain ... --out runs/mae --resume        # continue from runs/mae/last.pt
+    segapp train --init runs/mae/pretrained.safetensors --config segapp_small --augment strong ...
+
+Writes pretrained.safetensors (a whole model of the config: the pretrained trunk, the rest
+randomly initialised), last.pt and log.csv into --out (docs/training.md, "Pretraining the
+trunk"). Exit codes: 0 pretrained, 2 usage errors (unknown config, missing or empty folders, no
+readable image, bad arguments, an --out that holds a run and no --resume, a resume with other
+settings).
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+from pathlib import Path
+
+from segapp.cli import EXIT_OK, CLIError
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_CONFIG = "segapp_small"
+
+
+def default_workers() -> int:
+    """Data-loading processes: one core is left to the training step (up to 8)."""
+    return max(0, min(8, (os.cpu_count() or 1) - 1))
+
+
+class _RecipeDefault:
+    """An option's default: PretrainConfig's value, looked up only when --help shows it (so that
+    building the parser does not import torch) and left to PretrainConfig when not overridden."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def __str__(self) -> str:
+        from segapp.training.pretrain import PretrainConfig
+
+        value = getattr(PretrainConfig(), self.name)
+        return f"{value:g}" if isinstance(value, float) else str(value)
+
+
+# PretrainConfig fields set from options of the same name (underscores for dashes).
+_RECIPE_OPTIONS = ("epochs", "batch_size", "lr", "weight_decay", "warmup_steps", "grad_clip", "mask_ratio",
+                   "decoder_dim", "decoder_depth", "decoder_heads", "amp", "seed", "workers",
+                   "max_steps_per_epoch", "log_every", "save_every")
+
+
+def register(subparsers) -> None:
+    recipe = _RecipeDefault
+    parser = subparsers.add_parser(
+        "pretrain", help="pretrain the Hiera trunk as a masked autoencoder on unlabelled images",
+        description="Masked-autoencoder pretraining of a config's Hiera trunk (mask units of 32 px, "
+                    "a light pixel decoder, per-unit normalised pixel targets, loss on masked units), "
+                    "on any folders of images and video frames. Writes a whole-model checkpoint that "
+                    "`segapp train --init` accepts. See docs/training.md.")
+    data = parser.add_argument_group("data")
+    data.add_argument("--images", nargs="+", type=Path, default=[], metavar="DIR",
+                      help="folders of images, read recursively (.jpg, .jpeg, .png)")
+    data.add_argument("--videos", nargs="+", type=Path, default=[], metavar="DIR",
+                      help="folders of video frames: DAVIS layout (JPEGImages/<seq>/*.jpg) or <seq>/*.jpg")
+    data.add_argument("--max-images", type=int, metavar="N", help="use the first N images only")
+    data.add_argument("--workers", type=int, default=default_workers(), metavar="N",
+                      help="data-loading processes (default: %(default)s, from the CPU count)")
+
+    model = parser.add_argument_group("model")
+    model.add_argument("--config", default=DEFAULT_CONFIG, metavar="NAME",
+                       help="model config name or YAML path whose trunk is pretrained (default: %(default)s)")
+    model.add_argument("--image-size", type=int, metavar="S",
+                       help="input side, a multiple of 32 (default: the config's)")
+    model.add_argument("--device", help="cpu, cuda, ... (default: the best available)")
+    model.add_argument("--amp", default=recipe("amp"), metavar="MODE",
+                       help="auto (bf16 autocast on CUDA), bf16 or off (default: %(default)s)")
+    model.add_argument("--mask-ratio", type=float, default=recipe("mask_ratio"),
+                       help="fraction of mask units masked in each image (default: %(default)s)")
+    model.add_argument("--decoder-dim", type=int, default=recipe("decoder_dim"),
+                       help="decoder width (default: %(default)s)")
+    model.add_argument("--decoder-depth", type=int, default=recipe("decoder_depth"),
+                       help="decoder transformer blocks (default: %(default)s)")
+    model.add_argument("--decoder-heads", type=int, default=recipe("decoder_heads"),
+                       help="decoder attention heads (default: %(default)s)")
+
+    opt = parser.add_argument_group("optimisation")
+    opt.add_argument("--epochs", type=int, default=recipe("epochs"), help="total epochs (default: %(default)s)")
+    opt.add_argument("--batch-size", type=int, default=recipe("batch_size"),
+                     help="images per step (default: %(default)s)")
+    opt.add_argument("--lr", type=float, default=recipe("lr"), help="peak learning rate (default: %(default)s)")
+    opt.add_argument("--weight-decay", type=float, default=recipe("weight_decay"),
+                     help="AdamW weight decay (default: %(default)s)")
+    opt.add_argument("--warmup-steps", type=int, default=recipe("warmup_steps"),
+                     help="linear warm-up steps before the cosine decay (default: %(default)s)")
+    opt.add_argument("--grad-clip", type=float, default=recipe("grad_clip"),
+                     help="max gradient norm, 0 for none (default: %(default)s)")
+    opt.add_argument("--max-steps-per-epoch", type=int, metavar="N", help="cut epochs short (quick runs)")
+    opt.add_argument("--seed", type=int, default=recipe("seed"),
+                     help="seed of every random choice (default: %(default)s)")
+
+    out = parser.add_argument_group("output")
+    out.add_argument("--out", type=Path, default=Path("runs/mae"), metavar="DIR",
+                     help="output folder (default: %(default)s)")
+    out.add_argument("--resume", action="store_true", help="continue the run saved in --out/last.pt")
+    out.add_argument("--log-every", type=int, default=recipe("log_every"),
+                     help="steps per progress line and log.csv row (default: %(default)s)")
+    out.add_argument("--save-every", type=int, default=recipe("save_every"),
+                     help="steps between checkpoints besides the epoch ends, 0 for none (default: %(default)s)")
+    parser.set_defaults(func=run)
+
+
+def _check_args(args: argparse.Namespace) -> None:
+    from segapp.build import resolve_config
+    from segapp.training.pretrain import LAST_NAME
+
+    if not args.images and not args.videos:
+        raise CLIError("give at least one folder: --images DIR [DIR ...] and/or --videos DIR [DIR ...]")
+    try:
+        resolve_config(args.config)
+    except (ValueError, FileNotFoundError) as err:
+        raise CLIError(str(err)) from err
+    if args.image_size is not None and (args.image_size <= 0 or args.image_size % 32):
+        raise CLIError(f"--image-size must be a positive multiple of 32, got {args.image_size}")
+    if args.max_images is not None and args.max_images < 1:
+        raise CLIError(f"--max-images must be at least 1, got {args.max_images}")
+    last = args.out / LAST_NAME
+    if args.resume and not last.is_file():
+        raise CLIError(f"--resume: {last} does not exist")
+    if not args.resume and last.is_file():
+        raise CLIError(f"{args.out} holds a run already ({last}): pass --resume to continue it, "
+                       "or choose another --out")
+
+
+def run(args: argparse.Namespace) -> int:
+    import torch
+
+    from segapp.build import build_model
+    from segapp.training.image_folders import ImageFolderDataset, NoImagesError
+    from segapp.training.pretrain import PretrainConfig, Pretrainer, PretrainResumeError
+
+    _check_args(args)
+    values = {name: getattr(args, name) for name in _RECIPE_OPTIONS
+              if not isinstance(getattr(args, name), _RecipeDefault)}
+    try:
+        config = PretrainConfig(**values)
+    except ValueError as err:
+        raise CLIError(str(err)) from err
+    torch.manual_seed(config.seed)  # the random initial weights of the model and the decoder
+    try:
+        model = build_model(args.config, device=args.device, image_size=args.image_size, random_init=True)
+    except ValueError as err:
+        raise CLIError(str(err)) from err
+    try:
+        data = ImageFolderDataset(args.images, args.videos, image_size=model.image_size,
+                                  scale=config.crop_scale, seed=config.seed, max_images=args.max_images)
+        if data.skipped:
+            print(f"skipped {len(data.skipped)} unreadable image files (listed in the log)")
+        extra = {"images": [str(p) for p in args.images], "videos": [str(p) for p in args.videos],
+                 "skipped_files": len(data.skipped)}
+        trainer = Pretrainer(model, data, config, args.out, config_name=args.config, recipe_extra=extra)
+    except (NoImagesError, ValueError) as err:
+        raise CLIError(str(err)) from err
+    try:
+        result = trainer.fit(resume=args.resume)
+    except PretrainResumeError as err:
+        raise CLIError(str(err)) from err
+    print(f"pretrained the {args.config} trunk on {len(data)} images: {result['steps']} steps, "
+          f"last loss {result['loss']:.4f}; weights: {result['weights']} "
+          f"(segapp train --init {result['weights']} --config {args.config})")
+    return EXIT_OK
