@@ -54,6 +54,7 @@ def test_segment_that_finds_nothing_says_so_in_summary_and_manifest(no_downloads
     hint = next(line for line in stdout.splitlines() if line.startswith("hint:"))
     assert "segapp_small (bundled" in hint  # the model in use
     assert "--pred-iou-thresh 0.8" in hint and "--stability-score-thresh 0.95" in hint
+    assert "try --pred-iou-thresh 0.1 --stability-score-thresh 0.5" in hint  # what works for it
     assert manifest(out)["blank.png"]["masks"] == 0
     assert json.loads((out / "coco_results.json").read_text()) == []
 
