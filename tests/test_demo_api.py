@@ -163,3 +163,44 @@ def test_serves_only_uploads_and_its_outputs(server, client, image_file):
     job = client.submit(handle_file(str(image_file)), '{"points": [[80, 90]]}', api_name="/segment_image")
     mask_path, _ = job.result()
     assert Path(mask_path).is_file()
+
+
+# ---------------------------------------------------------------------- files on disk
+def test_too_many_points_in_one_request_are_refused(client, image_file):
+    from gradio_client.exceptions import AppError
+
+    prompts = json.dumps({"points": [[10, 10]] * 65})
+    with pytest.raises(AppError, match="65 points in one request; the limit is 64"):
+        client.predict(handle_file(str(image_file)), prompts, api_name="/segment_image")
+
+
+def test_the_cache_is_private_and_stays_under_its_cap(tmp_path):
+    """Gradio's copies of uploads and results used to pile up (176 MB after 110 uploads):
+    the app now keeps them in a folder of its own, under Limits.max_cache_bytes. (Its own
+    server, launched last in this module, as launching moves Gradio's cache folder.)"""
+    import os
+
+    from segapp.demo.app import CACHE_PREFIX, launch
+    from segapp.demo.service import Limits
+
+    cap = 2 * 2**20
+    service = DemoService(segapp.build_model("test_tiny", device="cpu"), limits=Limits(max_cache_bytes=cap))
+    port = free_port()
+    demo = launch(service, host="127.0.0.1", port=port, block=False)
+    try:
+        root = Path(os.environ["GRADIO_TEMP_DIR"]).parent
+        assert root.name.startswith(CACHE_PREFIX)
+        client = Client(f"http://127.0.0.1:{port}/", verbose=False)
+        rng = np.random.default_rng(0)
+        sizes = []
+        for k in range(8):  # 8 uploads of 0.75 MB: 6 MB and more without pruning
+            path = tmp_path / f"noise{k}.png"
+            Image.fromarray(rng.integers(0, 255, (512, 512, 3), dtype=np.uint8)).save(path)
+            mask_path, _ = client.predict(handle_file(str(path)), '{"points": [[9, 9]]}', api_name="/segment_image")
+            assert Path(mask_path).is_file()  # the newest result is still served
+            sizes.append(sum(f.stat().st_size for f in root.rglob("*") if f.is_file()))
+        assert max(sizes) <= cap + 2**20  # a request's own files may overshoot until the next one
+        assert sizes[-1] <= cap + 2**20 and len(sizes) == 8
+        assert any((root / "gradio").rglob("*.png"))  # Gradio's copies are in the private folder
+    finally:
+        demo.close()

@@ -419,6 +419,68 @@ def test_checkpoints_load_with_weights_only(tmp_path, monkeypatch, capsys):
     assert not marker.exists()
 
 
+# ---------------------------------------------------------------------- files on disk
+def _write(path, nbytes, mtime):
+    import os
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(b"x" * nbytes)
+    os.utime(path, (mtime, mtime))
+    return path
+
+
+def test_cache_janitor_prunes_by_age_then_oldest_first_and_spares_held_files(tmp_path):
+    from segapp.demo.cache import CacheJanitor
+
+    root, outside = tmp_path / "cache", tmp_path / "user"
+    now = 10_000.0
+    old = _write(root / "a1" / "old.png", 100, now - 4000)  # older than max_age
+    held = _write(root / "a2" / "clip.mp4", 500, now - 5000)  # old, but a live session reads it
+    b = _write(root / "b" / "b.png", 300, now - 30)
+    c = _write(root / "c" / "c.png", 300, now - 20)
+    d = _write(root / "d" / "d.png", 300, now - 10)
+    mine = _write(outside / "photo.png", 100, now - 9000)  # not under a root: never touched
+    janitor = CacheJanitor([root], max_bytes=1200, max_age_s=3600, held=lambda: {held}, clock=lambda: now)
+    assert janitor.contains(b) and not janitor.contains(mine)
+    assert janitor.prune() == 100 + 300  # the expired file, then the oldest until 1200 bytes fit
+    assert [p.exists() for p in (old, held, b, c, d, mine)] == [False, True, False, True, True, True]
+    assert not (root / "a1").exists() and not (root / "b").exists()  # emptied folders go too
+    assert janitor.total_bytes() == 1100
+    janitor.max_bytes = 100  # the held file alone is over the cap: it stays, the rest go
+    janitor.prune()
+    assert held.exists() and not c.exists() and not d.exists()
+
+
+def test_closing_or_evicting_a_session_deletes_the_files_it_adopted(model, image, tmp_path):
+    clock = Clock()
+    service = DemoService(model, limits=Limits(idle_seconds=60), clock=clock)
+    upload = tmp_path / "cache" / "h1" / "upload.png"
+    upload.parent.mkdir(parents=True)
+    Image.fromarray(image).save(upload)
+    downloads = tmp_path / "outputs" / "f1"
+    a = service.create_session()
+    service.adopt_file(a, upload)
+    service.set_image(a, upload)
+    service.click(a, 80, 90, "positive")
+    service.adopt_file(a, downloads)
+    service.export(a, downloads)
+    users_file = tmp_path / "mine.png"
+    Image.fromarray(image).save(users_file)
+    b = service.create_session()
+    service.set_image(b, users_file)  # given but not adopted: never deleted
+    clock.now = 30
+    service.get_session(b)
+    clock.now = 70  # a is idle for 70 s: evicted, its files go with it
+    assert service.evict_idle() == [a]
+    assert not upload.exists() and not downloads.exists() and not upload.parent.exists()
+    assert users_file.exists()
+    c = service.create_session()
+    extra = _write(tmp_path / "cache" / "h2" / "x.png", 10, 0)
+    service.adopt_file(c, extra)
+    service.close_session(c)
+    assert not extra.exists()
+
+
 # ---------------------------------------------------------------------- video
 @pytest.fixture(scope="module")
 def video_service():
@@ -521,11 +583,31 @@ def test_video_clicks_per_object_and_frame_are_capped(video_service, clip):
     video.open_video(sid, clip)
     video.click(sid, 0, 30, 35)
     video.click(sid, 0, 40, 35, positive=False)
-    with pytest.raises(DemoError, match=r"object 1 on frame 0 already has 2 clicks, the most one object may have \(2\)"):
+    with pytest.raises(DemoError, match=r"object 1 on frame 0 already has 2 clicks, the most one object may "
+                                        r"have \(2\)"):
         video.click(sid, 0, 50, 35)
     assert video.get_session(sid).prompts[(1, 0)][0] == ((30.0, 35.0), (40.0, 35.0))
     video.click(sid, 1, 30, 35)  # the cap is per frame: another frame takes clicks
     video.close_session(sid)
+
+
+def test_a_video_upload_stays_while_a_session_reads_it_and_goes_when_it_closes(video_service, clip, tmp_path):
+    import shutil
+
+    video = video_service
+    upload = tmp_path / "cache" / "h" / "clip.mp4"
+    upload.parent.mkdir(parents=True)
+    shutil.copy(clip, upload)
+    a, b = video.create_session(), video.create_session()
+    for sid in (a, b):  # the same upload (Gradio names copies by content) open in two sessions
+        video.adopt_file(sid, upload)
+        video.open_video(sid, upload)
+    assert upload in video.held_files()
+    video.close_session(a)
+    assert upload.exists()  # b still reads its frames
+    video.click(b, 3, 30, 35)
+    video.close_session(b)
+    assert not upload.exists() and upload not in video.held_files()
 
 
 def test_masks_beyond_the_session_memory_are_refused(model, image):

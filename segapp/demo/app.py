@@ -11,6 +11,7 @@ Every other event is private (not callable by client libraries).
 """
 from __future__ import annotations
 
+import atexit
 import functools
 import html
 import inspect
@@ -29,12 +30,16 @@ import numpy as np
 from segapp.demo import DEFAULT_HOST, DEFAULT_PORT
 from segapp.demo import examples as demo_examples
 from segapp.demo import exports
+from segapp.demo.cache import CacheJanitor
 from segapp.demo.service import DemoError, DemoService, VideoService
 
 logger = logging.getLogger(__name__)
 
 # Files this app writes for download are deleted after this many seconds.
 OUTPUT_MAX_AGE_S = 3600
+# `launch` gives each app a private cache folder named so, holding Gradio's cache ("gradio")
+# and the downloads ("outputs"); it is pruned while the app runs and deleted at exit.
+CACHE_PREFIX = "segapp-demo-"
 # Long side of the candidate thumbnails, pixels.
 THUMB_SIDE = 256
 CLICK_MODE_CHOICES = [("+ Positive click", "positive"), ("- Negative click", "negative"),
@@ -47,7 +52,10 @@ class OutputFiles:
     own cache before serving). Each request gets a fresh unguessable subfolder; old ones are pruned."""
 
     def __init__(self, root: str | Path | None = None) -> None:
-        self.root = Path(root) if root is not None else Path(tempfile.mkdtemp(prefix="segapp-demo-"))
+        if root is None:  # a folder of our own: deleted when the process exits
+            root = tempfile.mkdtemp(prefix=CACHE_PREFIX)
+            atexit.register(shutil.rmtree, root, ignore_errors=True)
+        self.root = Path(root)
         self.root.mkdir(parents=True, exist_ok=True)
 
     def folder(self) -> Path:
@@ -93,8 +101,13 @@ def _legend_html(objects=(), selected: int | None = None) -> str:
 
 
 def build_app(service: DemoService, *, title: str = "segapp demo", model_note: str = "",
-              outputs: OutputFiles | None = None, video: bool = True):
-    """The Gradio Blocks of the demo over `service` (not launched); video: add the video tab."""
+              outputs: OutputFiles | None = None, video: bool = True,
+              cache_dirs: tuple[str | Path, ...] = ()):
+    """The Gradio Blocks of the demo over `service` (not launched); video: add the video tab.
+
+    cache_dirs: folders owned by this app only (`launch` passes its private Gradio cache),
+    pruned with the downloads folder by age and size (Limits.max_cache_bytes); uploads and
+    downloads found there are the session's and go when it closes (segapp.demo.cache)."""
     from segapp.bundled import ImageOnlyModelError
 
     video_service, video_off = None, "The video tab is switched off in this app."
@@ -105,6 +118,9 @@ def build_app(service: DemoService, *, title: str = "segapp demo", model_note: s
             video_off = str(err)
     outputs = outputs or OutputFiles()
     limits = service.limits
+    janitor = CacheJanitor([outputs.root, *cache_dirs], max_bytes=limits.max_cache_bytes,
+                           max_age_s=limits.idle_seconds,
+                           held=video_service.held_files if video_service is not None else tuple)
 
     # ------------------------------------------------------------------ view
     def view(sid: str):
@@ -137,7 +153,10 @@ def build_app(service: DemoService, *, title: str = "segapp demo", model_note: s
         sid = service.ensure_session(sid)
         if path is None:
             return view(sid)
+        if janitor.contains(path):  # Gradio's copy: goes with the session
+            service.adopt_file(sid, path)
         service.set_image(sid, path, name=Path(path).name)
+        janitor.prune()
         return view(sid)
 
     @guarded
@@ -225,7 +244,10 @@ def build_app(service: DemoService, *, title: str = "segapp demo", model_note: s
     @guarded
     def on_export(sid):
         sid = service.ensure_session(sid)
-        files = service.export(sid, outputs.folder())
+        folder = outputs.folder()
+        service.adopt_file(sid, folder)
+        files = service.export(sid, folder)
+        janitor.prune()
         return [str(files["instance_png"]), str(files["coco_json"]), str(files["overlay_png"])]
 
     @guarded
@@ -238,6 +260,7 @@ def build_app(service: DemoService, *, title: str = "segapp demo", model_note: s
         mask, info = service.segment_image(image, prompts)
         path = outputs.folder() / "mask.png"
         path.write_bytes(exports.mask_to_png(mask))
+        janitor.prune()
         return str(path), json.dumps(info, indent=1)
 
     @guarded
@@ -248,6 +271,7 @@ def build_app(service: DemoService, *, title: str = "segapp demo", model_note: s
         id_map, records = service.segment_everything_image(image, int(points_per_side))
         path = outputs.folder() / "instances.png"
         path.write_bytes(exports.id_map_to_png(id_map))
+        janitor.prune()
         return str(path), json.dumps(records)
 
     # ------------------------------------------------------------------ layout
@@ -304,7 +328,7 @@ def build_app(service: DemoService, *, title: str = "segapp demo", model_note: s
                 if video_service is None:
                     gr.Markdown(video_off, elem_id="video_unavailable")
                 else:
-                    _video_tab(video_service, outputs)
+                    _video_tab(video_service, outputs, janitor)
 
             with gr.Tab("API", id="api_tab", elem_id="api_tab"):
                 gr.Markdown(
@@ -382,7 +406,7 @@ def _refused(fn, err: DemoError) -> gr.Error:
 PREVIEW_INTERVAL_S = 0.4
 
 
-def _video_tab(video: VideoService, outputs: OutputFiles) -> None:
+def _video_tab(video: VideoService, outputs: OutputFiles, janitor: CacheJanitor) -> None:
     """The video tab: upload, scrub, click, propagate with progress and preview, download."""
     limits = video.limits
     private = dict(api_visibility="private")
@@ -405,7 +429,10 @@ def _video_tab(video: VideoService, outputs: OutputFiles) -> None:
     @_guarded
     def on_upload(vsid, path):
         vsid = video.ensure_session(vsid)
+        if path is not None and janitor.contains(path):  # Gradio's copy: goes with the session
+            video.adopt_file(vsid, path)
         info = video.open_video(vsid, path)
+        janitor.prune()
         session = video.get_session(vsid)
         # A slider needs minimum < maximum: a one-frame video gets a locked 0..1 slider.
         slider = gr.Slider(minimum=0, maximum=max(info["frames"] - 1, 1), value=0, step=1,
@@ -455,7 +482,10 @@ def _video_tab(video: VideoService, outputs: OutputFiles) -> None:
     @_guarded
     def on_export(vsid):
         vsid = video.ensure_session(vsid)
-        files = video.export(vsid, outputs.folder())
+        folder = outputs.folder()
+        video.adopt_file(vsid, folder)
+        files = video.export(vsid, folder)
+        janitor.prune()
         paths = [str(files["png_zip"]), str(files["coco_json"]), str(files["overlay_mp4"])]
         return paths, str(files["overlay_mp4"])
 
@@ -501,9 +531,19 @@ def _video_tab(video: VideoService, outputs: OutputFiles) -> None:
 
 def launch(service: DemoService, *, host: str = DEFAULT_HOST, port: int = DEFAULT_PORT, share: bool = False,
            model_note: str = "", block: bool = True, concurrency: int = 8, **build_kwargs):
-    """Build and launch the demo; returns the Blocks (already serving when block=False)."""
+    """Build and launch the demo; returns the Blocks (already serving when block=False).
+
+    The app gets a private cache folder (see private_cache_root): Gradio's copies of uploads
+    and rendered views and the downloads live there, are pruned while the app runs
+    (segapp.demo.cache) and are deleted when the process exits."""
     os.environ["GRADIO_ANALYTICS_ENABLED"] = "False"
-    demo = build_app(service, model_note=model_note, **build_kwargs)
+    root = private_cache_root()
+    # Gradio reads its cache folder from the environment when components and the server are
+    # made, and when it checks which paths it may serve: set before building, kept while serving.
+    os.environ["GRADIO_TEMP_DIR"] = str(root / "gradio")
+    atexit.register(shutil.rmtree, root, ignore_errors=True)
+    build_kwargs.setdefault("outputs", OutputFiles(root / "outputs"))
+    demo = build_app(service, model_note=model_note, cache_dirs=(root / "gradio",), **build_kwargs)
     demo.queue(default_concurrency_limit=concurrency)
     demo.launch(server_name=host, server_port=port, share=share, prevent_thread_lock=not block,
                 show_error=True, quiet=not block,
@@ -511,3 +551,13 @@ def launch(service: DemoService, *, host: str = DEFAULT_HOST, port: int = DEFAUL
                 max_file_size=max(service.limits.max_upload_bytes, service.limits.max_video_bytes),
                 footer_links=["api"], ssr_mode=False)
     return demo
+
+
+def private_cache_root() -> Path:
+    """A new folder for one app's files, CACHE_PREFIX + random, beside Gradio's usual cache
+    (in $GRADIO_TEMP_DIR as the user set it, else the system's temporary folder). Only this
+    app writes there, so pruning it never touches another app's files."""
+    current = os.environ.get("GRADIO_TEMP_DIR")
+    if current and Path(current).name == "gradio" and Path(current).parent.name.startswith(CACHE_PREFIX):
+        current = str(Path(current).parent.parent)  # set by an earlier launch in this process
+    return Path(tempfile.mkdtemp(prefix=CACHE_PREFIX, dir=current or None))

@@ -7,7 +7,9 @@ own image embedding (computed once per image), so a click costs only the mask de
 
 Memory is bounded: a session's undo history is capped by count and bytes, at most
 `Limits.max_sessions` sessions live at once (the least recently used go first), and
-sessions idle for `Limits.idle_seconds` are evicted.
+sessions idle for `Limits.idle_seconds` are evicted, with the files they adopted (their
+uploads and downloads, `adopt_file`). Work per request is bounded: at most
+`Limits.max_points_per_object` clicks per object and points per API request.
 
     service = DemoService(segapp.build_model("test_tiny"))
     sid = service.create_session()
@@ -33,6 +35,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from segapp.demo import exports
+from segapp.demo.cache import DEFAULT_CACHE_MAX_BYTES, delete_files
 
 logger = logging.getLogger(__name__)
 
@@ -73,6 +76,8 @@ class Limits:
       points one API request may carry.
     max_video_bytes, max_video_frames, max_video_side: the largest accepted video.
     max_video_sessions: live video sessions at once (their tracking state is larger).
+    max_cache_bytes: the demo's files on disk (Gradio's copies of uploads and rendered views,
+      downloads); the oldest go first beyond it (segapp.demo.cache).
     """
 
     max_upload_bytes: int = 20 * 1024 * 1024
@@ -87,6 +92,7 @@ class Limits:
     max_video_frames: int = 600
     max_video_side: int = 1920
     max_video_sessions: int = 4
+    max_cache_bytes: int = DEFAULT_CACHE_MAX_BYTES
 
 
 @dataclass(frozen=True)
@@ -155,6 +161,7 @@ class ImageSession:
     redo_stack: list = field(default_factory=list)
     pending_corner: tuple[float, float] | None = None
     timings: list[Timing] = field(default_factory=list)
+    files: set[Path] = field(default_factory=set)  # deleted when the session closes (adopt_file)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     # ------------------------------------------------------------------ views
@@ -198,12 +205,15 @@ def masks_nbytes(snapshots) -> int:
 class SessionTable:
     """Sessions keyed by unguessable ids, least recently used last-evicted; thread-safe.
 
-    Sessions are any objects with a `last_used` attribute (seconds of `clock`)."""
+    Sessions are any objects with a `last_used` attribute (seconds of `clock`). An evicted
+    session gets its `close()` called, if it has one, then `on_close(session)`, outside the
+    table's lock; `close(sid)` only removes it (the caller closes it)."""
 
-    def __init__(self, max_sessions: int, idle_seconds: float, clock=time.monotonic) -> None:
+    def __init__(self, max_sessions: int, idle_seconds: float, clock=time.monotonic, on_close=None) -> None:
         self.max_sessions = max_sessions
         self.idle_seconds = idle_seconds
         self._clock = clock
+        self._on_close = on_close
         self._lock = threading.Lock()
         self._sessions: collections.OrderedDict[str, Any] = collections.OrderedDict()
 
@@ -212,7 +222,8 @@ class SessionTable:
         sid = secrets.token_urlsafe(16)
         with self._lock:
             self._sessions[sid] = factory(sid, self._clock())
-            self._evict_locked()
+            gone = self._evict_locked()
+        self._closed(gone)
         return sid
 
     def has(self, sid: str | None) -> bool:
@@ -223,39 +234,55 @@ class SessionTable:
         with self._lock:
             return list(self._sessions)
 
+    def sessions(self) -> list[Any]:
+        """The live sessions (a snapshot)."""
+        with self._lock:
+            return list(self._sessions.values())
+
     def close(self, sid: str) -> Any:
+        """Remove a session; returns it (for the caller to close), or None if unknown."""
         with self._lock:
             return self._sessions.pop(sid, None)
 
     def evict(self) -> list[str]:
+        """Remove idle and surplus sessions now; returns their ids."""
         with self._lock:
-            return self._evict_locked()
+            gone = self._evict_locked()
+        self._closed(gone)
+        return [sid for sid, _ in gone]
 
     def get(self, sid: str):
         """The live session (marked used), or SessionNotFound."""
         with self._lock:
-            self._evict_locked()
+            gone = self._evict_locked()
             session = self._sessions.get(sid) if sid is not None else None
-            if session is None:
-                raise SessionNotFound("this session has expired (idle too long or too many users): "
-                                      "upload the file again")
-            session.last_used = self._clock()
-            self._sessions.move_to_end(sid)
-            return session
+            if session is not None:
+                session.last_used = self._clock()
+                self._sessions.move_to_end(sid)
+        self._closed(gone)
+        if session is None:
+            raise SessionNotFound("this session has expired (idle too long or too many users): "
+                                  "upload the file again")
+        return session
 
-    def _evict_locked(self) -> list[str]:
+    def _evict_locked(self) -> list[tuple[str, Any]]:
+        """Remove idle and surplus sessions; returns (id, session) pairs, to be closed outside
+        the lock."""
         now = self._clock()
         gone = [sid for sid, s in self._sessions.items() if now - s.last_used > self.idle_seconds]
         alive = [sid for sid in self._sessions if sid not in gone]
         gone += alive[: max(0, len(alive) - self.max_sessions)]
-        for sid in gone:
-            session = self._sessions.pop(sid)
+        if gone:
+            logger.info("evicted %d session(s)", len(gone))
+        return [(sid, self._sessions.pop(sid)) for sid in gone]
+
+    def _closed(self, sessions: list[tuple[str, Any]]) -> None:
+        for _, session in sessions:
             close = getattr(session, "close", None)
             if close is not None:
                 close()
-        if gone:
-            logger.info("evicted %d session(s)", len(gone))
-        return gone
+            if self._on_close is not None:
+                self._on_close(session)
 
 
 class DemoService:
@@ -275,7 +302,8 @@ class DemoService:
         self._clock = clock
         self._model_lock = threading.Lock()
         self._table_lock = threading.Lock()  # guards the API embedding cache
-        self._table = SessionTable(self.limits.max_sessions, self.limits.idle_seconds, clock)
+        self._table = SessionTable(self.limits.max_sessions, self.limits.idle_seconds, clock,
+                                   on_close=_delete_owned_files)
         self._api_predictors: collections.OrderedDict[str, Any] = collections.OrderedDict()
 
     # ------------------------------------------------------------------ sessions
@@ -294,7 +322,15 @@ class DemoService:
         return self._table.ids()
 
     def close_session(self, sid: str) -> None:
-        self._table.close(sid)
+        session = self._table.close(sid)
+        if session is not None:
+            _delete_owned_files(session)
+
+    def adopt_file(self, sid: str, path: str | Path) -> None:
+        """Make `path` (a file or folder made for this session, e.g. Gradio's copy of its
+        upload or its downloads) the session's: deleted when the session closes or is evicted.
+        Never adopt a user's own file."""
+        self._session(sid).files.add(Path(path))
 
     def evict_idle(self) -> list[str]:
         """Drop sessions idle longer than the limit; returns their ids."""
@@ -750,6 +786,15 @@ class _SessionGuard:
         self.session.lock.release()
 
 
+def _delete_owned_files(session, keep=()) -> None:
+    """Delete the files a closed session adopted (except those in `keep`)."""
+    if session.files:
+        count = delete_files(sorted(session.files), keep=keep)
+        session.files.clear()
+        if count:
+            logger.info("deleted %d file(s) of a closed session", count)
+
+
 def _image_key(image: np.ndarray) -> str:
     digest = hashlib.sha1(np.ascontiguousarray(image).tobytes())
     digest.update(repr(image.shape).encode())
@@ -864,6 +909,7 @@ class VideoDemoSession:
     prompts: dict = field(default_factory=dict)  # (obj_id, frame) -> (points, labels)
     results: dict = field(default_factory=dict)  # frame -> {obj_id: RLE}
     timings: list[Timing] = field(default_factory=list)
+    files: set[Path] = field(default_factory=set)  # deleted when the session closes (adopt_file)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     @property
@@ -898,7 +944,8 @@ class VideoService:
         self.service = service
         self.limits = service.limits
         self.predictor = VideoPredictor(service.model)
-        self._table = SessionTable(self.limits.max_video_sessions, self.limits.idle_seconds, service._clock)
+        self._table = SessionTable(self.limits.max_video_sessions, self.limits.idle_seconds, service._clock,
+                                   on_close=lambda session: _delete_owned_files(session, keep=self.held_files()))
 
     # ------------------------------------------------------------------ sessions
     def create_session(self) -> str:
@@ -912,6 +959,16 @@ class VideoService:
         if session is not None:
             with session.lock:
                 session.close()
+            _delete_owned_files(session, keep=self.held_files())
+
+    def adopt_file(self, sid: str, path: str | Path) -> None:
+        """As DemoService.adopt_file: `path` is deleted when the session closes (unless another
+        live session still has it open)."""
+        self._table.get(sid).files.add(Path(path))
+
+    def held_files(self) -> set[Path]:
+        """The video files live sessions have open (frames are read from them lazily)."""
+        return {s.path for s in self._table.sessions() if s.path is not None and s.state is not None}
 
     def session_ids(self) -> list[str]:
         return self._table.ids()
