@@ -255,3 +255,12 @@ def test_resume_with_other_settings_exits_2(tmp_path, capsys):
     assert main(argv) == 0
     assert main(argv + ["--resume", "--mask-ratio", "0.5"]) == 2
     assert "--mask-ratio 0.6, this run has 0.5" in capsys.readouterr().err
+
+
+def test_a_file_that_fails_to_decode_later_is_replaced_by_the_next(tmp_path, caplog):
+    paths = make_images(tmp_path / "imgs", 2)
+    data = ImageFolderDataset([tmp_path / "imgs"], image_size=64, augment=False)
+    expected = data[1]
+    paths[0].write_bytes(b"corrupted after the check")
+    assert torch.equal(data[0], expected)
+    assert f"cannot decode {paths[0]}" in caplog.text
