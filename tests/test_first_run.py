@@ -372,3 +372,17 @@ def test_eval_coco_help_says_where_the_click_goes(capsys):
     text = " ".join(capsys.readouterr().out.split())
     assert "point: one click at the pixel farthest from the object's boundary" in text
     assert "object's centre" not in text
+
+
+def test_demo_segment_everything_on_the_bundled_model_finds_masks_in_a_photo(shared_data, no_downloads):
+    pytest.importorskip("gradio")
+    from segapp.cli.demo import BUNDLED_MODEL_AMG, build_service
+
+    service, note, choice = build_service(device="cpu")
+    assert choice.bundled and service.amg_options == BUNDLED_MODEL_AMG
+    assert "predicted IoU > 0.1 and stability >= 0.5" in note
+    sid = service.create_session()
+    service.set_image(sid, shared_data / "coco_tiny" / "val2017" / "000000020992.jpg")
+    timing = service.segment_everything(sid, points_per_side=16)
+    assert len(service.get_session(sid).objects) >= 1, str(timing)
+    assert "No masks found" not in str(timing)
