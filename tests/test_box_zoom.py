@@ -102,3 +102,21 @@ def test_zoom_can_be_turned_on_after_set_image(model, image):
     late.box_zoom = 3.0
     box = np.array([150, 100, 200, 140], dtype=np.float32)
     np.testing.assert_array_equal(late.predict(box=box)[0], zoomed(model, image).predict(box=box)[0])
+
+
+def test_many_boxes_go_in_batches_and_keep_their_order(model, image, monkeypatch):
+    """Crops are embedded and decoded ZOOM_BATCH at a time; boxes whose crop is the whole image
+    use the image's embedding. Whatever the grouping, box i's result is that of box i alone."""
+    import segapp.image_predictor as image_predictor
+
+    monkeypatch.setattr(image_predictor, "ZOOM_BATCH", 2)
+    pred = zoomed(model, image)
+    boxes = np.array([[150, 100, 200, 140], [0, 0, 320, 240], [10, 10, 40, 60], [200, 150, 300, 230],
+                      [5, 100, 60, 200]], dtype=np.float32)
+    masks, ious, low = pred.predict(box=boxes, multimask_output=True, return_logits=True)
+    assert masks.shape == (5, 3, 240, 320) and ious.shape == (5, 3) and low.shape[:2] == (5, 3)
+    for i, box in enumerate(boxes):
+        one, one_iou, one_low = pred.predict(box=box, multimask_output=True, return_logits=True)
+        np.testing.assert_allclose(one, masks[i], atol=1e-4)
+        np.testing.assert_allclose(one_iou, ious[i], atol=1e-5)
+        np.testing.assert_allclose(one_low, low[i], atol=1e-4)

@@ -205,6 +205,7 @@ class OraclePredictor:
     def __init__(self, dataset):
         self.by_image = {}
         self.set_image_calls = 0
+        self.box_batches = []  # number of boxes in each batched predict call
         for entry, image, pairs in coco_lib.iter_images(dataset):
             self.by_image[hashlib.sha1(image.tobytes()).hexdigest()] = pairs
         self.pairs = None
@@ -215,6 +216,10 @@ class OraclePredictor:
 
     def predict(self, point_coords=None, point_labels=None, box=None, mask_input=None,
                 multimask_output=True, return_logits=False):
+        if box is not None and np.ndim(box) == 2:  # several boxes: outputs gain a leading axis
+            self.box_batches.append(len(box))
+            outs = [self.predict(box=b, multimask_output=multimask_output) for b in box]
+            return tuple(np.stack(parts) for parts in zip(*outs))
         if box is not None:
             matches = [m for i, m in self.pairs if np.allclose(i.bbox_xyxy, box, atol=1e-3)]
         else:
@@ -243,6 +248,39 @@ def test_ground_truth_as_prediction_gives_miou_1_and_noc_1(coco_tiny, prompt):
     assert overall["noc85"] == 1.0 and overall["noc90"] == 1.0
     assert overall["nof85"] == 0 and overall["nof90"] == 0
     assert all(r.ious == (1.0,) * k for r in result.instances)
+    if prompt == "box":  # an image's boxes in one call (groups of 1 go as [1, 4] too)
+        assert sorted(oracle.box_batches) == sorted(len(e.instances) for e in dataset.images)
+
+
+def test_box_prompts_go_in_groups_that_bound_the_masks_memory(coco_tiny, monkeypatch):
+    from segapp.evaluation import runner
+
+    images_dir, annotations = coco_tiny
+    dataset = coco_lib.load_coco_instances(annotations, images_dir, max_images=4)
+    monkeypatch.setattr(runner, "BOX_BATCH_MAX", 3)
+    oracle = OraclePredictor(dataset)
+    result = evaluate(oracle, dataset, "box")
+    assert result.metrics["overall"]["miou"] == [1.0]
+    assert max(oracle.box_batches) <= 3 and sum(oracle.box_batches) == len(result.instances)
+    oracle = OraclePredictor(dataset)
+    monkeypatch.setattr(runner, "BOX_BATCH_PIXELS", 1)  # an image's masks over budget: one box a call
+    evaluate(oracle, dataset, "box")
+    assert set(oracle.box_batches) == {1}
+
+
+def test_baselines_take_a_batch_of_boxes_like_sam2(coco_tiny):
+    images_dir, annotations = coco_tiny
+    dataset = coco_lib.load_coco_instances(annotations, images_dir, max_images=1)
+    entry, image, pairs = next(coco_lib.iter_images(dataset))
+    boxes = np.array([inst.bbox_xyxy for inst, _ in pairs[:3]], dtype=np.float32)
+    for predictor in (BoxBaseline(), GrabCutBaseline()):
+        predictor.set_image(image)
+        masks, ious, low = predictor.predict(box=boxes, multimask_output=False)
+        assert masks.shape == (3, 1, *image.shape[:2]) and ious.shape == (3, 1) and low.shape == (3, 1, 256, 256)
+        for i, box in enumerate(boxes):
+            np.testing.assert_array_equal(predictor.predict(box=box, multimask_output=False)[0], masks[i])
+        with pytest.raises(ValueError, match=r"box must have shape \[4\] or \[B, 4\]"):
+            predictor.predict(box=np.zeros((2, 3)))
 
 
 def _box_mask_independent(bbox_xywh, height, width):

@@ -56,7 +56,8 @@ class _BoxPromptPredictor:
                 multimask_output: bool = True, return_logits: bool = False, normalize_coords=True):
         """(masks [C, H, W] bool, iou_predictions [C] float32, low_res_masks [C, 256, 256] float32)
         with C = 3 if multimask_output else 1, all C the same mask; iou_predictions are 1.
-        Points and mask_input are not used; a box is required."""
+        box: [4] or [B, 4] xyxy; with B > 1 boxes each output gains a leading B axis, as in
+        SAM2ImagePredictor. Points and mask_input are not used; a box is required."""
         if self._image is None:
             raise RuntimeError("an image must be set with set_image(...) before predict(...)")
         if box is None:
@@ -64,7 +65,16 @@ class _BoxPromptPredictor:
                              "points alone (evaluate it with --prompt box)")
         if not normalize_coords:
             raise ValueError(f"the {self.name} predictor takes box coordinates in pixels only")
-        mask = self._segment(np.asarray(box, dtype=np.float64).reshape(4))
+        boxes = np.asarray(box, dtype=np.float64)
+        if boxes.shape != (4,) and (boxes.ndim != 2 or boxes.shape[1] != 4 or len(boxes) == 0):
+            raise ValueError(f"box must have shape [4] or [B, 4] (x0, y0, x1, y1), got {boxes.shape}")
+        outputs = [self._predict_box(b, multimask_output, return_logits) for b in boxes.reshape(-1, 4)]
+        if len(outputs) == 1:
+            return outputs[0]
+        return tuple(np.stack(parts) for parts in zip(*outputs))
+
+    def _predict_box(self, box: np.ndarray, multimask_output: bool, return_logits: bool):
+        mask = self._segment(box)
         count = NUM_MULTIMASK if multimask_output else 1
         logits = np.where(mask, LOGIT_INSIDE, LOGIT_OUTSIDE).astype(np.float32)
         low_res = cv2.resize(logits, (LOW_RES_SIZE, LOW_RES_SIZE), interpolation=cv2.INTER_LINEAR)

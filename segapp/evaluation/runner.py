@@ -25,6 +25,10 @@ from segapp.evaluation.outputs import REPORT_NAME, text_table, versions, write_j
 PROMPTS = ("box", "point", "clicks")
 DEFAULT_CLICKS = 5
 CSV_NAME, PLOT_NAME = "per_instance.csv", "miou_vs_clicks.png"
+# `box` prompts: an image's boxes go to the predictor together, as many per call as keep the
+# returned float32 masks (one [H, W] each) under this many pixels, at most BOX_BATCH_MAX.
+BOX_BATCH_PIXELS = 1 << 24
+BOX_BATCH_MAX = 32
 
 # The protocol, as written into every report (and, in more words, in docs/evaluation.md).
 PROTOCOL_RULES = {
@@ -102,6 +106,41 @@ def evaluate_instance(predictor, gt_mask: np.ndarray, box_xyxy: Sequence[float],
     return ious
 
 
+def evaluate_boxes(predictor, gt_masks: Sequence[np.ndarray], boxes_xyxy: Sequence[Sequence[float]]
+                   ) -> list[float]:
+    """The `box` protocol for several instances of the image last given to `set_image`, in one
+    `predict(box=[n, 4])` call (a predictor answers each box on its own, so this is
+    `evaluate_instance(..., "box")` per instance, with the predictor's fixed cost per call paid
+    once). gt_masks: n [H, W] bool; boxes_xyxy: n [4] pixels. Returns n IoUs."""
+    n = len(boxes_xyxy)
+    if n != len(gt_masks):
+        raise ValueError(f"{n} boxes for {len(gt_masks)} masks")
+    if n == 0:
+        return []
+    masks, scores, low_res = predictor.predict(box=np.asarray(boxes_xyxy, dtype=np.float32).reshape(n, 4),
+                                               multimask_output=False)
+    # The official predictor drops the prompt axis for a single prompt: put it back.
+    masks = np.asarray(masks).reshape(n, -1, *np.shape(masks)[-2:])
+    scores = np.asarray(scores).reshape(n, -1)
+    low_res = np.asarray(low_res).reshape(n, -1, *np.shape(low_res)[-2:])
+    return [mask_iou(_best(masks[i], scores[i], low_res[i])[0], gt) for i, gt in enumerate(gt_masks)]
+
+
+def _image_results(predictor, image_hw: tuple[int, int], pairs, prompt: str, num_clicks: int):
+    """(instance, IoUs) for each (instance, gt mask) of `pairs` on the image set last; `box`
+    prompts go in groups (evaluate_boxes), the others one instance at a time."""
+    if prompt != "box":
+        for inst, gt_mask in pairs:
+            yield inst, evaluate_instance(predictor, gt_mask, inst.bbox_xyxy, prompt, num_clicks)
+        return
+    step = max(1, min(BOX_BATCH_MAX, BOX_BATCH_PIXELS // max(image_hw[0] * image_hw[1], 1)))
+    for start in range(0, len(pairs), step):
+        group = pairs[start: start + step]
+        ious = evaluate_boxes(predictor, [gt for _, gt in group], [inst.bbox_xyxy for inst, _ in group])
+        for (inst, _), iou in zip(group, ious):
+            yield inst, [iou]
+
+
 def iter_evaluate(predictor, dataset: CocoInstances, prompt: str, num_clicks: int = 1,
                   progress: bool = False, skipped: list[Skipped] | None = None
                   ) -> Iterator[InstanceResult]:
@@ -124,8 +163,7 @@ def iter_evaluate(predictor, dataset: CocoInstances, prompt: str, num_clicks: in
                   else dataset.iter_images(skipped))
         for entry, image, pairs in images:
             predictor.set_image(image)
-            for inst, gt_mask in pairs:
-                ious = evaluate_instance(predictor, gt_mask, inst.bbox_xyxy, prompt, num_clicks)
+            for inst, ious in _image_results(predictor, image.shape[:2], pairs, prompt, num_clicks):
                 bar.update(1)
                 yield InstanceResult(inst.image_id, inst.annotation_id, inst.category_id,
                                      inst.category, inst.area, tuple(ious))

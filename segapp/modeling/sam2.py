@@ -204,14 +204,16 @@ class SAM2Model(nn.Module):
         multimask_output: bool,
         iou_floor: float | None = None,
     ):
-        """Decode prompts against one image's embedding (batch axis 1), one output per prompt row.
+        """Decode prompts, one output per prompt row, against one image's embedding (batch axis
+        1: every prompt on that image) or against one embedding per prompt (batch axis B: prompt
+        b on image b, e.g. the crops of box zoom).
 
         points: ([B, N, 2] xy model-input pixels, [B, N] labels; boxes are two corner points
         labelled 2 and 3); mask_input: [B, 1, 4h, 4w] logits; iou_floor: see MaskDecoder.forward.
         Returns a DecoderOutput.
         """
         sparse, dense = self.prompt_encoder(points=points, boxes=None, masks=mask_input)
-        batched = points is not None and points[0].shape[0] > 1
+        batched = points is not None and points[0].shape[0] > 1 and embedding.image_embed.shape[0] == 1
         high_res = embedding.high_res_feats if self.use_high_res_features_in_sam else None
         return self.mask_decoder(
             image_embeddings=embedding.image_embed,
