@@ -48,10 +48,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         level=logging.DEBUG if args.verbose else logging.INFO,
         format="%(levelname)s %(name)s: %(message)s",
     )
-    if not args.verbose:
-        # Each command prints its own `model: ...` line first; build_model's INFO lines (which
-        # config file, which model) would say it a second time. --verbose shows them.
-        logging.getLogger("segapp.build").setLevel(logging.WARNING)
+    # Each command prints its own `model: ...` line first; build_model's INFO lines (which
+    # config file, which model) would say it a second time. --verbose shows them.
+    logging.getLogger("segapp.build").setLevel(logging.NOTSET if args.verbose else logging.WARNING)
     if not getattr(args, "func", None):
         parser.print_help()
         return EXIT_USAGE
