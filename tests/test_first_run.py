@@ -6,7 +6,17 @@ Every network test talks to a server on 127.0.0.1 started here; nothing else is 
 """
 from __future__ import annotations
 
+import http.server
 import json
+import os
+import re
+import shlex
+import socket
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
 from pathlib import Path
 
 import numpy as np
@@ -78,17 +88,6 @@ def test_segment_counts_masks_per_input_and_names_the_empty_one(no_downloads, ca
 
 
 # ------------------------------------------------------- README command 1, download refused
-
-import http.server  # noqa: E402
-import os  # noqa: E402
-import re  # noqa: E402
-import shlex  # noqa: E402
-import socket  # noqa: E402
-import subprocess  # noqa: E402
-import sys  # noqa: E402
-import threading  # noqa: E402
-import time  # noqa: E402
-import urllib.request  # noqa: E402
 
 README = Path(__file__).resolve().parents[1] / "README.md"
 CLI = [sys.executable, "-c", "import sys; from segapp.cli import main; sys.exit(main())"]
