@@ -125,3 +125,25 @@ def test_other_image_sizes_follow_everywhere():
 def test_parts_contract_is_checked():
     with pytest.raises(ValueError, match="do not match the neck"):
         segapp.build_model("test_tiny", overrides=["model.image_encoder.neck.backbone_channel_list=[1,2,3,4]"])
+
+
+def test_trunk_position_embedding_is_reused_at_inference_and_follows_the_weights():
+    """Hiera.position_embedding keeps its inference result (the bicubic resize of the background
+    embedding) while the grid and the parameters stay; training and changed weights recompute."""
+    import torch
+
+    model = segapp.build_model("test_tiny", device="cpu")
+    trunk = model.image_encoder.trunk
+    fresh = trunk.position_embedding(16, 16)  # grad enabled: computed, not kept
+    assert fresh.requires_grad and trunk._pos_cache is None
+    with torch.inference_mode():
+        first = trunk.position_embedding(16, 16)
+        assert trunk.position_embedding(16, 16) is first
+        torch.testing.assert_close(first, fresh.detach(), rtol=0, atol=0)
+        assert trunk.position_embedding(8, 12).shape[1:3] == (8, 12)  # another grid: recomputed
+    with torch.no_grad():
+        trunk.pos_embed.add_(1.0)  # new weights (an optimiser step, a load_state_dict)
+        moved = trunk.position_embedding(16, 16)
+    torch.testing.assert_close(moved, first + 1.0)
+    trunk.position_embedding(16, 16).sum().backward()  # training still gets gradients
+    assert trunk.pos_embed.grad is not None and trunk.pos_embed.grad.abs().sum() > 0

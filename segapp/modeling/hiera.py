@@ -183,6 +183,9 @@ class Hiera(nn.Module):
         # token grid, plus one window-sized embedding repeated in every window of stage 1.
         self.pos_embed = nn.Parameter(torch.zeros(1, embed_dim, *window_pos_embed_bkg_spatial_size))
         self.pos_embed_window = nn.Parameter(torch.zeros(1, embed_dim, window_spec[0], window_spec[0]))
+        # position_embedding's last result outside autograd, with copies of the parameters it
+        # came from: (h, w, pos_embed copy, pos_embed_window copy, [1, h, w, C]).
+        self._pos_cache: tuple[int, int, torch.Tensor, torch.Tensor, torch.Tensor] | None = None
 
         self.blocks = nn.ModuleList()
         dim, heads, stage = embed_dim, num_heads, 0
@@ -205,12 +208,28 @@ class Hiera(nn.Module):
         The background is interpolated bicubically (as official checkpoints expect); the
         window embedding is tiled so that each window gets the same offsets. Grids that are
         not a whole number of windows get a cropped tile.
+
+        Outside autograd (inference) the result is kept and reused while the grid size and both
+        parameters stay the same: the bicubic resize is a few percent of a small model's pass.
+        Copies of the (small) parameters are compared, not version counters, which a model
+        built under torch.inference_mode does not have.
         """
+        cache = self._pos_cache
+        if torch.is_grad_enabled():
+            self._pos_cache = None  # training: the result must carry gradients
+        elif (cache is not None and cache[:2] == (h, w) and cache[4].device == self.pos_embed.device
+              and cache[4].dtype == self.pos_embed.dtype and torch.equal(cache[2], self.pos_embed)
+              and torch.equal(cache[3], self.pos_embed_window)):
+            return cache[4]
         bkg = F.interpolate(self.pos_embed, size=(h, w), mode="bicubic")
         win = self.pos_embed_window
         reps = (-(-h // win.shape[-2]), -(-w // win.shape[-1]))
         tiled = win.tile(1, 1, *reps)[..., :h, :w]
-        return (bkg + tiled).permute(0, 2, 3, 1)
+        embedding = (bkg + tiled).permute(0, 2, 3, 1)
+        if not torch.is_grad_enabled():
+            self._pos_cache = (h, w, self.pos_embed.detach().clone(), self.pos_embed_window.detach().clone(),
+                               embedding)
+        return embedding
 
     def forward(
         self, x: torch.Tensor, token_mask: torch.Tensor | None = None, mask_token: torch.Tensor | None = None
