@@ -23,6 +23,8 @@ _EXPORTS = {
     "build_video_predictor": "segapp.video.predictor",
     "VideoPredictor": "segapp.video.predictor",
     "SAM2VideoPredictor": "segapp.video.predictor",
+    "StreamTracker": "segapp.video.stream",
+    "VideoAutoTracker": "segapp.video.auto_tracker",
 }
 
 __all__ = ["__version__", *_EXPORTS]

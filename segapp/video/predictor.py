@@ -31,6 +31,7 @@ from segapp.modeling.sam2 import SAM2Model
 from segapp.prompts import BOX_CORNER_LABELS, check_boxes, check_obj_id, check_points
 from segapp.transforms import PIXEL_MEAN, PIXEL_STD, ImageTransforms
 from segapp.video.frames import open_frames
+from segapp.video.prefetch import Prefetcher
 from segapp.video.session import ObjectTrack, PointPrompt, VideoSession
 from segapp.video.tracker import (NO_OBJ_SCORE, FrameFeatures, FrameOutput, Tracker, fill_holes,
                                   memory_window, non_overlapping, select_memory)
@@ -112,9 +113,11 @@ class VideoPredictor:
         state.reset()
 
     # ------------------------------------------------------------------ features
-    def _image(self, frame: np.ndarray) -> torch.Tensor:
-        """[H, W, 3] uint8 -> [1, 3, S, S] normalised, resized like the official frame loader
-        (Pillow bicubic on 8-bit pixels), so tracking matches the reference frame for frame."""
+    def prepare_frame(self, frame: np.ndarray) -> torch.Tensor:
+        """[H, W, 3] uint8 -> [1, 3, S, S] normalised, on the host, resized like the official frame
+        loader (Pillow bicubic on 8-bit pixels), so tracking matches the reference frame for frame.
+        On CUDA the tensor is in pinned memory, so that `.to(device, non_blocking=True)` does not
+        stall the host. Runs in the prefetch worker (segapp.video.prefetch)."""
         from PIL import Image
 
         side = self.image_size
@@ -122,17 +125,31 @@ class VideoPredictor:
         x = torch.from_numpy(resized / 255.0).float().permute(2, 0, 1)
         mean = torch.tensor(PIXEL_MEAN).view(3, 1, 1)
         std = torch.tensor(PIXEL_STD).view(3, 1, 1)
-        return ((x - mean) / std).unsqueeze(0).to(self.device)
+        x = ((x - mean) / std).unsqueeze(0)
+        return x.pin_memory() if self.device.type == "cuda" else x
 
-    def _features(self, state: VideoSession, frame_idx: int) -> FrameFeatures | None:
+    def _load_frame(self, state: VideoSession, frame_idx: int) -> torch.Tensor | None:
+        """The prepared model input of a frame (host), or None when it cannot be decoded."""
+        frame = state.frames.get(frame_idx)
+        return None if frame is None else self.prepare_frame(frame)
+
+    def _features(self, state: VideoSession, frame_idx: int, prefetch: Prefetcher | None = None) -> FrameFeatures | None:
         """Image features of a frame (cached), or None when the frame cannot be decoded."""
         feats = state.cached_features(frame_idx)
         if feats is None:
-            frame = state.frames.get(frame_idx)
-            if frame is None:
+            image = self._load_frame(state, frame_idx) if prefetch is None else prefetch.take(frame_idx)
+            if image is None:
                 return None
-            feats = FrameFeatures.from_backbone(self.model, self.model.forward_image(self._image(frame)))
-            state.cache_features(frame_idx, feats)
+            feats = self.encode_frame(state, frame_idx, image)
+        return feats
+
+    @torch.inference_mode()
+    def encode_frame(self, state: VideoSession, frame_idx: int, image: torch.Tensor) -> FrameFeatures:
+        """Run the image encoder on a prepared frame ([1, 3, S, S] from `prepare_frame`) and cache
+        its features in `state` for tracking and prompts on `frame_idx`."""
+        image = image.to(self.device, non_blocking=True)
+        feats = FrameFeatures.from_backbone(self.model, self.model.forward_image(image))
+        state.cache_features(frame_idx, feats)
         return feats
 
     def _prompt_features(self, state: VideoSession, frame_idx: int) -> FrameFeatures:
@@ -297,8 +314,10 @@ class VideoPredictor:
         return state.obj_ids, updated
 
     # ------------------------------------------------------------------ propagation
-    def _commit_prompts(self, state: VideoSession) -> None:
-        """Turn pending prompt outputs into memory (called when propagation starts)."""
+    @torch.inference_mode()
+    def commit_prompts(self, state: VideoSession) -> None:
+        """Turn pending prompt outputs into memory (propagation and the stream tracker call this
+        before tracking)."""
         if not state.objects:
             raise RuntimeError("no points, boxes or masks were added to any object; add prompts first")
         side = self.image_size
@@ -327,7 +346,7 @@ class VideoPredictor:
         [num_objects, 1, H, W] at video resolution) frame by frame. Frames that cannot be decoded
         are skipped (not yielded) and listed in `inference_state.skipped_frames`."""
         state = inference_state
-        self._commit_prompts(state)
+        self.commit_prompts(state)
         n = state.num_frames
         if start_frame_idx is None:
             start_frame_idx = min(t for o in state.objects for t in o.cond)
@@ -342,19 +361,38 @@ class VideoPredictor:
             end = min(start_frame_idx + span, n - 1)
             order = range(start_frame_idx, end + 1)
         obj_ids = state.obj_ids
-        for frame_idx in order:
-            masks = self._track_frame(state, frame_idx, reverse)
-            state.prune(frame_idx)
-            if masks is None:
-                logger.info("frame %d cannot be decoded; not tracked", frame_idx)
-                continue
-            size = (state.video_height, state.video_width)
-            video_masks = ImageTransforms.masks_to_image(masks.to(self.device), size)
-            if self.non_overlap_masks:
-                video_masks = non_overlapping(video_masks)
-            yield frame_idx, obj_ids, video_masks
+        # Frames that need image features (not conditioning for every object) are decoded and
+        # resized ahead in a worker thread while the model tracks the current one.
+        needed = [f for f in order if any(f not in o.cond for o in state.objects)]
+        prefetch = Prefetcher(lambda f: self._load_frame(state, f), needed)
+        try:
+            for frame_idx in order:
+                video_masks = self.track_frame(state, frame_idx, reverse, prefetch=prefetch)
+                if video_masks is None:
+                    logger.info("frame %d cannot be decoded; not tracked", frame_idx)
+                    continue
+                yield frame_idx, obj_ids, video_masks
+        finally:
+            prefetch.close()
 
-    def _track_frame(self, state: VideoSession, frame_idx: int, reverse: bool) -> torch.Tensor | None:
+    @torch.inference_mode()
+    def track_frame(self, state: VideoSession, frame_idx: int, reverse: bool = False,
+                    prefetch: Prefetcher | None = None) -> torch.Tensor | None:
+        """Track every object on one frame from the memory in `state` (prompts committed with
+        `commit_prompts` first) and store the outputs as memory; outputs no memory window can
+        reach any more are dropped. Returns mask logits [num_objects, 1, H, W] at video
+        resolution, or None when the frame cannot be decoded. `propagate_in_video` is this in a
+        loop; `segapp.video.stream.StreamTracker` calls it once per frame of a live stream."""
+        masks = self._track_frame(state, frame_idx, reverse, prefetch)
+        state.prune(frame_idx)
+        if masks is None:
+            return None
+        size = (state.video_height, state.video_width)
+        video_masks = ImageTransforms.masks_to_image(masks.to(self.device), size)
+        return non_overlapping(video_masks) if self.non_overlap_masks else video_masks
+
+    def _track_frame(self, state: VideoSession, frame_idx: int, reverse: bool,
+                     prefetch: Prefetcher | None = None) -> torch.Tensor | None:
         """Track every object on one frame; [num_objects, 1, S/4, S/4] logits, None if skipped."""
         masks: list[torch.Tensor | None] = [None] * len(state.objects)
         to_track: list[int] = []
@@ -366,7 +404,7 @@ class VideoPredictor:
                 to_track.append(i)
         feats = None
         if to_track:
-            feats = self._features(state, frame_idx)
+            feats = self._features(state, frame_idx, prefetch)
             if feats is None:
                 return None
         # Objects whose memories have the same shape run as one batch.

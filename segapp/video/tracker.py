@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -379,21 +380,20 @@ def non_overlapping(masks: torch.Tensor) -> torch.Tensor:
     return torch.where(keep, masks, masks.clamp(max=MASK_AS_OUTPUT_BIAS))
 
 
-def fill_holes(masks: torch.Tensor, max_area: int) -> torch.Tensor:
+def fill_holes(masks: torch.Tensor, max_area: int, on_device: bool | None = None) -> torch.Tensor:
     """Fill background holes (8-connected regions of logits <= 0) of at most `max_area` pixels
-    with a small positive logit. masks: [B, 1, h, w]."""
+    with a small positive logit. masks: [B, 1, h, w]. On the CPU OpenCV finds the regions; on
+    an accelerator (or with on_device=True) they are found on the device, with no copy to the
+    host and no synchronisation (segapp.postprocess.small_components_torch)."""
     if max_area <= 0:
         return masks
-    import cv2
-    import numpy as np
+    from segapp.postprocess import small_components, small_components_torch
 
-    background = (masks <= 0).cpu().numpy().astype(np.uint8)
-    holes = np.zeros_like(background, dtype=bool)
-    for i in range(background.shape[0]):
-        count, labels, stats, _ = cv2.connectedComponentsWithStats(background[i, 0], connectivity=8)
-        small = np.zeros(count, dtype=bool)
-        small[1:] = stats[1:, cv2.CC_STAT_AREA] <= max_area
-        holes[i, 0] = small[labels] & (labels > 0)
+    if on_device if on_device is not None else masks.device.type != "cpu":
+        holes = small_components_torch((masks <= 0)[:, 0], max_area)[:, None]
+        return torch.where(holes, torch.full_like(masks, HOLE_FILL_LOGIT), masks)
+    background = (masks <= 0).numpy()
+    holes = torch.from_numpy(np.stack([small_components(b[0], max_area) for b in background])[:, None])
     if not holes.any():
         return masks
-    return torch.where(torch.from_numpy(holes).to(masks.device), torch.full_like(masks, HOLE_FILL_LOGIT), masks)
+    return torch.where(holes, torch.full_like(masks, HOLE_FILL_LOGIT), masks)
