@@ -64,6 +64,9 @@ class Options:
     progress: bool = True
     # videos: the memory cross-attention kernels in bfloat16 (VideoPredictor attention_dtype)
     bf16_attention: bool = False
+    # videos without prompts: segment everything every this many frames and track everything
+    # (VideoAutoTracker); None: on the first frame only
+    track_every: int | None = None
 
 
 RANDOM_WEIGHTS_SEED = 0
@@ -307,6 +310,9 @@ class Segmenter:
         from F, and backward from the first prompted frame to frame 0."""
         frames = self.video_objects(d.item)
         vp = self.video_predictor  # first: a model that cannot track (images only) fails at once
+        if frames is None and self.options.track_every is not None:
+            yield from self.track_everything(d)
+            return
         first_masks: list[tuple[int, np.ndarray]] = []
         if frames is None:  # segment everything on the first frame, then track those masks
             first = self.segment_everything(d.image)
@@ -359,6 +365,29 @@ class Segmenter:
         reset = getattr(vp, "reset_state", None)
         if reset is not None:
             reset(state)
+
+    def track_everything(self, d: Decoded) -> Iterator[tuple[int, Segmentation]]:
+        """(frame index, result) for every frame: segment everything every `track_every` frames,
+        new objects added, duplicates merged, vanished ones dropped (VideoAutoTracker). Ids are
+        never reused, so PNGs are 16-bit; unreadable frames come out empty."""
+        from segapp.video.auto_tracker import VideoAutoTracker
+
+        tracker = VideoAutoTracker(self.video_predictor, generator=self.amg, every=self.options.track_every)
+        hw = d.image.shape[:2]
+        produced = 0
+        try:
+            for frame_idx, obj_ids, logits in tracker.track(str(d.item.path)):
+                for gap in range(produced, frame_idx):
+                    yield gap, Segmentation(np.zeros(hw, np.uint16), sixteen_bit=True)
+                ids = [int(i) for i in obj_ids]
+                masks = _to_numpy(logits)[:, 0] > 0.0
+                yield frame_idx, Segmentation(paint(masks, ids, hw), [
+                    {"instance_id": i, "score": 1.0, "category_id": 1} for i in ids], sixteen_bit=True)
+                produced = frame_idx + 1
+        finally:
+            tracker.close()
+        for gap in range(produced, d.num_frames):
+            yield gap, Segmentation(np.zeros(hw, np.uint16), sixteen_bit=True)
 
 
 def _to_numpy(x) -> np.ndarray:

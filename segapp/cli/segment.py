@@ -39,7 +39,7 @@ def register(subparsers) -> None:
                     "prompts file (segapp JSON or COCO annotations). Outputs mirror the input tree "
                     "under --out: instance-id PNGs, one COCO results JSON, optional overlays and a "
                     "manifest. Rerunning the same command resumes. See docs/segment.md.")
-    p.add_argument("inputs", nargs="+", type=Path, metavar="INPUT",
+    p.add_argument("inputs", nargs="*", type=Path, metavar="INPUT",
                    help="image or video files, or folders (searched recursively)")
     p.add_argument("--out", required=True, type=Path, metavar="DIR", help="output folder")
     p.add_argument("--prompts", type=Path, metavar="FILE",
@@ -69,6 +69,16 @@ def register(subparsers) -> None:
     p.add_argument("--bf16-attention", action="store_true",
                    help="videos: run the memory attention kernels in bfloat16 (faster on CPUs with bf16 "
                         "matrix units and on GPUs; masks within the parity tolerance of fp32)")
+    p.add_argument("--track-everything", nargs="?", type=int, const=10, default=None, metavar="K",
+                   help="videos without prompts: segment everything every K frames (default 10), add the "
+                        "objects no tracked object covers, merge duplicates, drop vanished ones "
+                        "(segapp.VideoAutoTracker)")
+    p.add_argument("--stream", metavar="SOURCE",
+                   help="segment a live stream instead of INPUTs: a camera index (0), an rtsp:// or http(s):// "
+                        "URL, or a growing video file; frame by frame on constant memory")
+    p.add_argument("--max-frames", type=int, metavar="N", help="--stream: stop after N frames")
+    p.add_argument("--stream-idle-timeout", type=float, default=2.0, metavar="S",
+                   help="--stream: end when no new frame came for S seconds (default: 2)")
     p.add_argument("--no-progress", action="store_true", help="do not show a progress bar")
     p.set_defaults(func=run)
 
@@ -107,6 +117,12 @@ def run(args: argparse.Namespace) -> int:
         raise CLIError("--ray-actors needs --engine ray and a value of at least 1")
     if args.out.exists() and not args.out.is_dir():
         raise CLIError(f"--out {args.out} exists and is not a folder")
+    if args.track_everything is not None and args.track_everything < 1:
+        raise CLIError(f"--track-everything K needs K of at least 1, got {args.track_everything}")
+    if args.stream is not None:
+        return _run_stream(args, formats)
+    if not args.inputs:
+        raise CLIError("give INPUT files or folders to segment, or --stream SOURCE")
     try:
         inputs_mod.check_output_folder(args.inputs, args.out)
     except inputs_mod.InputError as err:
@@ -141,7 +157,7 @@ def run(args: argparse.Namespace) -> int:
     options = Options(formats=formats, batch_size=args.batch_size, points_per_side=args.points_per_side,
                       pred_iou_thresh=args.pred_iou_thresh, stability_score_thresh=args.stability_score_thresh,
                       resume=not args.no_resume, progress=not args.no_progress and sys.stderr.isatty(),
-                      bf16_attention=args.bf16_attention)
+                      bf16_attention=args.bf16_attention, track_every=args.track_everything)
     signature = {
         "segapp": __version__, "model": spec.name, "bundled": choice.bundled,
         "checkpoint": None if checkpoint is None else {"name": checkpoint.name, "size": checkpoint.stat().st_size},
@@ -150,6 +166,8 @@ def run(args: argparse.Namespace) -> int:
         "pred_iou_thresh": args.pred_iou_thresh, "stability_score_thresh": args.stability_score_thresh,
         "inputs": [i.rel for i in items],
     }
+    if args.track_everything is not None:
+        signature["track_everything"] = args.track_everything
     try:
         RunState(args.out).start(signature, resume=options.resume)
     except OSError as err:  # read-only, no permission, disk full: nothing written yet
@@ -186,6 +204,43 @@ def run(args: argparse.Namespace) -> int:
         _print_nothing_found(empty, len(done), choice, args)
     print(f"outputs in {args.out} (manifest: {args.out / MANIFEST})")
     return EXIT_FAILED if failed else EXIT_OK
+
+
+def _run_stream(args: argparse.Namespace, formats: tuple[str, ...]) -> int:
+    """segment --stream SOURCE (segapp.batch.stream)."""
+    from segapp.batch.outputs import MANIFEST, OutputStopped
+    from segapp.batch.pipeline import ModelSpec, Options
+    from segapp.batch.stream import StreamError, parse_source, run_stream
+    from segapp.cli.models import choose_model
+
+    if args.inputs:
+        raise CLIError("give either INPUT files or --stream SOURCE, not both")
+    if args.prompts is not None or args.engine != "local":
+        raise CLIError("--stream runs locally and without --prompts (objects come from segment everything)")
+    if args.max_frames is not None and args.max_frames < 1:
+        raise CLIError(f"--max-frames must be at least 1, got {args.max_frames}")
+    try:
+        parse_source(args.stream)
+    except StreamError as err:
+        raise CLIError(str(err)) from err
+    choice = choose_model(args.model, args.checkpoint)
+    print(choice.line, flush=True)
+    spec = ModelSpec(choice.config, str(choice.checkpoint) if choice.checkpoint else None, args.device)
+    options = Options(formats=formats, points_per_side=args.points_per_side, pred_iou_thresh=args.pred_iou_thresh,
+                      stability_score_thresh=args.stability_score_thresh, resume=False, progress=False,
+                      bf16_attention=args.bf16_attention)
+    try:
+        record = run_stream(args.stream, spec, options, args.out, max_frames=args.max_frames,
+                            idle_timeout=args.stream_idle_timeout, track_every=args.track_everything)
+    except StreamError as err:
+        raise CLIError(str(err), exit_code=EXIT_FAILED) from err
+    except OutputStopped as err:
+        raise CLIError(str(err), exit_code=EXIT_FAILED) from err
+    frames = len(record.get("coco_images") or []) or sum(1 for o in record["outputs"] if o.endswith(".png"))
+    print(f"segment --stream: {record['input']}: {record['status']}, {frames} frames, {record.get('masks') or 0} "
+          f"masks, {record['seconds']:.1f} s" + (f": {record['error']}" if record["error"] else ""))
+    print(f"outputs in {args.out} (manifest: {args.out / MANIFEST})")
+    return EXIT_OK if record["status"] == "ok" else EXIT_FAILED
 
 
 def _print_nothing_found(empty: list[str], done: int, choice, args: argparse.Namespace) -> None:
