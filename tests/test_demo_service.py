@@ -633,3 +633,31 @@ def test_masks_beyond_the_session_memory_are_refused(model, image):
     timing = service.segment_everything(sid, points_per_side=8)
     assert len(service.get_session(sid).objects) <= 6
     assert "masks" in str(timing)
+
+
+def test_video_track_everything(video_service, clip):
+    """The video tab's "Track everything": objects found without clicks, masks on every frame,
+    ids kept from frame to frame; bad settings refused. Thresholds 0: the random model's masks
+    would all fail the default ones."""
+    from segapp.demo.service import VideoService
+
+    video = VideoService(DemoService(video_service.service.model,
+                                     amg_options={"pred_iou_thresh": 0.0, "stability_score_thresh": 0.0}))
+    sid = video.create_session()
+    video.open_video(sid, clip)
+    video.click(sid, 0, 30, 35)  # replaced by track everything
+    with pytest.raises(DemoError, match="K of at least 1"):
+        list(video.track_everything(sid, every=0))
+    with pytest.raises(DemoError, match="points per side"):
+        list(video.track_everything(sid, every=2, points_per_side=0))
+    steps = list(video.track_everything(sid, every=2, points_per_side=4, preview_interval=0.0))
+    assert [s[0] for s in steps] == list(range(6)) and [s[1] for s in steps] == list(range(1, 7))
+    assert all(s[3] is not None for s in steps)
+    session = video.get_session(sid)
+    ids = [o.obj_id for o in session.objects]
+    assert ids and ids == sorted(ids) and ids[0] == 1 and session.prompts == {}
+    assert set(session.results) == set(range(6))
+    for frame_idx in range(6):
+        assert set(session.results[frame_idx]) <= set(ids)
+    assert "track everything" in session.timings[0].step
+    video.close_session(sid)

@@ -480,6 +480,17 @@ def _video_tab(video: VideoService, outputs: OutputFiles, janitor: CacheJanitor)
         return on_propagate
 
     @_guarded
+    def on_track_everything(vsid, every, progress=gr.Progress()):
+        vsid = video.ensure_session(vsid)
+        for shown, done, total, preview in video.track_everything(vsid, every, preview_interval=PREVIEW_INTERVAL_S):
+            progress((done, total), desc="tracking everything", unit="frames")
+            if preview is not None:
+                yield preview, shown, objects_radio(video.get_session(vsid)), \
+                    f"Tracking everything: {done}/{total} frames (showing frame {shown})"
+        session = video.get_session(vsid)
+        yield video.frame(vsid, 0), 0, objects_radio(session), status_text(session, 0)
+
+    @_guarded
     def on_export(vsid):
         vsid = video.ensure_session(vsid)
         folder = outputs.folder()
@@ -511,6 +522,10 @@ def _video_tab(video: VideoService, outputs: OutputFiles, janitor: CacheJanitor)
                 back_btn = gr.Button("◀ Propagate backward", elem_id="video_propagate_backward")
                 both_btn = gr.Button("Propagate both ways", variant="primary", elem_id="video_propagate_both")
                 fwd_btn = gr.Button("Propagate forward ▶", elem_id="video_propagate_forward")
+            with gr.Row(elem_id="video_track_everything_row"):
+                track_all_btn = gr.Button("Track everything", elem_id="video_track_everything")
+                every = gr.Number(10, precision=0, minimum=1, label="segment everything every K frames",
+                                  elem_id="video_track_every")
             export_btn = gr.Button("Prepare downloads", elem_id="video_export_button")
             downloads = gr.File(label="Downloads: PNG per frame (zip), COCO RLE JSON, overlay MP4",
                                 file_count="multiple", interactive=False, height=140, elem_id="video_downloads")
@@ -526,6 +541,8 @@ def _video_tab(video: VideoService, outputs: OutputFiles, janitor: CacheJanitor)
         # The progress bar covers the slider, not the frame, so the live preview stays visible.
         button.click(make_propagate(direction), [vsid, slider], [frame_view, slider, status],
                      show_progress_on=[slider], **private)
+    track_all_btn.click(on_track_everything, [vsid, every], [frame_view, slider, objects, status],
+                        show_progress_on=[slider], **private)
     export_btn.click(on_export, [vsid], [downloads, overlay], **private)
 
 

@@ -1136,6 +1136,62 @@ class VideoService:
             session.timings = [Timing(f"propagate {direction} ({done} frames)",
                                       (time.perf_counter() - started) * 1e3)]
 
+    def track_everything(self, sid: str, every: int = 10, points_per_side: int = 16,
+                         preview_interval: float | None = None):
+        """Segment everything on the first frame and every `every` frames and track every object
+        (segapp.VideoAutoTracker: new objects where nothing tracked covers a mask, duplicates
+        merged, vanished objects dropped). Replaces the objects, clicks and masks; yields
+        (frame_idx, done, total, preview) as `propagate` does. Clicks afterwards start new objects."""
+        from segapp.automatic_mask_generator import AutomaticMaskGenerator
+        from segapp.video.auto_tracker import VideoAutoTracker
+
+        try:
+            every, pps = int(every), int(points_per_side)
+        except (TypeError, ValueError) as err:
+            raise DemoError(f"every and points per side must be integers, got {every!r}, {points_per_side!r}") from err
+        if every < 1:
+            raise DemoError(f"segment everything every K frames needs K of at least 1, got {every}")
+        if not 1 <= pps <= self.limits.max_points_per_side:
+            raise DemoError(f"points per side must be between 1 and {self.limits.max_points_per_side}, got {pps}")
+        with self._locked(sid) as session:
+            self._require_video(session)
+            self.predictor.reset_state(session.state)
+            session.objects, session.selected, session.next_id = [], None, 1
+            session.prompts, session.results = {}, {}
+            generator = AutomaticMaskGenerator(self.service.model, points_per_side=pps, output_mode="binary_mask",
+                                               **self.service.amg_options)
+            tracker = VideoAutoTracker(self.predictor, generator=generator, every=every)
+            frames = tracker.track(session.state.frames)
+            total, done = session.num_frames, 0
+            started = last_preview = time.perf_counter()
+            known = set()
+            try:
+                while True:
+                    with self.service._model_lock:
+                        item = next(frames, None)
+                    if item is None:
+                        break
+                    frame_idx, obj_ids, logits = item
+                    for obj_id in obj_ids:
+                        if obj_id not in known:
+                            known.add(obj_id)
+                            session.objects.append(VideoObject(obj_id, f"auto {obj_id}", exports.color_for(obj_id - 1)))
+                            session.next_id = max(session.next_id, obj_id + 1)
+                    self._store(session, frame_idx, obj_ids, logits)
+                    done += 1
+                    preview = None
+                    now = time.perf_counter()
+                    if preview_interval is not None and (now - last_preview >= preview_interval or done == total):
+                        preview, last_preview = self._render(session, frame_idx, prompts=False), now
+                    yield frame_idx, done, total, preview
+            finally:
+                frames.close()
+                tracker.close()
+            stats = tracker.stats
+            session.timings = [Timing(f"track everything ({done} frames, {len(stats.added)} objects found, "
+                                      f"{len(stats.merged)} merged, {len(stats.vanished)} vanished)",
+                                      (time.perf_counter() - started) * 1e3)]
+
     # ------------------------------------------------------------------ views and exports
     def frame(self, sid: str, frame_idx: int) -> np.ndarray:
         """[H, W, 3] uint8 frame with the masks known on it and the selected object's clicks."""
