@@ -37,10 +37,13 @@ def _read_log(path):
         return list(csv.DictReader(f))
 
 
-def test_training_overfits_a_fixed_batch(tmp_path):
+@pytest.mark.parametrize("resolution", ["mask", "input"])
+def test_training_overfits_a_fixed_batch(tmp_path, resolution):
+    """With the loss on the low-res logits (default) and at the input size (SAM 2's) alike."""
     ann, images = make_coco(tmp_path)
     data = CocoInstanceDataset(ann, images, SIZE, augment=AugmentConfig.none())
-    trainer = Trainer(_model(), data, _config(lr=3e-3, grad_clip=1.0, epochs=20), tmp_path / "out")
+    trainer = Trainer(_model(), data, _config(lr=3e-3, grad_clip=1.0, epochs=20, loss_resolution=resolution),
+                      tmp_path / "out")
     batch = collate([data[0], data[1]])
 
     def fixed_loss():
@@ -79,13 +82,17 @@ def test_fit_writes_log_and_checkpoints_and_validates(tmp_path):
 
 
 def test_resume_continues_with_the_same_state(tmp_path):
+    """Interrupted after epoch 1 and resumed: the same weights as a straight run, with
+    augmentation and data-loading workers (they keep no random state: every sample comes from
+    (seed, epoch, index)), and the uninterrupted run without workers agrees too."""
     ann, images = make_coco(tmp_path)
 
-    def trainer(out, epochs):
+    def trainer(out, epochs, workers=2):
         data = CocoInstanceDataset(ann, images, SIZE, seed=3)
-        return Trainer(_model(), data, _config(epochs=epochs, batch_size=1, seed=3), out)
+        return Trainer(_model(), data, _config(epochs=epochs, batch_size=1, seed=3, workers=workers,
+                                               augment=AugmentConfig()), out)
 
-    straight = trainer(tmp_path / "a", 2)
+    straight = trainer(tmp_path / "a", 2, workers=0)
     straight.fit()
     first = trainer(tmp_path / "b", 2)
     first.config.epochs = 1  # stop after one epoch, with the schedule of a two-epoch run

@@ -96,3 +96,31 @@ def test_multimask_loss_rejects_mismatched_targets():
     with pytest.raises(ValueError, match="targets"):
         multimask_loss(torch.zeros(2, 3, 8, 8), torch.zeros(2, 3), torch.zeros(2, 1),
                        torch.zeros(2, 3, 8, 8, dtype=torch.bool))
+
+
+def test_soft_targets_at_the_mask_resolution():
+    """loss_resolution "mask": targets are the share of each low-res cell the object covers.
+    For an object on whole cells, the loss on the low-res logits equals the loss on those logits
+    upsampled (nearest) to the input against the input-size mask (the dice smoothing scaled by
+    the cell's area); mask_iou of fractions equals
+    the plain IoU for 0/1 fractions and counts covered shares otherwise."""
+    from segapp.training.trainer import loss_targets_at
+
+    mask = torch.zeros(1, 16, 16, dtype=torch.bool)
+    mask[0, 4:12, 0:8] = True  # whole 4x4 cells
+    soft = loss_targets_at(mask, 4)
+    assert soft.shape == (1, 1, 4, 4) and set(soft.unique().tolist()) == {0.0, 1.0}
+    logits = torch.randn(1, 1, 4, 4)
+    up = torch.nn.functional.interpolate(logits, size=(16, 16), mode="nearest")
+    low_terms = multimask_loss(logits, torch.zeros(1, 1), torch.zeros(1, 1), soft, pixels_per_cell=16)
+    high_terms = multimask_loss(up, torch.zeros(1, 1), torch.zeros(1, 1), mask[:, None])
+    for name in ("focal", "dice", "iou", "total", "chosen_iou"):
+        torch.testing.assert_close(getattr(low_terms, name), getattr(high_terms, name), msg=name)
+    # a quarter-covered cell: share 0.25; a predicted mask on that cell alone has IoU 0.25
+    mask = torch.zeros(1, 8, 8, dtype=torch.bool)
+    mask[0, 0:2, 0:2] = True
+    soft = loss_targets_at(mask, 2)
+    assert soft[0, 0, 0, 0] == 0.25 and soft.sum() == 0.25
+    pred = torch.full((1, 1, 2, 2), -5.0)
+    pred[0, 0, 0, 0] = 5.0
+    assert mask_iou(pred, soft).item() == pytest.approx(0.25)

@@ -85,3 +85,20 @@ def test_prompts_are_reproducible_from_the_generator_seed():
     b = P.box_prompts(masks, torch.Generator().manual_seed(7))[0]
     c = P.box_prompts(masks, torch.Generator().manual_seed(8))[0]
     assert torch.equal(a, b) and not torch.equal(a, c)
+
+
+def test_sampled_points_are_uniform_over_the_region_and_stay_inside():
+    """sample_points draws the k-th region pixel for k uniform in 0..count-1: every pixel of a
+    scattered region about equally often, never one outside, none for an empty region."""
+    region = torch.zeros(8, 8, dtype=torch.bool)
+    cells = [(1, 2), (5, 7), (7, 0), (0, 0), (7, 7)]
+    for y, x in cells:
+        region[y, x] = True
+    regions = region[None].repeat(10000, 1, 1)
+    regions[:5] = False
+    xy, found = P.sample_points(regions, torch.Generator().manual_seed(0))
+    assert not found[:5].any() and found[5:].all() and xy[:5].eq(0).all()
+    picks = [(int(y), int(x)) for x, y in xy[5:].long().tolist()]
+    counts = {c: picks.count(c) for c in cells}
+    assert sum(counts.values()) == len(picks)
+    assert all(abs(n - len(picks) / 5) < 0.1 * len(picks) / 5 for n in counts.values()), counts

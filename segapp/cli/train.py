@@ -68,7 +68,8 @@ def register(subparsers) -> None:
                            "centred on one instance: for models run with box zoom) or none "
                            "(default: strong, light with --init)")
     data.add_argument("--workers", type=int, default=recipe("workers"), metavar="N",
-                      help="data-loading processes (default: %(default)s)")
+                      help="data-loading processes, 0 to load in the training process (default: one "
+                           "per core beside the training process, at most 8)")
 
     model = parser.add_argument_group("model")
     model.add_argument("--config", default=DEFAULT_CONFIG, metavar="NAME",
@@ -104,6 +105,10 @@ def register(subparsers) -> None:
     opt.add_argument("--loss-weights", metavar="F,D,I,O",
                      help="weights of the focal, dice, IoU and object-score losses "
                           "(default: SAM 2's 20,1,1,1)")
+    opt.add_argument("--loss-resolution", default=recipe("loss_resolution"), metavar="RES",
+                     help="mask (the decoder's low-resolution logits against the share of each cell "
+                          "the object covers) or input (logits upsampled to the input size, as SAM 2) "
+                          "(default: %(default)s)")
     opt.add_argument("--prob-box", type=float, default=recipe("prob_box"),
                      help="probability that the first prompt is a box, not a point (default: %(default)s)")
     opt.add_argument("--max-steps-per-epoch", type=int, metavar="N", help="cut epochs short (quick runs)")
@@ -153,7 +158,7 @@ def _check_args(args: argparse.Namespace) -> None:
 # TrainConfig fields set from options of the same name (underscores for dashes).
 _RECIPE_OPTIONS = ("epochs", "batch_size", "instances_per_image", "lr", "encoder_lr_scale", "weight_decay",
                    "warmup_steps", "grad_clip", "correction_rounds", "prob_box", "amp", "seed", "workers",
-                   "max_steps_per_epoch", "val_prompt", "log_every")
+                   "loss_resolution", "max_steps_per_epoch", "val_prompt", "log_every")
 
 
 def _train_config(args: argparse.Namespace):

@@ -384,10 +384,37 @@ class CocoInstanceDataset(torch.utils.data.Dataset):
             masks = masks[torch.from_numpy(keep)]
         return Sample(normalise(image), masks, self.entries[index].image_id)
 
-    def __getitem__(self, index: int) -> Sample:
-        """The sample of `index`, or of the next usable image when it is unusable."""
+    def __getitem__(self, key: int | tuple[int, int]) -> Sample:
+        """The sample of `index` (key: index, or (epoch, index) as EpochSampler gives them), or
+        of the next usable image when it is unusable."""
+        epoch, index = key if isinstance(key, tuple) else (None, key)
         for step in range(len(self.entries)):
-            sample = self.sample((index + step) % len(self.entries))
+            sample = self.sample((index + step) % len(self.entries), epoch)
             if sample is not None:
                 return sample
         raise RuntimeError("no image of the dataset is usable (see the warnings above)")
+
+
+class EpochSampler(torch.utils.data.Sampler):
+    """The keys of one epoch: (epoch, index) pairs in a permutation seeded by (seed, epoch),
+    the first `count` of it. The epoch travels with each index, so data-loading workers that
+    live across epochs (persistent workers) make every sample from (seed, epoch, index) alone
+    and keep no random state of their own: a resumed run draws the same samples."""
+
+    def __init__(self, size: int, seed: int, count: int | None = None) -> None:
+        self.size, self.seed = size, seed
+        self.count = size if count is None else min(count, size)
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def order(self, epoch: int) -> list[int]:
+        return np.random.default_rng([self.seed, epoch]).permutation(self.size)[: self.count].tolist()
+
+    def __iter__(self):
+        epoch = self.epoch
+        return iter([(epoch, i) for i in self.order(epoch)])
+
+    def __len__(self) -> int:
+        return self.count

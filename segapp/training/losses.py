@@ -64,12 +64,20 @@ def dice_loss(logits: torch.Tensor, targets: torch.Tensor, smooth: float = DICE_
 
 def mask_iou(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
     """IoU of the binarised masks (logit > 0) with the targets: [P, M, H, W] -> [P, M];
-    1 where both are empty."""
+    1 where both are empty. Targets are bool, or fractions in [0, 1] (the share of each cell
+    covered by the object, for a loss at a lower resolution than the masks): then the
+    intersection is the covered share inside the predicted mask and the union
+    |pred| + |target| - intersection, which is the plain IoU for 0/1 targets."""
     pred = (logits > 0).flatten(-2)
-    targets = targets.bool().expand_as(logits).flatten(-2)
-    inter = (pred & targets).sum(-1).float()
-    union = (pred | targets).sum(-1).float()
-    return torch.where(union > 0, inter / union.clamp(min=1), torch.ones_like(union))
+    if targets.dtype == torch.bool:
+        targets = targets.expand_as(logits).flatten(-2)
+        inter = (pred & targets).sum(-1).float()
+        union = (pred | targets).sum(-1).float()
+    else:
+        targets = targets.float().expand_as(logits).flatten(-2)
+        inter = (pred * targets).sum(-1)
+        union = pred.sum(-1).float() + targets.sum(-1) - inter
+    return torch.where(union > 0, inter / union.clamp(min=1e-6), torch.ones_like(union))
 
 
 def iou_mse_loss(iou_pred: torch.Tensor, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
@@ -102,22 +110,27 @@ class LossTerms:
 
 def multimask_loss(masks: torch.Tensor, iou_pred: torch.Tensor, object_score_logits: torch.Tensor,
                    targets: torch.Tensor, weights: LossWeights = LossWeights(),
-                   supervise_all_iou: bool = True) -> LossTerms:
+                   supervise_all_iou: bool = True, pixels_per_cell: float = 1.0) -> LossTerms:
     """SAM 2's loss of one decoding step.
 
     masks: [P, M, H, W] logits (M = 1 or the multimask outputs); iou_pred: [P, M];
-    object_score_logits: [P, 1]; targets: [P, 1, H, W] bool.
+    object_score_logits: [P, 1]; targets: [P, 1, H, W] bool, or float fractions in [0, 1] of each
+    cell covered by the object (soft targets, for a loss at a lower resolution than the masks').
     Each prompt keeps the output with the lowest `focal * w_focal + dice * w_dice`; focal and dice
     are those of that output, the IoU loss covers all outputs (or only the kept one), and mask
     and IoU losses count only for prompts whose target is present (the object-score loss
     teaches the rest). Terms are means over prompts; `total` is their weighted sum.
+    pixels_per_cell: input pixels per cell of the masks (16 for 96 px masks of a 384 px input
+    with soft targets): the dice smoothing term is divided by it, so that it weighs what it
+    weighs at the input size (focal and IoU terms are means and ratios, the same at any
+    resolution for masks constant on each cell).
     """
     if masks.shape[0] != targets.shape[0] or targets.shape[1] != 1:
         raise ValueError(f"targets must be [P, 1, H, W] for masks {tuple(masks.shape)}, got {tuple(targets.shape)}")
     if masks.shape[-2:] != targets.shape[-2:]:
         raise ValueError(f"masks {tuple(masks.shape[-2:])} and targets {tuple(targets.shape[-2:])} differ in size")
     focal = sigmoid_focal_loss(masks, targets)  # [P, M]
-    dice = dice_loss(masks, targets)
+    dice = dice_loss(masks, targets, DICE_SMOOTH / pixels_per_cell)
     iou = iou_mse_loss(iou_pred, masks, targets)
     combined = focal * weights.focal + dice * weights.dice
     chosen = combined.argmin(dim=1)  # first on ties

@@ -9,8 +9,11 @@ One step, for a batch of B images with P sampled instances in all:
    mask (the output of highest predicted IoU, as a user of the predictor would keep), added
    to the clicks so far, with the previous low-res logits (clamped, detached) as mask input;
 4. each round's loss (`losses.multimask_loss`: multimask output with the lowest loss on the
-   single-point round, the single output otherwise) at the input resolution; the step's loss
-   is their mean.
+   single-point round, the single output otherwise) on the low-res logits against soft targets
+   (`loss_resolution="mask"`, default) or at the input resolution ("input", SAM 2's); the
+   step's loss is their mean.
+Nothing in a step reads a value back to the host (statistics stay on the device until they are
+logged); samples are made in persistent DataLoader workers from (seed, epoch, index).
 AdamW (no weight decay on biases, norms, embeddings and position tables), linear warm-up then
 cosine decay per step, gradient-norm clipping, bf16 autocast on CUDA. The memory parts
 (memory attention, memory encoder, object pointers, temporal encodings) are never trained here.
@@ -27,6 +30,7 @@ import csv
 import json
 import logging
 import math
+import os
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -39,7 +43,7 @@ from torch import nn
 from segapp.checkpoint import save_safetensors
 from segapp.image_predictor import LOW_RES_LOGIT_CLAMP
 from segapp.training import prompts as P
-from segapp.training.data import AugmentConfig, Batch, CocoInstanceDataset, collate
+from segapp.training.data import AugmentConfig, Batch, CocoInstanceDataset, EpochSampler, collate
 from segapp.training.losses import LossWeights, multimask_loss
 
 logger = logging.getLogger(__name__)
@@ -52,6 +56,25 @@ LOG_FIELDS = ("epoch", "step", "lr", "loss", "focal", "dice", "iou", "object_sco
               "train_iou_first", "train_iou_last", "val_miou", "seconds")
 AMP_MODES = ("auto", "bf16", "off")
 VAL_PROMPTS = ("box", "point", "clicks")
+LOSS_RESOLUTIONS = ("mask", "input")
+# Data-loading processes by default: one per spare core, at most this many.
+MAX_DEFAULT_WORKERS = 8
+# Samples each worker prepares ahead of the step that needs them.
+PREFETCH_FACTOR = 4
+
+
+def default_workers() -> int:
+    """Data-loading processes when none are asked for: one per core beside the training
+    process (at most MAX_DEFAULT_WORKERS); 0 (load in the training process) on one core."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return min(MAX_DEFAULT_WORKERS, max(cores - 1, 0))
+
+
+def loss_targets_at(masks: torch.Tensor, size: int) -> torch.Tensor:
+    """masks [P, S, S] bool at the input -> [P, 1, size, size] float: the share of each cell of
+    the decoder's low-resolution grid that the object covers (area averaging), the soft
+    targets of the loss at the mask resolution (`loss_resolution="mask"`)."""
+    return F.interpolate(masks[:, None].float(), size=(size, size), mode="area")
 
 
 class ResumeError(ValueError):
@@ -76,7 +99,8 @@ class TrainConfig:
     freeze: tuple[str, ...] = ()
     amp: str = "auto"  # auto: bf16 on CUDA, fp32 elsewhere
     seed: int = 0
-    workers: int = 0
+    workers: int | None = None  # data-loading processes; None: default_workers()
+    loss_resolution: str = "mask"  # "mask": the decoder's low-res logits; "input": upsampled to the input
     max_steps_per_epoch: int | None = None
     val_prompt: str = "box"
     val_clicks: int = 3
@@ -91,6 +115,10 @@ class TrainConfig:
             raise ValueError(f"cannot freeze {unknown}; choose from {FREEZABLE}")
         if self.amp not in AMP_MODES:
             raise ValueError(f"amp must be one of {AMP_MODES}, got {self.amp!r}")
+        if self.loss_resolution not in LOSS_RESOLUTIONS:
+            raise ValueError(f"loss_resolution must be one of {LOSS_RESOLUTIONS}, got {self.loss_resolution!r}")
+        if self.workers is not None and self.workers < 0:
+            raise ValueError(f"workers must not be negative, got {self.workers}")
         if self.val_prompt not in VAL_PROMPTS:
             raise ValueError(f"val_prompt must be one of {VAL_PROMPTS}, got {self.val_prompt!r}")
         for name in ("epochs", "batch_size", "instances_per_image"):
@@ -146,12 +174,29 @@ def parameter_groups(model: nn.Module, config: TrainConfig) -> list[dict]:
     return out
 
 
+STAT_NAMES = ("loss", "focal", "dice", "iou", "object_score", "train_iou_first", "train_iou_last")
+
+
 @dataclass
 class StepStats:
-    loss: float
-    terms: dict[str, float]
-    iou_first: float
-    iou_last: float
+    """The numbers of one step (or a sum of steps), kept on the device as one tensor
+    `values` [len(STAT_NAMES)] so that a step needs no host synchronisation; `as_dict()`
+    reads them (one synchronisation)."""
+
+    values: torch.Tensor
+
+    def as_dict(self) -> dict[str, float]:
+        return dict(zip(STAT_NAMES, self.values.tolist()))
+
+    @property
+    def loss(self) -> float:
+        return float(self.values[0])
+
+
+def check_finite(loss: float, first_step: int, end_step: int) -> None:
+    """Stop on a non-finite mean loss of steps first_step..end_step - 1."""
+    if not math.isfinite(loss):
+        raise FloatingPointError(f"loss is {loss} in steps {first_step}..{end_step - 1}; lower --lr")
 
 
 class Trainer:
@@ -194,6 +239,7 @@ class Trainer:
         self.best = -math.inf
         use_bf16 = config.amp == "bf16" or (config.amp == "auto" and self.device.type == "cuda")
         self.autocast_dtype = torch.bfloat16 if use_bf16 else None
+        self._loader: torch.utils.data.DataLoader | None = None
 
     # ------------------------------------------------------------------------- one step
     def _autocast(self):
@@ -208,56 +254,81 @@ class Trainer:
         gen.manual_seed(self.config.seed * 1_000_003 + step)
         return gen
 
-    def compute_loss(self, batch: Batch, generator: torch.Generator) -> tuple[torch.Tensor, StepStats]:
-        """The loss of one batch over all prompt rounds (see the module docstring)."""
+    def first_prompt_is_box(self, step: int) -> bool:
+        """Whether step `step` starts from boxes (else from one point per instance): drawn on the
+        host from (seed, step), so that the choice costs no device synchronisation."""
+        return bool(np.random.default_rng([self.config.seed, step]).random() < self.config.prob_box)
+
+    def compute_loss(self, batch: Batch, generator: torch.Generator, use_box: bool | None = None
+                     ) -> tuple[torch.Tensor, StepStats]:
+        """The loss of one batch over all prompt rounds (see the module docstring).
+
+        use_box: the kind of first prompt; None draws it from `generator` (train_step passes
+        `first_prompt_is_box(step)`). Nothing here reads a value back to the host: the
+        statistics stay on the device (StepStats).
+        """
         model, cfg, size = self.model, self.config, self.image_size
         batch = batch.to(self.device)
         targets = batch.masks  # [P, S, S] bool
+        if use_box is None:
+            use_box = bool(torch.rand((), generator=generator, device=self.device) < cfg.prob_box)
         with self._autocast():
             embedding = model.embed_images(batch.images)
             image_embed = embedding.image_embed[batch.image_index]
             high_res = [f[batch.image_index] for f in embedding.high_res_feats] or None
             image_pe = model.prompt_encoder.get_dense_pe()
-            use_box = bool(torch.rand((), generator=generator, device=self.device) < cfg.prob_box)
             if use_box:
                 coords, labels = P.box_prompts(targets, generator)
             else:
                 coords, labels = P.point_prompts(targets, generator)
             rows = torch.arange(targets.shape[0], device=self.device)
             mask_input = None
-            rounds, losses = 1 + cfg.correction_rounds, []
-            terms_sum: dict[str, float] = {}
-            ious = []
+            loss_targets = None  # [P, 1, h, w]: the targets at the loss resolution
+            rounds, losses, terms, ious = 1 + cfg.correction_rounds, [], [], []
             for r in range(rounds):
                 sparse, dense = model.prompt_encoder(points=(coords, labels), boxes=None, masks=mask_input)
                 out = model.mask_decoder(image_embeddings=image_embed, image_pe=image_pe,
                                          sparse_prompt_embeddings=sparse, dense_prompt_embeddings=dense,
                                          multimask_output=(r == 0 and not use_box), repeat_image=False,
                                          high_res_features=high_res)
-                logits = F.interpolate(out.masks.float(), size=(size, size), mode="bilinear",
-                                       align_corners=False)
-                terms = multimask_loss(logits, out.iou_pred, out.object_score_logits, targets[:, None],
-                                       cfg.loss)
-                losses.append(terms.total)
-                for k, v in terms.as_floats().items():
-                    terms_sum[k] = terms_sum.get(k, 0.0) + v / rounds
-                ious.append(float(terms.chosen_iou.mean()))
+                low_res = out.masks.float()  # [P, M, s, s]
+                if cfg.loss_resolution == "input":
+                    logits = F.interpolate(low_res, size=(size, size), mode="bilinear", align_corners=False)
+                    loss_targets = targets[:, None]
+                else:
+                    logits = low_res
+                    if loss_targets is None:
+                        loss_targets = loss_targets_at(targets, low_res.shape[-1])
+                round_terms = multimask_loss(logits, out.iou_pred, out.object_score_logits, loss_targets, cfg.loss,
+                                             pixels_per_cell=(size / logits.shape[-1]) ** 2)
+                losses.append(round_terms.total)
+                terms.append(torch.stack([round_terms.total, round_terms.focal, round_terms.dice,
+                                          round_terms.iou, round_terms.object_score]).detach())
+                ious.append(round_terms.chosen_iou.mean().detach())
                 if r + 1 < rounds:
                     kept = out.iou_pred.argmax(dim=1)  # what a user of the predictor keeps
-                    mask_input = out.masks[rows, kept][:, None].detach().float().clamp(
-                        -LOW_RES_LOGIT_CLAMP, LOW_RES_LOGIT_CLAMP)
-                    pred = logits[rows, kept].detach() > 0
+                    kept_low = low_res[rows, kept][:, None].detach()
+                    mask_input = kept_low.clamp(-LOW_RES_LOGIT_CLAMP, LOW_RES_LOGIT_CLAMP)
+                    # The click is drawn from the error of the mask at the input size, as a user
+                    # of the predictor sees it (logits upsampled as ImagePredictor does).
+                    if cfg.loss_resolution == "input":
+                        pred = logits[rows, kept].detach() > 0
+                    else:
+                        pred = F.interpolate(kept_low, size=(size, size), mode="bilinear",
+                                             align_corners=False)[:, 0] > 0
                     xy, lab = P.corrective_clicks(targets, pred, generator)
                     coords, labels = torch.cat([coords, xy], 1), torch.cat([labels, lab], 1)
             loss = torch.stack(losses).mean()
-        return loss, StepStats(float(loss.detach()), terms_sum, ious[0], ious[-1])
+        values = torch.cat([torch.stack(terms).mean(0), ious[0][None], ious[-1][None]])
+        values[0] = loss.detach()
+        return loss, StepStats(values)
 
     def train_step(self, batch: Batch) -> StepStats:
+        """One optimizer step. A non-finite loss is noticed when the statistics are read
+        (`check_finite`), not here: that would wait for the device every step."""
         self.model.train()
         self.optimizer.zero_grad(set_to_none=True)
-        loss, stats = self.compute_loss(batch, self.generator(self.step))
-        if not torch.isfinite(loss):
-            raise FloatingPointError(f"loss is {float(loss)} at step {self.step}; lower --lr")
+        loss, stats = self.compute_loss(batch, self.generator(self.step), self.first_prompt_is_box(self.step))
         loss.backward()
         params = [p for g in self.optimizer.param_groups for p in g["params"]]
         if self.config.grad_clip > 0:
@@ -268,14 +339,24 @@ class Trainer:
         return stats
 
     # ------------------------------------------------------------------------- epochs
-    def loader(self, epoch: int):
-        """The batches of `epoch`: a permutation seeded by (seed, epoch)."""
+    @property
+    def workers(self) -> int:
+        return default_workers() if self.config.workers is None else self.config.workers
+
+    def loader(self, epoch: int) -> torch.utils.data.DataLoader:
+        """The batches of `epoch`: a permutation seeded by (seed, epoch) (EpochSampler). One
+        DataLoader serves every epoch, so its workers (persistent, each preparing
+        PREFETCH_FACTOR samples ahead) start once per run."""
         self.data.set_epoch(epoch)
-        order = np.random.default_rng([self.config.seed, epoch]).permutation(len(self.data)).tolist()
-        order = order[: self.steps_per_epoch * self.config.batch_size]
-        return torch.utils.data.DataLoader(self.data, batch_size=self.config.batch_size, sampler=order,
-                                           collate_fn=collate, num_workers=self.config.workers,
-                                           pin_memory=self.device.type == "cuda")
+        if self._loader is None:
+            workers = self.workers
+            sampler = EpochSampler(len(self.data), self.config.seed, self.steps_per_epoch * self.config.batch_size)
+            self._loader = torch.utils.data.DataLoader(
+                self.data, batch_size=self.config.batch_size, sampler=sampler, collate_fn=collate,
+                num_workers=workers, pin_memory=self.device.type == "cuda", persistent_workers=workers > 0,
+                prefetch_factor=PREFETCH_FACTOR if workers > 0 else None)
+        self._loader.sampler.set_epoch(epoch)
+        return self._loader
 
     def validate(self) -> float | None:
         """Validation mIoU (the last click's for the clicks prompt) with the evaluation code."""
@@ -310,21 +391,33 @@ class Trainer:
         while self.epoch < cfg.epochs:
             epoch = self.epoch + 1
             start = time.time()
+            window_sum, window, count = None, 0, 0
             sums: dict[str, float] = {}
-            count = 0
+
+            def read_window() -> dict[str, float]:
+                """The mean statistics of the steps since the last read (one synchronisation)."""
+                row = StepStats(window_sum / window).as_dict()
+                check_finite(row["loss"], self.step - window, self.step)
+                for k, v in row.items():
+                    sums[k] = sums.get(k, 0.0) + v * window
+                return row
+
             for i, batch in enumerate(self.loader(epoch)):
                 stats = self.train_step(batch)
                 count += 1
-                row = {"loss": stats.loss, **{k: v for k, v in stats.terms.items() if k != "total"},
-                       "train_iou_first": stats.iou_first, "train_iou_last": stats.iou_last}
-                for k, v in row.items():
-                    sums[k] = sums.get(k, 0.0) + v
+                window += 1
+                # The sums stay on the device, read every log_every steps and at the epoch's end.
+                window_sum = stats.values if window_sum is None else window_sum + stats.values
                 if (i + 1) % cfg.log_every == 0 or i + 1 == self.steps_per_epoch:
+                    row = read_window()
                     logger.info("epoch %d step %d/%d loss %.4f (focal %.4f dice %.4f iou %.4f obj %.4f) "
                                 "train IoU %.3f -> %.3f lr %.2e %.2f s/step", epoch, i + 1,
-                                self.steps_per_epoch, stats.loss, stats.terms["focal"], stats.terms["dice"],
-                                stats.terms["iou"], stats.terms["object_score"], stats.iou_first,
-                                stats.iou_last, self.scheduler.get_last_lr()[0], (time.time() - start) / (i + 1))
+                                self.steps_per_epoch, row["loss"], row["focal"], row["dice"], row["iou"],
+                                row["object_score"], row["train_iou_first"], row["train_iou_last"],
+                                self.scheduler.get_last_lr()[0], (time.time() - start) / (i + 1))
+                    window_sum, window = None, 0
+            if window:
+                read_window()
             means = {k: v / max(count, 1) for k, v in sums.items()}
             val = self.validate()
             self.epoch = epoch
