@@ -101,3 +101,34 @@ def test_bad_stream_sources(tmp_path, capsys):
         assert main(["segment", *args, "--out", out, *TINY]) == code, args
         captured = capsys.readouterr()
         assert message in captured.out + captured.err, (args, captured)
+
+
+def test_a_growing_file_is_read_as_it_grows(tmp_path):
+    """An AVI being written: the reader meets its end, waits, re-opens it and reads on."""
+    import threading
+    import time
+
+    import cv2
+
+    from segapp.batch.stream import FrameReader
+
+    full = tmp_path / "full.avi"
+    writer = cv2.VideoWriter(str(full), cv2.VideoWriter_fourcc(*"MJPG"), 10, (W, H))
+    for t in range(30):
+        writer.write(np.full((H, W, 3), 8 * t, np.uint8))
+    writer.release()
+    data = full.read_bytes()
+    growing = tmp_path / "growing.avi"
+    growing.write_bytes(data[: len(data) // 2])
+
+    def grow():
+        time.sleep(0.5)
+        growing.write_bytes(data)
+
+    thread = threading.Thread(target=grow)
+    thread.start()
+    reader = FrameReader(str(growing), idle_timeout=3.0)
+    values = [round(float(frame[0, 0, 0]) / 8) for frame in reader]
+    thread.join()
+    reader.close()
+    assert values == list(range(30))
