@@ -237,3 +237,50 @@ def test_cli_object_augmentation(tmp_path, capsys):
         main(argv[:-2] + ["--out", str(tmp_path / "other")])
     assert exit_info.value.code == 2
     assert "'object'" in capsys.readouterr().err
+
+
+def test_cli_from_scratch_follows_the_seed(tmp_path):
+    """Two identical runs from random weights give identical weights; another --seed other ones."""
+    from segapp.checkpoint import read_state_dict
+
+    ann, images = make_coco(tmp_path)
+
+    def run(name, seed):
+        out = tmp_path / name
+        argv = ["train", "--annotations", str(ann), "--images", str(images), "--config", "test_tiny",
+                "--image-size", str(SIZE), "--epochs", "1", "--batch-size", "2", "--correction-rounds", "1",
+                "--device", "cpu", "--seed", str(seed), "--out", str(out)]
+        assert main(argv) == 0
+        return read_state_dict(out / "final.safetensors")
+
+    a, b, c = run("a", 5), run("b", 5), run("c", 6)
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert sum(not torch.equal(a[k], c[k]) for k in a) > len(a) // 2
+
+
+def test_cli_resume_refuses_a_changed_recipe_unless_allowed(tmp_path, capsys):
+    """--resume with another dataset, learning rate, batch size or augmentation exits 2 and lists
+    every change; --allow-changed-recipe continues; --epochs may change freely."""
+    ann, images = make_coco(tmp_path)
+    other_ann, other_images = make_coco(tmp_path / "other")
+    out = tmp_path / "run"
+    base = {"--annotations": str(ann), "--images": str(images), "--config": "test_tiny",
+            "--image-size": str(SIZE), "--epochs": "1", "--batch-size": "2", "--correction-rounds": "1",
+            "--device": "cpu", "--augment": "light", "--lr": "1e-3", "--out": str(out)}
+
+    def argv(**change):
+        opts = {**base, **{"--" + k.replace("_", "-"): v for k, v in change.items()}}
+        return ["train"] + [x for kv in opts.items() for x in kv]
+
+    assert main(argv()) == 0
+    capsys.readouterr()
+    changed = argv(epochs="2", annotations=str(other_ann), images=str(other_images), lr="2e-3",
+                   batch_size="1", augment="strong")
+    assert main(changed + ["--resume"]) == 2
+    err = capsys.readouterr().err
+    for fact in ("lr: 0.001 -> 0.002", "batch_size: 2 -> 1", "augment.copy_paste_prob: 0.0 -> 0.3",
+                 f"train_annotations: ['{ann}'] -> ['{other_ann}']", "--allow-changed-recipe"):
+        assert fact in err, (fact, err)
+    assert "epochs" not in err.split("changed:")[1]
+    assert main(changed + ["--resume", "--allow-changed-recipe"]) == 0
+    assert [r["epoch"] for r in _read_log(out / "log.csv")] == ["1", "2"]

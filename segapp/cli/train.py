@@ -121,6 +121,10 @@ def register(subparsers) -> None:
     out.add_argument("--out", type=Path, default=Path("train_out"), metavar="DIR",
                      help="output folder (default: ./train_out)")
     out.add_argument("--resume", action="store_true", help="continue the run saved in --out/last.pt")
+    out.add_argument("--allow-changed-recipe", action="store_true",
+                     help="with --resume: continue although the data, learning rate, batch size, "
+                          "augmentation or another setting differs from the saved run's (refused "
+                          "otherwise; --epochs, --workers and the validation prompt may always change)")
     parser.set_defaults(func=run)
 
 
@@ -192,6 +196,10 @@ def run(args: argparse.Namespace) -> int:
 
     _check_args(args)
     config = _train_config(args)
+    import torch
+
+    # Random initial weights, and anything else drawn from the global generators, follow --seed.
+    torch.manual_seed(config.seed)
     try:
         # Without --init, random weights (training from scratch), even for segapp_small,
         # whose bundled weights build_model would load otherwise.
@@ -213,10 +221,10 @@ def run(args: argparse.Namespace) -> int:
     extra = {"train_annotations": [str(p) for p in args.annotations],
              "train_images": [str(p) for p in args.images],
              "val_annotations": [str(p) for p in args.val_annotations or []], "init": str(args.init or ""),
-             "train_image_count": len(train)}
+             "train_image_count": len(train), "max_images": args.max_images}
     trainer = Trainer(model, train, config, args.out, val_data=val, config_name=args.config, recipe_extra=extra)
     try:
-        result = trainer.fit(resume=args.resume)
+        result = trainer.fit(resume=args.resume, allow_changed_recipe=args.allow_changed_recipe)
     except ResumeError as err:
         raise CLIError(str(err), EXIT_USAGE) from err
     best = (f"best validation mIoU {result['best']:.4f}" if val is not None

@@ -78,7 +78,31 @@ def loss_targets_at(masks: torch.Tensor, size: int) -> torch.Tensor:
 
 
 class ResumeError(ValueError):
-    """A last.pt that does not belong to this run (other input size or frozen parts)."""
+    """A last.pt that does not belong to this run (other input size or frozen parts, or another
+    recipe without allow_changed_recipe)."""
+
+
+# Recipe settings a resumed run may change freely: they do not change what is trained.
+RESUMABLE_SETTINGS = ("epochs", "workers", "log_every", "val_prompt", "val_clicks")
+# Facts about the data in `recipe_extra` that a resumed run must keep (or be allowed to change).
+DATA_SETTINGS = ("train_annotations", "train_images", "max_images", "train_image_count")
+
+
+def recipe_changes(saved: dict, current: dict) -> list[str]:
+    """'name: saved -> current' for every setting that differs between two recipes (flattened
+    one level: augment.copy_paste_prob), other than RESUMABLE_SETTINGS."""
+    def flat(recipe: dict) -> dict:
+        out = {}
+        for key, value in recipe.items():
+            if isinstance(value, dict):
+                out.update({f"{key}.{k}": v for k, v in value.items()})
+            else:
+                out[key] = list(value) if isinstance(value, tuple) else value
+        return out
+
+    old, new = flat(saved), flat(current)
+    return [f"{k}: {old.get(k, '-')} -> {new.get(k, '-')}" for k in sorted(set(old) | set(new))
+            if k.split(".")[0] not in RESUMABLE_SETTINGS and old.get(k) != new.get(k)]
 
 
 @dataclass
@@ -377,13 +401,14 @@ class Trainer:
             return None
         return float(overall["miou"][-1])
 
-    def fit(self, resume: bool = False) -> dict:
-        """Train up to `config.epochs` epochs (continuing from last.pt with `resume`).
+    def fit(self, resume: bool = False, allow_changed_recipe: bool = False) -> dict:
+        """Train up to `config.epochs` epochs (continuing from last.pt with `resume`; see
+        load_state for allow_changed_recipe).
         Returns {"epochs", "steps", "best" (val mIoU, or minus the training loss without
         validation), "final" (path of final.safetensors)}."""
         self.out.mkdir(parents=True, exist_ok=True)
         if resume:
-            self.load_state(self.out / LAST_NAME)
+            self.load_state(self.out / LAST_NAME, allow_changed_recipe)
         cfg = self.config
         logger.info("training %s at %d px: %d images, %d steps per epoch, epochs %d..%d, out %s",
                     self.config_name, self.image_size, len(self.data), self.steps_per_epoch,
@@ -466,12 +491,16 @@ class Trainer:
             "config_name": str(self.config_name),
             "image_size": self.image_size,
             "train_config": json.dumps(self.config.to_dict(), default=str),
+            "data": json.dumps({k: self.recipe_extra.get(k) for k in DATA_SETTINGS}, default=str),
         }
         tmp = path.with_name(path.name + ".tmp")
         torch.save(state, tmp)
         tmp.replace(path)
 
-    def load_state(self, path: Path) -> None:
+    def load_state(self, path: Path, allow_changed_recipe: bool = False) -> None:
+        """Continue from `path` (last.pt). The input size and frozen parts must be those of the
+        saved run; any other change of recipe or data (but RESUMABLE_SETTINGS) is refused with
+        the list of changes, or only logged with allow_changed_recipe."""
         if not path.is_file():
             raise ResumeError(f"nothing to resume: {path} does not exist")
         state = torch.load(path, map_location="cpu", weights_only=True)
@@ -480,6 +509,15 @@ class Trainer:
         saved = json.loads(state["train_config"])
         if tuple(saved.get("freeze", ())) != self.config.freeze:
             raise ResumeError(f"{path} was trained with --freeze {saved.get('freeze')}; resume with the same")
+        current = json.loads(json.dumps(self.config.to_dict(), default=str))
+        saved_data = json.loads(state.get("data", "{}"))
+        current_data = json.loads(json.dumps({k: self.recipe_extra.get(k) for k in DATA_SETTINGS}, default=str))
+        changes = recipe_changes({**saved, **saved_data}, {**current, **current_data})
+        if changes and not allow_changed_recipe:
+            raise ResumeError(f"{path} was trained with another recipe or data; changed: " + "; ".join(changes)
+                              + ". Resume with the same settings, or pass --allow-changed-recipe")
+        if changes:
+            logger.warning("resuming with a changed recipe: %s", "; ".join(changes))
         self.model.load_state_dict(state["model"], strict=True)
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
