@@ -16,8 +16,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator, Sequence
 
-IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
-VIDEO_EXTS = (".mp4", ".mov", ".avi", ".mkv")
+from segapp.formats.media import kind_of
+
 
 # COCO image ids are derived from the relative path; this keeps them positive int32.
 _ID_MODULUS = 2**31 - 1
@@ -74,15 +74,6 @@ def _utf8(text: str) -> bytes:
 def display(rel: str) -> str:
     """A printable form of a relative path: undecodable bytes of a name shown as \\xNN."""
     return _utf8(rel).decode("utf-8", "backslashreplace")
-
-
-def kind_of(path: Path) -> str:
-    ext = path.suffix.lower()
-    if ext in IMAGE_EXTS:
-        return "image"
-    if ext in VIDEO_EXTS:
-        return "video"
-    return "unsupported"
 
 
 def image_id(rel: str, frame: int | None = None) -> int:

@@ -989,7 +989,8 @@ class VideoService:
         {"frames", "width", "height", "fps"}; forgets any previous video and objects."""
         import cv2
 
-        from segapp.video.frames import VIDEO_SUFFIXES, VideoReadError
+        from segapp.formats.media import VIDEO_SUFFIXES
+        from segapp.video.frames import VideoReadError
 
         if path is None:
             raise DemoError("no video given: upload an MP4, WebM, MOV, AVI or MKV file")

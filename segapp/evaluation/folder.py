@@ -22,9 +22,9 @@ from segapp.evaluation.coco import (BAD_INPUT_SKIPS, SKIP_EMPTY_MASK, SKIP_IMAGE
                                     SKIP_MALFORMED, SKIP_MISSING_IMAGE, SKIP_UNREADABLE_IMAGE,
                                     ImageEntry, Instance, Skipped, _SizeMismatch, read_image)
 from segapp.evaluation.labels import LabelMaskError, mask_box, object_ids, read_label_mask
+from segapp.formats.media import IMAGE_SUFFIXES
 from segapp.video.frames import natural_key
 
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff")
 MASK_SUFFIXES = (".png", ".bmp", ".tif", ".tiff")
 CATEGORY_ID, CATEGORY = 1, "object"
 SKIP_MISSING_MASK = "missing_mask_file"  # an image without a mask of the same stem

@@ -32,7 +32,8 @@ from segapp.evaluation.boundary import BOUNDARY_TOLERANCE, boundary_f, tolerance
 from segapp.evaluation.labels import LabelMaskError, mask_box, object_ids, read_label_mask
 from segapp.evaluation.metrics import mask_iou
 from segapp.evaluation.outputs import REPORT_NAME, bar_chart, text_table, versions, write_json
-from segapp.video.frames import IMAGE_SUFFIXES, natural_key
+from segapp.formats.media import FRAME_SUFFIXES
+from segapp.video.frames import natural_key
 
 logger = logging.getLogger(__name__)
 
@@ -207,7 +208,7 @@ def _check_sequence(name: str, frames_dir: Path, masks_dir: Path) -> Sequence | 
     def skip(reason: str, detail: str) -> SkippedSequence:
         return SkippedSequence(name, reason, detail)
 
-    frames = _files(frames_dir, IMAGE_SUFFIXES)
+    frames = _files(frames_dir, FRAME_SUFFIXES)
     if not frames:
         return skip(SKIP_NO_FRAMES, f"no JPEG or PNG frames in {frames_dir}")
     if not masks_dir.is_dir():

@@ -18,12 +18,11 @@ from typing import Sequence
 
 import numpy as np
 
+from segapp.formats.media import FRAME_SUFFIXES, VIDEO_SUFFIXES
 from segapp.transforms import to_rgb_uint8
 
 logger = logging.getLogger(__name__)
 
-VIDEO_SUFFIXES = (".mp4", ".mov", ".avi", ".mkv", ".m4v", ".webm")
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
 # A video whose decoding fails on this many consecutive frames is taken as truncated.
 TRUNCATION_RUN = 8
 # The decoder thread ends after this many idle seconds (and restarts on the next request), so
@@ -122,7 +121,7 @@ class FolderFrames(FrameSource):
     def __init__(self, folder: str | Path) -> None:
         super().__init__()
         self.folder = Path(folder)
-        names = [n for n in os.listdir(self.folder) if n.lower().endswith(IMAGE_SUFFIXES)]
+        names = [n for n in os.listdir(self.folder) if n.lower().endswith(FRAME_SUFFIXES)]
         if not names:
             raise VideoReadError(f"the video has zero frames: no JPEG or PNG files in {self.folder}")
         self.paths = [self.folder / n for n in sorted(names, key=natural_key)]
