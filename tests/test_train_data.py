@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import logging
+from dataclasses import replace
 from pathlib import Path
 
 import cv2
@@ -109,6 +110,43 @@ def test_copy_paste_puts_the_other_images_instance_on_top(tmp_path):
     assert _is(RED, rgb[_interior(red)]).all()
     assert not (red & blue).any()  # the pasted rectangle covers part of the square
     assert red.sum() < CocoInstanceDataset(ann, images, 64, augment=AugmentConfig.none()).sample(0).masks.sum()
+
+
+@pytest.mark.parametrize("epoch", range(3))
+def test_scaled_copy_paste_masks_follow_the_pasted_pixels(tmp_path, epoch):
+    """With scale jitter: the pasted rectangle's mask is where its blue pixels are, at its new
+    size; the square it covers loses those pixels; nothing under min_mask_pixels is kept."""
+    ann, images = make_coco(tmp_path)
+    aug = replace(AugmentConfig.preset("none+copy-paste"), copy_paste_prob=1.0, copy_paste_scale=(0.6, 1.6))
+    ds = CocoInstanceDataset(ann, images, 64, augment=aug, seed=epoch)
+    plain = CocoInstanceDataset(ann, images, 64, augment=AugmentConfig.none())
+    original_red, original_blue = plain.sample(0).masks[0], plain.sample(1).masks[0]
+    sample = ds.sample(0, epoch)
+    rgb = _rgb(sample.image)
+    assert (sample.masks.flatten(1).sum(1) >= ds.min_mask_pixels).all()
+    *rest, blue = sample.masks
+    assert _is(BLUE, rgb[_interior(blue)]).all() and not _is(BLUE, rgb[_interior(~blue)]).any()
+    assert blue.sum() != original_blue.sum()  # scaled
+    if rest:
+        red = rest[0]
+        assert _is(RED, rgb[_interior(red)]).all()
+        assert not (red & blue).any()
+        assert red.sum() <= original_red.sum()
+        assert red.sum() == (original_red & ~blue).sum()  # exactly the covered pixels are gone
+    else:  # the square was covered (almost) entirely: its leftover is dropped
+        assert (original_red & ~blue).sum() < ds.min_mask_pixels
+
+
+def test_copy_paste_presets_compose():
+    light = AugmentConfig.light()
+    assert light.copy_paste_prob == 0.0
+    for name, base in (("copy-paste", light), ("light+copy-paste", light), ("object+copy-paste", AugmentConfig.object()),
+                       ("strong+copy-paste", AugmentConfig())):
+        aug = AugmentConfig.preset(name)
+        assert aug.copy_paste_prob == 0.5 and aug.copy_paste_scale == (0.5, 1.5)
+        assert replace(aug, copy_paste_prob=base.copy_paste_prob, copy_paste_scale=base.copy_paste_scale) == base
+    with pytest.raises(ValueError, match="copy-paste"):
+        AugmentConfig.preset("light+mixup")
 
 
 def test_colour_jitter_changes_colours_not_masks(tmp_path):

@@ -232,7 +232,12 @@ def test_cli_object_augmentation(tmp_path, capsys):
     with safe_open(str(out / "final.safetensors"), "pt") as f:
         recipe = json.loads(f.metadata()["recipe"])
     assert recipe["augment"]["object_crop_prob"] == 0.75
-    argv[argv.index("object")] = "zoom"
+    argv[argv.index("object")] = "object+copy-paste"
+    assert main(argv[:-2] + ["--out", str(tmp_path / "paste")]) == 0
+    with safe_open(str(tmp_path / "paste" / "final.safetensors"), "pt") as f:
+        recipe = json.loads(f.metadata()["recipe"])
+    assert recipe["augment"]["object_crop_prob"] == 0.75 and recipe["augment"]["copy_paste_prob"] == 0.5
+    argv[argv.index("object+copy-paste")] = "zoom"
     with pytest.raises(SystemExit) as exit_info:
         main(argv[:-2] + ["--out", str(tmp_path / "other")])
     assert exit_info.value.code == 2

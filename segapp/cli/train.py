@@ -20,7 +20,8 @@ from segapp.cli import EXIT_OK, EXIT_USAGE, CLIError
 logger = logging.getLogger(__name__)
 
 DEFAULT_CONFIG = "segapp_small"
-AUGMENT_PRESETS = ("strong", "light", "object", "none")
+AUGMENT_PRESETS = ("strong", "light", "object", "none", "copy-paste", "strong+copy-paste", "light+copy-paste",
+                   "object+copy-paste")
 
 
 class _RecipeDefault:
@@ -65,7 +66,9 @@ def register(subparsers) -> None:
     data.add_argument("--augment", choices=AUGMENT_PRESETS, metavar="PRESET",
                       help="strong (scale/crop, flip, colour, copy-paste: for training from scratch), "
                            "light (flip, mild colour and scale: for fine-tuning), object (light, and crops "
-                           "centred on one instance: for models run with box zoom) or none "
+                           "centred on one instance: for models run with box zoom) or none; "
+                           "PRESET+copy-paste adds instances of other images pasted on top (scaled 0.5-1.5, "
+                           "in half the samples), copy-paste alone is light+copy-paste "
                            "(default: strong, light with --init)")
     data.add_argument("--workers", type=int, default=recipe("workers"), metavar="N",
                       help="data-loading processes, 0 to load in the training process (default: one "

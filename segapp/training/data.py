@@ -12,8 +12,9 @@ sample is the same whenever it is drawn again, e.g. after resuming):
   with the mean pixel (which normalises to 0), so scales below 1 zoom out;
 - horizontal flip;
 - colour jitter: brightness, contrast and saturation;
-- copy-paste: instances of another image (itself scaled, cropped and flipped) pasted on top;
-  the masks they cover lose those pixels.
+- copy-paste: instances of another image (itself scaled, cropped and flipped, then optionally
+  scaled again and moved: `copy_paste_scale`) pasted on top; the masks they cover lose those
+  pixels, and masks left under `min_mask_pixels` (pasted ones too) are dropped.
 Instances left with fewer than `min_mask_pixels` pixels are dropped; up to
 `instances_per_image` of the rest are drawn.
 
@@ -40,6 +41,10 @@ logger = logging.getLogger(__name__)
 MASK_RESIZE_THRESHOLD = 0.5
 # New crops tried when augmentation leaves no instance, before falling back to the whole image.
 MAX_CROP_ATTEMPTS = 5
+# The copy-paste option of --augment: its name, share of samples and scale jitter.
+COPY_PASTE = "copy-paste"
+COPY_PASTE_PROB = 0.5
+COPY_PASTE_SCALE = (0.5, 1.5)
 
 
 @dataclass(frozen=True)
@@ -57,6 +62,9 @@ class AugmentConfig:
     saturation: float = 0.3
     copy_paste_prob: float = 0.3
     copy_paste_max: int = 3
+    # The pasted layer (the other image's sample) is scaled by a factor log-uniform in this
+    # range and placed at a random position; (1, 1) pastes it where it lies in its own image.
+    copy_paste_scale: tuple[float, float] = (1.0, 1.0)
     # Object-centred crops: a window around one instance, its side `object_context` times the
     # instance's longer box side (at least `object_min_side` px), cut at the image border; the
     # sample keeps the instances wholly inside it. The view a zoomed box prompt gives the model
@@ -80,12 +88,24 @@ class AugmentConfig:
         """`light`, with an object-centred crop in 3 samples of 4: for models run with box zoom."""
         return replace(cls.light(), object_crop_prob=0.75)
 
+    def with_copy_paste(self) -> "AugmentConfig":
+        """These augmentations, and copy-paste in COPY_PASTE_PROB of the samples: 1 to 3
+        instances of another image, scaled by 0.5 to 1.5 and placed anywhere."""
+        return replace(self, copy_paste_prob=COPY_PASTE_PROB, copy_paste_scale=COPY_PASTE_SCALE)
+
     @classmethod
     def preset(cls, name: str) -> "AugmentConfig":
+        """A preset by name; `NAME+copy-paste` adds copy-paste to any preset, and `copy-paste`
+        alone is `light+copy-paste`."""
         presets = {"strong": cls, "light": cls.light, "object": cls.object, "none": cls.none}
-        if name not in presets:
-            raise ValueError(f"unknown augmentation {name!r}; choose from {sorted(presets)}")
-        return presets[name]()
+        base, *extras = name.split("+")
+        if base == COPY_PASTE:
+            base, extras = "light", [COPY_PASTE, *extras]
+        if base not in presets or any(e != COPY_PASTE for e in extras) or len(extras) > 1:
+            raise ValueError(f"unknown augmentation {name!r}; choose from {sorted(presets) + [COPY_PASTE]}, "
+                             f"or PRESET+{COPY_PASTE}")
+        aug = presets[base]()
+        return aug.with_copy_paste() if extras else aug
 
 
 @dataclass
@@ -352,6 +372,10 @@ class CocoInstanceDataset(torch.utils.data.Dataset):
         count = int(rng.integers(1, min(self.augment.copy_paste_max, len(src_masks)) + 1))
         chosen = rng.choice(len(src_masks), size=count, replace=False)
         pasted = src_masks[torch.from_numpy(np.sort(chosen))]
+        lo, hi = self.augment.copy_paste_scale
+        if (lo, hi) != (1.0, 1.0):
+            src_image, pasted = self._scaled_layer(src_image, pasted, float(np.exp(rng.uniform(np.log(lo), np.log(hi)))),
+                                                   rng)
         # Later pasted instances cover earlier ones, as they do the image's own.
         for i in range(len(pasted) - 1):
             pasted[i] &= ~pasted[i + 1:].any(0)
@@ -359,6 +383,18 @@ class CocoInstanceDataset(torch.utils.data.Dataset):
         image = torch.where(union, src_image, image)
         masks = torch.cat([masks & ~union, pasted])
         return image, masks[masks.flatten(1).sum(1) >= self.min_mask_pixels]
+
+    def _scaled_layer(self, image: torch.Tensor, masks: torch.Tensor, scale: float, rng: np.random.Generator
+                      ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The S x S layer image [3, S, S] with masks [K, S, S] scaled by `scale` (same resize as
+        the input: bilinear, masks thresholded at half) and placed at a random position on an
+        S x S canvas; what falls outside is cut, the rest of the canvas has no mask."""
+        size = self.image_size
+        side = max(1, int(round(size * scale)))
+        image, masks = resize_to_input(image, masks, side)
+        x0 = int(rng.integers(min(0, size - side), max(0, size - side) + 1))
+        y0 = int(rng.integers(min(0, size - side), max(0, size - side) + 1))
+        return crop(image, masks, (-x0, -y0, size, size))
 
     def sample(self, index: int, epoch: int | None = None) -> Sample | None:
         """The sample of image `index` at `epoch` (default: the current one); None when the
