@@ -8,6 +8,8 @@ Layout under the output folder (see docs/segment.md):
     <stem>.overlay.mp4         optional overlay of a video
     coco_results.json          COCO results (RLE masks) of the whole run, for loadRes
     coco_images.json           the matching COCO image list and categories
+    <stem>.mot.txt, <stem>.mots.txt, ytvis_results.json, ytvis_videos.json
+                               tracking outputs of videos (segapp.batch.tracks)
     manifest.jsonl             one line per input: input, outputs, status, seconds, error, target
     .segapp/                   per-input state of the run (records, COCO fragments)
 
@@ -38,7 +40,11 @@ STATE_DIR = ".segapp"
 MANIFEST = "manifest.jsonl"
 COCO_RESULTS = "coco_results.json"
 COCO_IMAGES = "coco_images.json"
-FORMATS = ("png", "coco", "overlay")
+FORMATS = ("png", "coco", "overlay", "mot", "mots", "ytvis")
+# Outputs of videos only (images write none of them): segapp.batch.tracks.
+VIDEO_FORMATS = ("mot", "mots", "ytvis")
+YTVIS_RESULTS = "ytvis_results.json"
+YTVIS_VIDEOS = "ytvis_videos.json"
 OVERLAY_ALPHA = 0.5
 JPEG_QUALITY = 90
 MAX_8BIT_ID = 255
@@ -176,23 +182,52 @@ def encode_jpeg(rgb: np.ndarray) -> bytes:
 
 
 # ---------------------------------------------------------------------------- COCO
-def coco_annotations(seg: Segmentation, image_id: int, extra: dict[str, Any] | None = None) -> list[dict[str, Any]]:
-    """COCO result entries (compressed RLE) for each object of `seg`; the masks are exactly
-    the PNG's pixels of each id (objects covered entirely by others get an empty mask)."""
+@dataclass(frozen=True)
+class ObjectMask:
+    """One object's pixels in a result (exactly its id's pixels in the PNG).
+
+    rle: COCO compressed RLE {"size": [H, W], "counts": str}. bbox: [x, y, w, h] of its pixels
+    (w, h in pixels; zeros when empty). area: its pixel count."""
+
+    instance_id: int
+    category_id: int
+    score: float
+    rle: dict[str, Any]
+    bbox: list[float]
+    area: int
+
+
+def object_masks(seg: Segmentation) -> list[ObjectMask]:
+    """Each object of `seg` encoded once, for every output that needs its mask (COCO, MOT,
+    MOTS, YouTube-VIS); objects covered entirely by others get an empty mask."""
     from pycocotools import mask as mask_utils
 
-    anns = []
+    from segapp.amg import mask_to_coco_rle
+
+    out = []
     for obj in seg.objects:
-        mask = np.asfortranarray(seg.id_map == obj["instance_id"], dtype=np.uint8)
-        rle = mask_utils.encode(mask)
+        rle = mask_to_coco_rle(seg.id_map == obj["instance_id"])
+        coded = {"size": rle["size"], "counts": rle["counts"].encode("ascii")}
+        out.append(ObjectMask(int(obj["instance_id"]), int(obj.get("category_id", 1)), float(obj["score"]), rle,
+                              [float(v) for v in mask_utils.toBbox(coded)], int(mask_utils.area(coded))))
+    return out
+
+
+def coco_annotations(seg: Segmentation, image_id: int, extra: dict[str, Any] | None = None,
+                     objects: list[ObjectMask] | None = None) -> list[dict[str, Any]]:
+    """COCO result entries (compressed RLE) for each object of `seg`; the masks are exactly
+    the PNG's pixels of each id (objects covered entirely by others get an empty mask).
+    objects: `object_masks(seg)` when the caller has them already."""
+    anns = []
+    for obj in object_masks(seg) if objects is None else objects:
         entry = {
             "image_id": int(image_id),
-            "category_id": int(obj.get("category_id", 1)),
-            "segmentation": {"size": [int(s) for s in rle["size"]], "counts": rle["counts"].decode("ascii")},
-            "score": round(float(obj["score"]), 6),
-            "bbox": [float(v) for v in mask_utils.toBbox(rle)],
-            "area": int(mask_utils.area(rle)),
-            "instance_id": int(obj["instance_id"]),
+            "category_id": obj.category_id,
+            "segmentation": dict(obj.rle),
+            "score": round(obj.score, 6),
+            "bbox": list(obj.bbox),
+            "area": obj.area,
+            "instance_id": obj.instance_id,
         }
         entry.update(extra or {})
         anns.append(entry)
@@ -283,6 +318,7 @@ class RunState:
         self.out = out
         self.records_dir = out / STATE_DIR / "records"
         self.coco_dir = out / STATE_DIR / "coco"
+        self.ytvis_dir = out / STATE_DIR / "ytvis"
 
     def start(self, signature: dict[str, Any], resume: bool) -> bool:
         """Begin a run: sweep temporaries, and keep the previous run's records only when
@@ -299,7 +335,7 @@ class RunState:
         if not keep:
             if previous is not None and resume:
                 logger.warning("%s holds a run with other settings: starting afresh", self.out)
-            for folder in (self.records_dir, self.coco_dir):
+            for folder in (self.records_dir, self.coco_dir, self.ytvis_dir):
                 if folder.is_dir():
                     for f in folder.iterdir():
                         f.unlink()
@@ -311,6 +347,9 @@ class RunState:
 
     def coco_path(self, item: Input) -> Path:
         return self.coco_dir / f"{item.key}.json"
+
+    def ytvis_path(self, item: Input) -> Path:
+        return self.ytvis_dir / f"{item.key}.json"
 
     def load_record(self, item: Input) -> dict[str, Any] | None:
         try:
@@ -327,12 +366,19 @@ class RunState:
             return False
         if record["status"] == "ok" and "coco" in formats and not self.coco_path(item).is_file():
             return False
+        if record["status"] == "ok" and "ytvis" in formats and record.get("kind") == "video" \
+                and not self.ytvis_path(item).is_file():
+            return False
         return all((self.out / p).is_file() for p in record.get("outputs", ()))
 
-    def save(self, item: Input, record: dict[str, Any], coco: list[dict[str, Any]] | None) -> None:
-        """Save an input's COCO fragment, then its record (last: it marks the input done)."""
+    def save(self, item: Input, record: dict[str, Any], coco: list[dict[str, Any]] | None,
+             ytvis: dict[str, Any] | None = None) -> None:
+        """Save an input's COCO fragment and (a video's) YouTube-VIS fragment {"video", "results"},
+        then its record (last: it marks the input done)."""
         if coco is not None:
             atomic_write(self.coco_path(item), dump_json(coco))
+        if ytvis is not None:
+            atomic_write(self.ytvis_path(item), dump_json(ytvis))
         atomic_write(self.record_path(item), dump_json(record))
 
     def finalise(self, items: list[Input], formats: tuple[str, ...],
@@ -359,15 +405,30 @@ class RunState:
             atomic_write(self.out / COCO_RESULTS, json.dumps(results).encode("utf-8"))
             atomic_write(self.out / COCO_IMAGES, json.dumps(
                 {"images": images, "annotations": [], "categories": categories}).encode("utf-8"))
+        if "ytvis" in formats:
+            videos: list[dict[str, Any]] = []
+            tracks: list[dict[str, Any]] = []
+            for item, record in found:
+                if record.get("status") != "ok" or record.get("kind") != "video":
+                    continue
+                try:
+                    fragment = json.loads(self.ytvis_path(item).read_text(encoding="utf-8"))
+                except (OSError, ValueError) as err:
+                    raise RuntimeError(f"YouTube-VIS fragment of {item.rel} is missing or damaged: {err}") from err
+                videos.append(fragment["video"])
+                tracks += fragment["results"]
+            atomic_write(self.out / YTVIS_RESULTS, json.dumps(tracks).encode("utf-8"))
+            atomic_write(self.out / YTVIS_VIDEOS, json.dumps(
+                {"videos": videos, "annotations": [], "categories": categories}).encode("utf-8"))
         return records
 
     def stopped(self, err: OSError, items: list[Input], formats: tuple[str, ...],
                 categories: list[dict[str, Any]]) -> OutputStopped:
         """The error that stops a run after `err` (see `stops_run`): first the manifest of the
-        inputs finished so far is written (not the merged COCO files: the rerun writes them),
-        when the folder still takes it. Each finished input's record is already saved, so
-        rerunning the same command continues from there."""
-        manifest_only = tuple(f for f in formats if f != "coco")
+        inputs finished so far is written (not the merged COCO and YouTube-VIS files: the rerun
+        writes them), when the folder still takes it. Each finished input's record is already
+        saved, so rerunning the same command continues from there."""
+        manifest_only = tuple(f for f in formats if f not in ("coco", "ytvis"))
         try:
             finished = len(self.finalise(items, manifest_only, categories))
             saved = f"the manifest lists the {finished} inputs finished so far"

@@ -28,8 +28,9 @@ from typing import Any, Callable, Iterator
 import numpy as np
 
 from segapp.batch.inputs import Input, image_id
-from segapp.batch.outputs import (MAX_8BIT_ID, RunState, Segmentation, VideoOverlayWriter, atomic_write,
-                                  coco_annotations, encode_id_png, encode_jpeg, overlay, paint, stops_run)
+from segapp.batch.outputs import (MAX_8BIT_ID, VIDEO_FORMATS, RunState, Segmentation, VideoOverlayWriter,
+                                  atomic_write, coco_annotations, encode_id_png, encode_jpeg, object_masks, overlay,
+                                  paint, stops_run)
 from segapp.batch.prompts import MAX_OBJECT_ID, ObjectPrompt, Prompts
 
 logger = logging.getLogger(__name__)
@@ -52,7 +53,7 @@ class ModelSpec:
 
 @dataclass(frozen=True)
 class Options:
-    """formats: subset of ("png", "coco", "overlay"). batch_size: inputs per chunk (images per
+    """formats: subset of segapp.batch.outputs.FORMATS. batch_size: inputs per chunk (images per
     encoder batch). The rest configure segment-everything (AutomaticMaskGenerator)."""
 
     formats: tuple[str, ...] = ("png", "coco")
@@ -415,6 +416,11 @@ class InputWriter:
         self.seconds = d.seconds
         self._video: VideoOverlayWriter | None = None
         self._frames = None  # OpenCV capture re-reading the video for overlays
+        self.tracks = None  # a video's MOT / MOTS / YouTube-VIS outputs, written by finish
+        if self.item.kind == "video" and any(f in formats for f in VIDEO_FORMATS):
+            from segapp.batch.tracks import TrackOutputs
+
+            self.tracks = TrackOutputs(formats)
 
     def _put(self, rel: str, data: bytes) -> None:
         atomic_write(self.state.out / rel, data)
@@ -445,6 +451,9 @@ class InputWriter:
         stem = self.item.stem if frame is None else f"{self.item.stem}/{frame:06d}"
         if "png" in self.formats:
             self._put(f"{stem}.png", encode_id_png(seg.id_map, seg.sixteen_bit))
+        objects = object_masks(seg) if ("coco" in self.formats or self.tracks is not None) else None
+        if self.tracks is not None and frame is not None:
+            self.tracks.add(frame, (h, w), objects)
         if "coco" in self.formats:
             iid = self._image_id(frame)
             entry = {"id": iid, "file_name": self.item.rel, "height": h, "width": w}
@@ -453,7 +462,7 @@ class InputWriter:
                 entry["frame_index"] = frame
                 extra = {"frame_index": frame}
             self.coco_images.append(entry)
-            self.coco += coco_annotations(seg, iid, extra)
+            self.coco += coco_annotations(seg, iid, extra, objects)
         if "overlay" in self.formats:
             if frame is None:
                 self._put(f"{stem}.overlay.jpg", encode_jpeg(overlay(self.d.image, seg.id_map)))
@@ -503,12 +512,22 @@ class InputWriter:
                 self._video = None
 
     def finish(self, extra_seconds: float = 0.0) -> dict[str, Any]:
-        """Close the input: save its COCO fragment and record; returns the record."""
+        """Close the input: write a video's tracking outputs, save its COCO (and YouTube-VIS)
+        fragment and its record; returns the record."""
         if self.status == "ok":
             try:
                 self._close_video()
             except Exception as err:  # noqa: BLE001
                 self.fail(f"writing the overlay video failed: {type(err).__name__}: {err}")
+        ytvis = None
+        if self.status == "ok" and self.tracks is not None:
+            try:
+                ytvis = self._write_tracks()
+            except Exception as err:  # noqa: BLE001 - reported in this input's record
+                if stops_run(err):
+                    self.discard()
+                    raise
+                self.fail(f"writing the tracking outputs failed: {type(err).__name__}: {err}")
         self.seconds += extra_seconds
         record = {
             "input": self.item.rel, "kind": self.item.kind,
@@ -519,8 +538,20 @@ class InputWriter:
             "coco_images": self.coco_images if self.status == "ok" else [],
         }
         coco = self.coco if (self.status == "ok" and "coco" in self.formats) else None
-        self.state.save(self.item, record, coco)
+        self.state.save(self.item, record, coco, ytvis)
         return record
+
+    def _write_tracks(self) -> dict[str, Any] | None:
+        """Write the video's MOT and MOTS files; returns its YouTube-VIS fragment (or None)."""
+        from segapp.batch.tracks import MOT_SUFFIX, MOTS_SUFFIX
+
+        if "mot" in self.formats:
+            self._put(f"{self.item.stem}{MOT_SUFFIX}", self.tracks.mot_text())
+        if "mots" in self.formats:
+            self._put(f"{self.item.stem}{MOTS_SUFFIX}", self.tracks.mots_text())
+        if "ytvis" in self.formats:
+            return self.tracks.ytvis(image_id(self.item.rel), self.item.rel)
+        return None
 
 
 def run_chunk(segmenter: Segmenter, decoded: list[Decoded], state: RunState,

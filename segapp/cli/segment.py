@@ -51,7 +51,8 @@ def register(subparsers) -> None:
                    help="model checkpoint (default: the downloaded official one for --model)")
     p.add_argument("--device", help="cpu, cuda, ... (default: the best available)")
     p.add_argument("--format", default="png,coco", metavar="LIST",
-                   help=f"comma-separated outputs among {','.join(FORMATS)} (default: png,coco)")
+                   help=f"comma-separated outputs among {','.join(FORMATS)} (default: png,coco); mot, mots "
+                        "and ytvis are tracking outputs of videos (MOT / MOTS Challenge text, YouTube-VIS JSON)")
     p.add_argument("--engine", choices=ENGINES, default="local",
                    help="local: this machine; ray: a Ray cluster (pip install 'segapp[ray]')")
     p.add_argument("--batch-size", type=int, default=4, metavar="N",
@@ -105,7 +106,7 @@ def run(args: argparse.Namespace) -> int:
     from segapp import __version__
     from segapp.batch import inputs as inputs_mod
     from segapp.batch import prompts as prompts_mod
-    from segapp.batch.outputs import MANIFEST, OutputStopped, RunState
+    from segapp.batch.outputs import MANIFEST, VIDEO_FORMATS, OutputStopped, RunState
     from segapp.batch.pipeline import ModelSpec, Options
 
     formats = parse_formats(args.format)
@@ -145,6 +146,10 @@ def run(args: argparse.Namespace) -> int:
         raise CLIError(str(err)) from err
     if not items:
         raise CLIError(f"no input files found in {', '.join(str(p) for p in args.inputs)}")
+    video_only = [f for f in formats if f in VIDEO_FORMATS]
+    if video_only and not any(i.kind == "video" for i in items):
+        raise CLIError(f"--format {','.join(video_only)}: tracking outputs are written for videos, and none of "
+                       f"the {len(items)} inputs is a video")
     if prompts is not None:
         unmatched = prompts.unmatched([i.rel for i in items])
         for key in unmatched[:MAX_UNMATCHED_LISTED]:
