@@ -6,6 +6,10 @@ import pytest
 
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
+# As the segapp command does (segapp/cli/__init__.py): idle OpenMP threads sleep instead of
+# spinning, which on a shared CPU made torch many times slower. Read when torch is first
+# imported, which is below (reference imports it).
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import reference  # noqa: E402  (tests/ is on sys.path: pytest's rootdir conftest)
 

@@ -33,12 +33,26 @@ def tracking_checkpoint(official_checkpoint, tmp_path_factory):
     return path
 
 
-def build_pair(checkpoint, image_size: int, attention_dtype=torch.float32):
+@pytest.fixture(scope="module")
+def pair(tracking_checkpoint):
+    """(reference predictor, segapp predictor) at image size 128, built once for the module:
+    a session lives in its state object, so tests can share the predictors."""
     torch.manual_seed(0)
-    ref = reference.build_reference_model("sam2.1_hiera_t", image_size=image_size, video=True,
-                                          checkpoint=str(checkpoint))
-    model = segapp.build_model("sam2.1_hiera_t", checkpoint, device="cpu", image_size=image_size)
-    return ref, VideoPredictor(model, fill_hole_area=0, attention_dtype=attention_dtype)
+    ref = reference.build_reference_model("sam2.1_hiera_t", image_size=128, video=True,
+                                          checkpoint=str(tracking_checkpoint))
+    model = segapp.build_model("sam2.1_hiera_t", tracking_checkpoint, device="cpu", image_size=128)
+    return ref, VideoPredictor(model, fill_hole_area=0)
+
+
+@pytest.fixture(scope="module")
+def synthetic_reference(pair, tmp_path_factory):
+    """The synthetic clip and the reference's outputs on it (one run, compared to two segapp
+    runs: fp32 and bf16 attention)."""
+    folder = tmp_path_factory.mktemp("synthetic_clip")
+    n, h, w = synthetic_clip(folder)
+    with torch.inference_mode():
+        theirs = scenario(pair[0], str(folder), h, w, n)
+    return folder, (n, h, w), theirs
 
 
 def compare(ours, theirs):
@@ -103,39 +117,34 @@ def synthetic_clip(folder, n=6, h=96, w=128):
 
 
 @pytest.mark.slow
-def test_parity_synthetic_clip(tracking_checkpoint, tmp_path):
-    n, h, w = synthetic_clip(tmp_path)
-    ref, ours = build_pair(tracking_checkpoint, image_size=128)
-    with torch.inference_mode():
-        theirs = scenario(ref, str(tmp_path), h, w, n)
-    mine = scenario(ours, str(tmp_path), h, w, n)
+def test_parity_synthetic_clip(pair, synthetic_reference):
+    folder, (n, h, w), theirs = synthetic_reference
+    mine = scenario(pair[1], str(folder), h, w, n)
     worst_iou, worst_rel = compare(mine, theirs)
     print(f"synthetic: {len(mine)} outputs, worst IoU {worst_iou:.5f}, worst relative error {worst_rel:.2e}")
 
 
 @pytest.mark.slow
-def test_bf16_attention_stays_within_parity(tracking_checkpoint, tmp_path):
+def test_bf16_attention_stays_within_parity(pair, synthetic_reference):
     """attention_dtype=bfloat16 (the memory cross-attention kernels in bf16, the speed option)
     against the fp32 reference: the same tolerances as fp32 parity, and not bit-identical (so the
     option really took effect)."""
-    n, h, w = synthetic_clip(tmp_path)
-    ref, ours = build_pair(tracking_checkpoint, image_size=128, attention_dtype=torch.bfloat16)
-    with torch.inference_mode():
-        theirs = scenario(ref, str(tmp_path), h, w, n)
-    mine = scenario(ours, str(tmp_path), h, w, n)
+    folder, (n, h, w), theirs = synthetic_reference
+    ours = VideoPredictor(pair[1].model, fill_hole_area=0, attention_dtype=torch.bfloat16)
+    mine = scenario(ours, str(folder), h, w, n)
     worst_iou, worst_rel = compare(mine, theirs)
     assert worst_rel > 0
     print(f"bf16 attention: {len(mine)} outputs, worst IoU {worst_iou:.5f}, worst relative error {worst_rel:.2e}")
 
 
 @pytest.mark.slow
-def test_parity_bedroom(tracking_checkpoint, shared_data, tmp_path):
+def test_parity_bedroom(pair, shared_data, tmp_path):
     source = shared_data / "sam2_examples" / "videos" / "bedroom"
     n = 5
     for name in sorted(p.name for p in source.glob("*.jpg"))[:n]:
         (tmp_path / name).write_bytes((source / name).read_bytes())
     w, h = Image.open(tmp_path / "00000.jpg").size
-    ref, ours = build_pair(tracking_checkpoint, image_size=128)
+    ref, ours = pair
     with torch.inference_mode():
         theirs = scenario(ref, str(tmp_path), h, w, n)
     mine = scenario(ours, str(tmp_path), h, w, n)
@@ -146,8 +155,9 @@ def test_parity_bedroom(tracking_checkpoint, shared_data, tmp_path):
 @pytest.mark.slow
 def test_parity_beyond_the_memory_window(tracking_checkpoint, tmp_path):
     """A clip longer than the kept window (pointer budget cut to 4 on both sides, so the window
-    is 7 frames): segapp drops old outputs and still matches the reference, which keeps all."""
-    n, h, w = synthetic_clip(tmp_path, n=18)
+    is 7 frames; 12 frames, so frames 8 to 11 and the way back run past it): segapp drops old
+    outputs and still matches the reference, which keeps all."""
+    n, h, w = synthetic_clip(tmp_path, n=12)
     reference.import_reference()
     from sam2.build_sam import build_sam2_video_predictor
 
