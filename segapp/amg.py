@@ -5,9 +5,8 @@ bool; a crop box is [x0, y0, x1, y1] ints, x1/y1 exclusive (a slice of the image
 Boxes computed from masks are XYXY with *inclusive* right/bottom pixel indices, the
 convention of the official generator (a one-pixel mask at (3, 5) has box [3, 5, 3, 5]).
 
-Uncompressed RLE is COCO's: {"size": [H, W], "counts": [...]}, runs over the mask in
-column-major (Fortran) order, alternating background/foreground and starting with
-background (so a mask whose first pixel is set starts with a 0 run).
+RLE (uncompressed and COCO's compressed form), the box of one mask and small-region clean-up
+are segapp.formats' (rle, boxes, components), re-exported here.
 """
 from __future__ import annotations
 
@@ -15,9 +14,15 @@ import math
 from itertools import product
 from typing import Any, Iterator, Sequence
 
-import cv2
 import numpy as np
 import torch
+
+# The mask conversions of segment everything live in segapp.formats; they are part of this
+# module's public API too (as in SAM's amg utilities).
+from segapp.formats.boxes import mask_to_box as mask_to_box_np  # noqa: F401
+from segapp.formats.components import remove_small_regions  # noqa: F401
+from segapp.formats.rle import (area_from_rle, coco_encode_rle, mask_to_rle, rle_to_mask,  # noqa: F401
+                                encode_rle as mask_to_coco_rle)
 
 # Boxes within this many pixels of a crop's inner edge are dropped: the object probably
 # continues outside the crop, and a larger crop (or the full image) sees it whole.
@@ -127,15 +132,6 @@ def batched_mask_to_box(masks: torch.Tensor) -> torch.Tensor:
     return torch.where(rows.any(dim=-1, keepdim=True), boxes, torch.zeros_like(boxes))
 
 
-def mask_to_box_np(mask: np.ndarray) -> list[int]:
-    """[H, W] bool -> [x0, y0, x1, y1] (inclusive), [0, 0, 0, 0] if empty; one mask, NumPy."""
-    rows = np.flatnonzero(mask.any(axis=1))
-    if rows.size == 0:
-        return [0, 0, 0, 0]
-    cols = np.flatnonzero(mask.any(axis=0))
-    return [int(cols[0]), int(rows[0]), int(cols[-1]), int(rows[-1])]
-
-
 def box_area(boxes: torch.Tensor) -> torch.Tensor:
     """[N, 4] XYXY -> [N] (x1 - x0) * (y1 - y0)."""
     return (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
@@ -210,82 +206,6 @@ def calculate_stability_score(logits: torch.Tensor, mask_threshold: float,
     inner = count_above(logits, mask_threshold + threshold_offset)
     outer = count_above(logits, mask_threshold - threshold_offset)
     return inner.float() / outer.float()
-
-
-# ---------------------------------------------------------------------------- RLE
-def mask_to_rle(masks) -> list[dict[str, Any]]:
-    """masks: [N, H, W] bool (tensor or array) -> N uncompressed RLEs {"size": [H, W], "counts": [...]}."""
-    masks = masks.detach().cpu().numpy() if isinstance(masks, torch.Tensor) else np.asarray(masks)
-    return [_mask_to_rle_one(m) for m in masks]
-
-
-def _mask_to_rle_one(mask: np.ndarray) -> dict[str, Any]:
-    h, w = mask.shape
-    flat = np.asarray(mask, dtype=bool).ravel(order="F")
-    if flat.size == 0:
-        return {"size": [h, w], "counts": []}
-    starts = np.flatnonzero(flat[1:] != flat[:-1]) + 1
-    counts = np.diff(np.concatenate(([0], starts, [flat.size]))).tolist()
-    if flat[0]:
-        counts.insert(0, 0)
-    return {"size": [h, w], "counts": counts}
-
-
-def rle_to_mask(rle: dict[str, Any]) -> np.ndarray:
-    """Uncompressed RLE -> [H, W] bool (C-contiguous)."""
-    h, w = rle["size"]
-    counts = np.asarray(rle["counts"], dtype=np.int64)
-    if counts.sum() != h * w:
-        raise ValueError(f"RLE counts sum to {int(counts.sum())}, not H*W = {h * w}")
-    values = (np.arange(len(counts)) % 2).astype(bool)  # runs alternate background, foreground
-    return np.ascontiguousarray(np.repeat(values, counts).reshape(w, h).T)
-
-
-def area_from_rle(rle: dict[str, Any]) -> int:
-    """Foreground pixels of an uncompressed RLE (the odd runs)."""
-    return int(sum(rle["counts"][1::2]))
-
-
-def coco_encode_rle(uncompressed_rle: dict[str, Any]) -> dict[str, Any]:
-    """Uncompressed RLE -> COCO compressed RLE with `counts` as str (JSON-serialisable)."""
-    from pycocotools import mask as mask_utils
-
-    h, w = uncompressed_rle["size"]
-    rle = mask_utils.frPyObjects(uncompressed_rle, h, w)
-    return {"size": [int(s) for s in rle["size"]], "counts": rle["counts"].decode("utf-8")}
-
-
-def mask_to_coco_rle(mask: np.ndarray) -> dict[str, Any]:
-    """[H, W] bool -> COCO compressed RLE (str counts), the same as coco_encode_rle(mask_to_rle)."""
-    from pycocotools import mask as mask_utils
-
-    rle = mask_utils.encode(np.asfortranarray(mask, dtype=np.uint8))
-    return {"size": [int(s) for s in rle["size"]], "counts": rle["counts"].decode("utf-8")}
-
-
-# ---------------------------------------------------------------------------- clean-up
-def remove_small_regions(mask: np.ndarray, area_thresh: float, mode: str) -> tuple[np.ndarray, bool]:
-    """Fill holes (mode "holes") or drop islands (mode "islands") smaller than area_thresh
-    pixels in a [H, W] bool mask, with 8-connected components. If every island is small,
-    the largest one is kept. Returns (new mask, whether anything was small)."""
-    if mode not in ("holes", "islands"):
-        raise ValueError(f"mode must be 'holes' or 'islands', got {mode!r}")
-    mask = np.asarray(mask, dtype=bool)
-    holes = mode == "holes"
-    region = ~mask if holes else mask
-    n, labels, stats, _ = cv2.connectedComponentsWithStats(region.astype(np.uint8), connectivity=8)
-    sizes = stats[1:, cv2.CC_STAT_AREA]  # label 0: pixels outside `region`
-    small = sizes < area_thresh
-    if not small.any():
-        return mask, False
-    if holes:
-        # Foreground stays; small background components become foreground.
-        fill = np.concatenate(([True], small))
-    else:
-        fill = np.concatenate(([False], ~small))
-        if not fill.any():
-            fill[int(np.argmax(sizes)) + 1] = True
-    return fill[labels], True
 
 
 # ---------------------------------------------------------------------------- batching

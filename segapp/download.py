@@ -9,7 +9,6 @@ verification failure deletes it (its bytes are wrong, resuming would not help).
 """
 from __future__ import annotations
 
-import hashlib
 import http.client
 import logging
 import os
@@ -20,6 +19,7 @@ import urllib.request
 from pathlib import Path
 
 from segapp import registry
+from segapp.formats.hashing import sha256_file
 
 logger = logging.getLogger(__name__)
 
@@ -38,15 +38,6 @@ class DownloadError(RuntimeError):
 
 class ChecksumError(DownloadError):
     """A downloaded file does not match its expected size or SHA-256."""
-
-
-def sha256_file(path: str | os.PathLike) -> str:
-    """Lowercase hex SHA-256 of a file, read in 1 MiB chunks."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(CHUNK_BYTES), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def verify_file(

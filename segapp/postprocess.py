@@ -1,25 +1,18 @@
 """Mask clean-up: small holes and small islands ("sprinkles"), found as connected components.
 
-On the CPU OpenCV labels the components. On an accelerator `small_components_torch` finds the
+On the CPU OpenCV labels the components (segapp.formats.components.small_components). On an accelerator `small_components_torch` finds the
 small ones on the device, so that cleaning a mask needs no copy to the host and no wait for it.
 """
 from __future__ import annotations
 
-import cv2
 import numpy as np
 import torch
 import torch.nn.functional as F
 
+from segapp.formats.components import small_components
+
 # How far past the threshold a flipped pixel's logit is pushed, so it stays flipped after resizing.
 FLIP_MARGIN = 10.0
-
-
-def small_components(binary: np.ndarray, max_area: float) -> np.ndarray:
-    """[H, W] bool -> bool map of the 8-connected True components with area <= max_area."""
-    n, labels, stats, _ = cv2.connectedComponentsWithStats(binary.astype(np.uint8), connectivity=8)
-    small = np.zeros(n, dtype=bool)
-    small[1:] = stats[1:, cv2.CC_STAT_AREA] <= max_area
-    return small[labels]
 
 
 def small_components_torch(binary: torch.Tensor, max_area: int) -> torch.Tensor:

@@ -91,3 +91,63 @@ def test_segment_a_webm_clip(tmp_path):
     for name in record["outputs"]:
         ids = read_id_png(out / name)
         assert ids.shape == (64, 80) and set(np.unique(ids).tolist()) <= {0, 4}
+
+
+# ---------------------------------------------------------------------------- conversions
+def test_box_conventions_of_one_pixel_and_empty_masks():
+    from segapp.formats import boxes
+
+    mask = np.zeros((8, 10), bool)
+    mask[5, 3] = True
+    assert boxes.mask_to_box(mask) == [3, 5, 3, 5]  # inclusive corners
+    assert boxes.mask_to_xywh(mask) == [3, 5, 1, 1]  # COCO
+    np.testing.assert_array_equal(boxes.mask_to_edge_box(mask), [3, 5, 4, 6])  # pixel edges
+    empty = np.zeros((8, 10), bool)
+    assert boxes.mask_to_box(empty) == [0, 0, 0, 0] and boxes.mask_to_xywh(empty) == [0, 0, 0, 0]
+    with pytest.raises(ValueError, match="empty"):
+        boxes.mask_to_edge_box(empty)
+
+
+def test_rle_forms_round_trip_and_agree_with_pycocotools():
+    from pycocotools import mask as mask_utils
+
+    from segapp.formats import rle
+
+    rng = np.random.default_rng(0)
+    masks = rng.random((4, 7, 9)) > 0.6
+    masks[0, 0, 0] = True  # a first pixel that is set: the counts start with a 0 run
+    for mask, raw in zip(masks, rle.mask_to_rle(masks)):
+        packed = rle.encode_rle(mask)
+        assert isinstance(packed["counts"], str) and packed["size"] == [7, 9]
+        assert packed == rle.coco_encode_rle(raw)
+        for form in (raw, packed, {**packed, "counts": packed["counts"].encode()}):
+            np.testing.assert_array_equal(rle.decode_rle(form), mask)
+        area, box = rle.rle_area_and_box(packed)
+        assert area == rle.area_from_rle(raw) == int(mask.sum())
+        coded = {"size": packed["size"], "counts": packed["counts"].encode()}
+        assert box == mask_utils.toBbox(coded).tolist()
+    assert rle.mask_to_rle(masks[:1])[0]["counts"][0] == 0
+
+
+def test_small_components_and_small_regions_share_one_labelling():
+    from segapp.formats import components
+
+    mask = np.zeros((10, 10), bool)
+    mask[1:3, 1:3] = True  # an island of 4 pixels
+    mask[5:10, 5:10] = True  # one of 25
+    assert components.small_components(mask, 4).sum() == 4  # area <= max_area
+    assert components.small_components(mask, 3).sum() == 0
+    kept, changed = components.remove_small_regions(mask, 5, "islands")  # area < thresh
+    assert changed and kept.sum() == 25
+    same, changed = components.remove_small_regions(mask, 4, "islands")
+    assert not changed and (same == mask).all()
+
+
+def test_sha256_file_matches_hashlib(tmp_path):
+    import hashlib
+
+    from segapp.formats.hashing import CHUNK_BYTES, sha256_file
+
+    data = bytes(range(256)) * (CHUNK_BYTES // 256 + 3)  # more than one chunk
+    (tmp_path / "f").write_bytes(data)
+    assert sha256_file(tmp_path / "f") == hashlib.sha256(data).hexdigest()

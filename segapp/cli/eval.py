@@ -15,11 +15,11 @@ The protocol is described in docs/evaluation.md.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import logging
 from pathlib import Path
 
 from segapp.cli import EXIT_FAILED, EXIT_OK, EXIT_USAGE, CLIError
+from segapp.formats.hashing import sha256_file
 
 logger = logging.getLogger(__name__)
 
@@ -76,14 +76,6 @@ def _needs_dataset(args: argparse.Namespace) -> int:
     raise CLIError("name a dataset: `segapp eval coco --images DIR --annotations JSON ...`, "
                    "`segapp eval video --videos DIR ...` or `segapp eval folder --images DIR "
                    "--masks DIR ...`", EXIT_USAGE)
-
-
-def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(chunk):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _check_args(args: argparse.Namespace) -> None:

@@ -76,7 +76,7 @@ def _make_tracker(args: argparse.Namespace):
     import segapp
     from segapp.bundled import ImageOnlyModelError
     from segapp.checkpoint import CheckpointError
-    from segapp.cli.eval import sha256_file
+    from segapp.formats.hashing import sha256_file
     from segapp.cli.models import choose_model
 
     choice = choose_model(args.model, args.checkpoint)

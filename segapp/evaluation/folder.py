@@ -21,7 +21,8 @@ import numpy as np
 from segapp.evaluation.coco import (BAD_INPUT_SKIPS, SKIP_EMPTY_MASK, SKIP_IMAGE_SIZE,
                                     SKIP_MALFORMED, SKIP_MISSING_IMAGE, SKIP_UNREADABLE_IMAGE,
                                     ImageEntry, Instance, Skipped, _SizeMismatch, read_image)
-from segapp.evaluation.labels import LabelMaskError, mask_box, object_ids, read_label_mask
+from segapp.evaluation.labels import LabelMaskError, object_ids, read_label_mask
+from segapp.formats.boxes import mask_to_edge_box
 from segapp.formats.media import IMAGE_SUFFIXES
 from segapp.video.frames import natural_key
 
@@ -149,7 +150,7 @@ def load_folder(images_dir: str | Path, masks_dir: str | Path, *,
         instances = tuple(
             Instance(annotation_id=oid, image_id=image_id, category_id=CATEGORY_ID,
                      category=CATEGORY, area=float(np.count_nonzero(ids == oid)),
-                     bbox_xyxy=tuple(float(v) for v in mask_box(ids == oid)), iscrowd=False,
+                     bbox_xyxy=tuple(float(v) for v in mask_to_edge_box(ids == oid)), iscrowd=False,
                      segmentation=mask_path)
             for oid in present)
         entries.append(ImageEntry(image_id, image_path.name, ids.shape[0], ids.shape[1],

@@ -59,12 +59,3 @@ def read_label_mask(path: str | Path) -> np.ndarray:
 def object_ids(ids: np.ndarray) -> list[int]:
     """The object ids present in an id map, ascending (0, the background, left out)."""
     return [int(v) for v in np.unique(ids) if v != 0]
-
-
-def mask_box(mask: np.ndarray) -> np.ndarray:
-    """[4] float32 xyxy box of a non-empty [H, W] bool mask, on pixel edges: x0 = leftmost
-    column, x1 = rightmost column + 1 (as a COCO bbox)."""
-    rows, cols = np.flatnonzero(mask.any(axis=1)), np.flatnonzero(mask.any(axis=0))
-    if rows.size == 0:
-        raise ValueError("the mask is empty: it has no box")
-    return np.array([cols[0], rows[0], cols[-1] + 1, rows[-1] + 1], dtype=np.float32)

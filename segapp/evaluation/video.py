@@ -29,9 +29,10 @@ import numpy as np
 
 from segapp.evaluation import clicks as clicks_lib
 from segapp.evaluation.boundary import BOUNDARY_TOLERANCE, boundary_f, tolerance_radius
-from segapp.evaluation.labels import LabelMaskError, mask_box, object_ids, read_label_mask
+from segapp.evaluation.labels import LabelMaskError, object_ids, read_label_mask
 from segapp.evaluation.metrics import mask_iou
 from segapp.evaluation.outputs import REPORT_NAME, bar_chart, text_table, versions, write_json
+from segapp.formats.boxes import mask_to_edge_box
 from segapp.formats.media import FRAME_SUFFIXES
 from segapp.video.frames import natural_key
 
@@ -273,7 +274,7 @@ def first_frame_prompt(mask: np.ndarray, prompt: str) -> dict:
     if prompt == "mask":
         return {"mask": mask}
     if prompt == "box":
-        return {"box": mask_box(mask)}
+        return {"box": mask_to_edge_box(mask)}
     if prompt == "point":
         coords, labels = clicks_lib.clicks_to_prompt([clicks_lib.first_click(mask)])
         return {"points": coords, "labels": labels}

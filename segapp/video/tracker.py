@@ -387,7 +387,8 @@ def fill_holes(masks: torch.Tensor, max_area: int, on_device: bool | None = None
     host and no synchronisation (segapp.postprocess.small_components_torch)."""
     if max_area <= 0:
         return masks
-    from segapp.postprocess import small_components, small_components_torch
+    from segapp.formats.components import small_components
+    from segapp.postprocess import small_components_torch
 
     if on_device if on_device is not None else masks.device.type != "cpu":
         holes = small_components_torch((masks <= 0)[:, 0], max_area)[:, None]
