@@ -179,3 +179,13 @@ def test_images_get_no_tracking_outputs_and_an_images_only_run_is_refused(tmp_pa
     out = tmp_path / "mixed"
     assert main(["segment", str(src), "--out", str(out), "--format", "png,mot", *TINY, *EVERYTHING]) == 0
     assert sorted(p.name for p in out.glob("*.txt")) == ["clip.mot.txt"]
+
+
+def test_stream_with_mot_only_counts_its_frames(tmp_path, capsys):
+    video = write_video(tmp_path / "cam.avi")
+    out = tmp_path / "out"
+    assert main(["segment", "--stream", str(video), "--stream-idle-timeout", "0", "--out", str(out),
+                 "--format", "mot", *TINY, *EVERYTHING]) == 0
+    assert f"segment --stream: cam: ok, {FRAMES} frames," in capsys.readouterr().out
+    assert sorted(p.name for p in out.iterdir() if not p.name.startswith(".")) == ["cam.mot.txt", "manifest.jsonl"]
+    assert max(read_mot(out / "cam.mot.txt")) == FRAMES

@@ -168,7 +168,8 @@ def read_ahead(reader: FrameReader, prepare, max_frames: int | None, stop: threa
 
 def run_stream(source: str, spec, options, out: Path, max_frames: int | None = None,
                idle_timeout: float = 2.0, track_every: int | None = None) -> dict:
-    """Segment the stream `source` into `out`; returns the manifest record. track_every: with
+    """Segment the stream `source` into `out`; returns the manifest record with "frames": the
+    frames segmented (whatever the formats written). track_every: with
     a number K, segment everything every K frames (VideoAutoTracker), else on the first frame."""
     from segapp.batch.inputs import Input
     from segapp.batch.outputs import RunState, Segmentation, paint
@@ -212,7 +213,7 @@ def run_stream(source: str, spec, options, out: Path, max_frames: int | None = N
         reader.close()
     record = writer.finish(time.perf_counter() - started)
     state.finalise([item], options.formats, [{"id": 1, "name": "object"}])
-    return record
+    return {**record, "frames": writer.frames}
 
 
 def _firsts(frames, decoded) -> Iterator[np.ndarray]:
@@ -250,9 +251,12 @@ class _StreamWriter(InputWriter):
     """segment's per-input writer, with overlays drawn on the stream's own frames (a stream
     cannot be read a second time)."""
 
+    frames = 0  # frames written
+
     def _add(self, seg, frame, rgb) -> None:
         self._rgb = rgb
         super()._add(seg, frame, rgb)
+        self.frames += 1
 
     def _video_frame(self, seg, frame: int) -> None:
         if self._video is None:

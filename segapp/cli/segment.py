@@ -241,9 +241,9 @@ def _run_stream(args: argparse.Namespace, formats: tuple[str, ...]) -> int:
         raise CLIError(str(err), exit_code=EXIT_FAILED) from err
     except OutputStopped as err:
         raise CLIError(str(err), exit_code=EXIT_FAILED) from err
-    frames = len(record.get("coco_images") or []) or sum(1 for o in record["outputs"] if o.endswith(".png"))
-    print(f"segment --stream: {record['input']}: {record['status']}, {frames} frames, {record.get('masks') or 0} "
-          f"masks, {record['seconds']:.1f} s" + (f": {record['error']}" if record["error"] else ""))
+    print(f"segment --stream: {record['input']}: {record['status']}, {record['frames']} frames, "
+          f"{record.get('masks') or 0} masks, {record['seconds']:.1f} s"
+          + (f": {record['error']}" if record["error"] else ""))
     print(f"outputs in {args.out} (manifest: {args.out / MANIFEST})")
     return EXIT_OK if record["status"] == "ok" else EXIT_FAILED
 
