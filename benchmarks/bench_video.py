@@ -11,6 +11,12 @@ frames; the clip is a synthetic 1280x720 video with two objects clicked on frame
     over JPEG folders of increasing length (the reference reads only JPEG folders without decord).
 Speed: both predictors track the same clip with the same prompts, one frame each in turn, so
 that both see the same machine load; the ratio is the median of per-frame time ratios.
+Host overhead: the same, on the tiny config at 128 px (`--only-host` runs just these rows and
+replaces their section in the existing file), where the model's arithmetic is small and the
+per-frame host work (frame decoding and resizing, mask upsampling, per-object bookkeeping) is
+most of the time.
+
+    OMP_WAIT_POLICY=PASSIVE python benchmarks/bench_video.py --only-host --threads 1
 """
 from __future__ import annotations
 
@@ -27,6 +33,11 @@ import time
 from pathlib import Path
 
 import numpy as np
+
+# Idle OpenMP threads spin by default, which on a shared, loaded CPU costs far more than the
+# work timed here (the segapp command sets the same default).
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+os.environ.setdefault("TQDM_DISABLE", "1")  # the reference's progress bars
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tests"))
@@ -195,6 +206,191 @@ def speed(checkpoint, image_size: int, frames: Path, num_objects: int, num_frame
     return out
 
 
+# ---------------------------------------------------------------------------- host overhead
+# test_tiny's SAM heads are narrower than the reference can build (its SAM2Base fixes the mask
+# decoder at 8 heads, MLP 2048, IoU head 256): the tiny config with those three widened is the
+# smallest model both build, and the reference is given the rest of test_tiny by overrides.
+TINY_CONFIG = "test_tiny"
+TINY_HEADS = ("model.mask_decoder.iou_head_hidden_dim=256", "model.mask_decoder.transformer.num_heads=8",
+              "model.mask_decoder.transformer.mlp_dim=2048")
+TINY_SIZE = 128
+REFERENCE_TINY = tuple(f"++model.{k}={v}" for k, v in {
+    "image_size": TINY_SIZE,
+    "image_encoder.trunk.embed_dim": 8, "image_encoder.trunk.num_heads": 1,
+    "image_encoder.trunk.stages": "[1,1,2,1]", "image_encoder.trunk.global_att_blocks": "[3]",
+    "image_encoder.trunk.window_spec": "[8,4,4,2]", "image_encoder.trunk.window_pos_embed_bkg_spatial_size": "[4,4]",
+    "image_encoder.neck.backbone_channel_list": "[64,32,16,8]", "image_encoder.neck.d_model": 32,
+    "image_encoder.neck.position_encoding.num_pos_feats": 32,
+    "memory_attention.d_model": 32, "memory_attention.num_layers": 2, "memory_attention.layer.d_model": 32,
+    "memory_attention.layer.dim_feedforward": 64,
+    "memory_attention.layer.self_attention.embedding_dim": 32, "memory_attention.layer.self_attention.feat_sizes": "[8,8]",
+    "memory_attention.layer.cross_attention.embedding_dim": 32, "memory_attention.layer.cross_attention.feat_sizes": "[8,8]",
+    "memory_attention.layer.cross_attention.kv_in_dim": 16,
+    "memory_encoder.in_dim": 32, "memory_encoder.out_dim": 16, "memory_encoder.position_encoding.num_pos_feats": 16,
+    "memory_encoder.mask_downsampler.embed_dim": 32, "memory_encoder.fuser.layer.dim": 32,
+}.items())
+
+
+def build_reference_tiny(checkpoint: str | None):
+    import reference
+
+    reference.import_reference()
+    from sam2.build_sam import build_sam2_video_predictor
+
+    return build_sam2_video_predictor(reference.REFERENCE_CONFIGS["sam2.1_hiera_t"], ckpt_path=checkpoint,
+                                      device="cpu", hydra_overrides_extra=list(REFERENCE_TINY))
+
+
+def tiny_checkpoint(path: Path) -> Path:
+    """Random official-format weights of the tiny shape (made by the reference, so that segapp's
+    strict load proves the two models are the same), object-score head biased to "present"."""
+    import torch
+
+    import reference
+
+    if not path.exists():
+        with torch.random.fork_rng():
+            torch.manual_seed(0)
+            model = build_reference_tiny(None)
+        reference.randomize_(model, 0)
+        sd = model.state_dict()
+        head = "sam_mask_decoder.pred_obj_score_head.layers.2"
+        sd[f"{head}.weight"] *= 0.1
+        sd[f"{head}.bias"].fill_(1.0)
+        torch.save({"model": sd}, path)
+    return path
+
+
+def build_tiny(impl: str, checkpoint: Path):
+    import torch
+
+    torch.manual_seed(0)
+    if impl == "reference":
+        return build_reference_tiny(str(checkpoint))
+    import segapp
+    from segapp.video.predictor import VideoPredictor
+
+    model = segapp.build_model(TINY_CONFIG, str(checkpoint), device="cpu", overrides=list(TINY_HEADS))
+    return VideoPredictor(model, fill_hole_area=0)  # as the reference on CPU: see build()
+
+
+def alternate(preds: dict, frames: Path, num_objects: int, num_frames: int) -> dict:
+    """Track `frames` with every predictor, one frame each in turn. Returns per predictor
+    init_state seconds, per-frame seconds (frame 0, the prompted one, first), and for each
+    other than "reference" the worst mask IoU and relative logit difference against it."""
+    import torch
+
+    out = {impl: {"init_s": 0.0, "times": [], "iou": 1.0, "rel": 0.0} for impl in preds}
+    with torch.inference_mode():
+        gens = {}
+        for impl, pred in preds.items():
+            t0 = time.perf_counter()
+            state = pred.init_state(str(frames))
+            out[impl]["init_s"] = time.perf_counter() - t0
+            add_clicks(pred, state, num_objects)
+            gens[impl] = pred.propagate_in_video(state, max_frame_num_to_track=num_frames)
+        for _ in range(num_frames + 1):
+            logits = {}
+            for impl, gen in gens.items():
+                t0 = time.perf_counter()
+                _, _, logits[impl] = next(gen)
+                out[impl]["times"].append(time.perf_counter() - t0)
+            ref = logits["reference"].float()
+            for impl in preds:
+                if impl == "reference":
+                    continue
+                ours = logits[impl].float()
+                a, b = ours > 0, ref > 0
+                for o in range(ref.shape[0]):
+                    union = (a[o] | b[o]).sum().item()
+                    iou = 1.0 if union == 0 else (a[o] & b[o]).sum().item() / union
+                    out[impl]["iou"] = min(out[impl]["iou"], iou)
+                rel = ((ours - ref).abs().max() / ref.abs().max().clamp_min(1e-6)).item()
+                out[impl]["rel"] = max(out[impl]["rel"], rel)
+    return out
+
+
+def host_overhead(checkpoint: Path, frames: Path, num_objects: int, num_frames: int, threads: int) -> dict:
+    """segapp vs the reference on the tiny shape: medians of per-frame time over the tracked
+    frames, the median of per-frame ratios, and seconds per frame end to end (init_state and
+    every frame, the prompted one too: the reference decodes all frames in init_state, segapp
+    as it goes)."""
+    import torch
+
+    torch.set_num_threads(threads)
+    r = alternate({impl: build_tiny(impl, checkpoint) for impl in ("segapp", "reference")},
+                  frames, num_objects, num_frames)
+    s, ref = r["segapp"], r["reference"]
+    end_to_end = {impl: (v["init_s"] + sum(v["times"])) / (num_frames + 1) for impl, v in r.items()}
+    return {
+        "segapp_s": statistics.median(s["times"][1:]), "reference_s": statistics.median(ref["times"][1:]),
+        "ratio": statistics.median(a / b for a, b in zip(s["times"][1:], ref["times"][1:])),
+        "segapp_e2e": end_to_end["segapp"], "reference_e2e": end_to_end["reference"],
+        "segapp_init": s["init_s"], "reference_init": ref["init_s"], "iou": s["iou"], "rel": s["rel"],
+    }
+
+
+HOST_HEADING = "## Host overhead"
+
+
+def host_section(args, tmp: Path) -> list[str]:
+    """The host-overhead section: 1 and 4 objects, with the load average before and after."""
+    import torch
+
+    folder = tmp / "host"
+    write_jpegs(folder, args.host_frames + 1)
+    ckpt = tiny_checkpoint(tmp / "tiny_random.pt")
+    load_before = os.getloadavg()
+    started = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
+    rows = []
+    for objects in (1, 4):
+        r = host_overhead(ckpt, folder, objects, args.host_frames, args.threads)
+        rows.append(f"| {objects} | {1000 * r['segapp_s']:.1f} | {1000 * r['reference_s']:.1f} | {r['ratio']:.2f} | "
+                    f"{1000 * r['segapp_e2e']:.1f} | {1000 * r['reference_e2e']:.1f} | "
+                    f"{1000 * r['segapp_init']:.0f} / {1000 * r['reference_init']:.0f} | {r['iou']:.4f} | {r['rel']:.1e} |")
+        print(rows[-1], flush=True)
+    load_after = os.getloadavg()
+    load = lambda la: "/".join(f"{v:.1f}" for v in la)  # noqa: E731
+    return [f"{HOST_HEADING}: per-frame time on CPU, tiny config at {TINY_SIZE} px, segapp vs reference", "",
+            f"Run {started}: `OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY', '')} python benchmarks/bench_video.py"
+            f"{''.join(' ' + a for a in sys.argv[1:])}`; torch {torch.__version__}, {args.threads} thread(s), "
+            f"{os.cpu_count()} CPU cores visible, shared with other jobs: load average (1/5/15 min) "
+            f"{load(load_before)} before, {load(load_after)} after, so absolute times are noisy; compare the columns "
+            "of a row (the two predictors alternate frame by frame and see the same load).",
+            "",
+            f"Model: `{TINY_CONFIG}` with its SAM heads widened to the sizes the reference fixes "
+            f"({', '.join(h.split('.', 1)[1] for h in TINY_HEADS)}), the reference built from sam2.1_hiera_t.yaml "
+            "with the rest of test_tiny as overrides; one random official-format checkpoint loaded strictly by both. "
+            f"Clip: {args.host_frames + 1} synthetic 1280x720 JPEG frames, objects clicked on frame 0, "
+            "fill_hole_area=0 on both (the reference cannot fill holes on CPU). s/frame: medians over the "
+            f"{args.host_frames} tracked frames; ratio: median of per-frame ratios (below 1: segapp faster); "
+            "end to end: init_state plus every frame, over the frames (the reference decodes and resizes every "
+            "frame in init_state, segapp in a read-ahead thread as it tracks).",
+            "",
+            "| objects | segapp ms/frame | reference ms/frame | ratio | segapp ms/frame end to end | "
+            "reference ms/frame end to end | init_state ms segapp / ref | mask IoU vs ref | logit diff |",
+            "|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+            *rows, "",
+            "GPU rows (bf16, targets 1 object >= 1.0x and 4 objects >= 1.2x the reference's frames/s): "
+            "not measured, no GPU in the session that ran this.", ""]
+
+
+def replace_section(text: str, heading: str, section: list[str]) -> str:
+    """`text` with its section starting `heading` replaced by `section` (or `section` put
+    before "## Notes", else at the end)."""
+    lines = text.rstrip("\n").splitlines()
+    start = next((i for i, line in enumerate(lines) if line.startswith(heading)), None)
+    if start is not None:
+        end = next((i for i in range(start + 1, len(lines)) if lines[i].startswith("## ")), len(lines))
+        del lines[start:end]
+    else:
+        start = next((i for i, line in enumerate(lines) if line.startswith("## Notes")), len(lines))
+    if start and lines[start - 1].strip():
+        section = [""] + section
+    lines[start:start] = section
+    return "\n".join(lines) + "\n"
+
+
 def best_of(fn, repeats: int = 3) -> float:
     fn()
     times = []
@@ -271,10 +467,20 @@ def main() -> None:
     parser.add_argument("--speed-frames", type=int, default=6)
     parser.add_argument("--skip-memory", action="store_true")
     parser.add_argument("--skip-speed", action="store_true")
+    parser.add_argument("--host-frames", type=int, default=40, help="tracked frames of the host-overhead rows")
+    parser.add_argument("--only-host", action="store_true",
+                        help="run only the host-overhead rows and replace their section in --out")
     parser.add_argument("--out", type=Path, default=OUT, help="markdown file to write (default: %(default)s)")
     args = parser.parse_args()
     if args.quick:
         args.tiny_frames, args.ref_frames, args.speed_frames, args.speed_image_size = "50,100,200", "5,10,20", 4, 512
+    if args.only_host:
+        with tempfile.TemporaryDirectory() as tmp:
+            section = host_section(args, Path(tmp))
+        text = args.out.read_text() if args.out.exists() else "# Video predictor benchmark\n"
+        args.out.write_text(replace_section(text, HOST_HEADING, section))
+        print("\n".join(section))
+        return
     tiny = [int(x) for x in args.tiny_frames.split(",")]
     ref_counts = [int(x) for x in args.ref_frames.split(",")]
     lines = ["# Video predictor benchmark", "",
@@ -332,6 +538,8 @@ def main() -> None:
                 lines.append(f"| {objects} | {label} | {v['s']:.2f} | {r['reference_s']:.2f} | {v['ratio']:.2f} "
                              f"(<= {target}) | {v['iou']:.4f} | {v['rel']:.1e} |")
                 print(lines[-1], flush=True)
+        if not args.skip_speed:
+            lines += [""] + host_section(args, tmp)
         lines += ["", f"## Where the time goes: model parts per frame, sam2.1_hiera_t at {args.speed_image_size}", "",
                   "Best of 3; segapp's parts against the reference's on the same inputs.", "",
                   "| part | segapp s | reference s | ratio |", "|---|---:|---:|---:|"]
