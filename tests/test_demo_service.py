@@ -219,7 +219,8 @@ def test_exports_instance_png_coco_rle_and_overlay(service, image, tmp_path):
     ids = decode_png(service.instance_png(sid))
     assert ids.shape == image.shape[:2] and ids.dtype == np.uint8
     np.testing.assert_array_equal(ids, exports.instance_id_map(masks, image.shape[:2], [1, 2]))
-    assert (ids == 2).sum() == masks[1].sum()  # the later object is drawn on top
+    assert masks[1].sum() < masks[0].sum()  # the click's object lies inside the box's
+    assert (ids == 2).sum() == masks[1].sum()  # the smaller object is drawn on top (segapp.formats.id_maps)
     assert ((ids == 1) == (masks[0] & ~masks[1])).all()
 
     doc = json.loads(service.coco_json(sid))
@@ -536,7 +537,12 @@ def test_video_click_propagate_correct_and_export(video_service, clip, tmp_path)
         assert names == [f"frames/{f:05d}.png" for f in range(6)]
         ids = np.asarray(Image.open(io.BytesIO(zf.read("frames/00005.png"))))
     assert ids.shape == (96, 96)
-    np.testing.assert_array_equal(ids == second, session.mask(5, second))
+    # The overlap rule of segapp.formats.id_maps (shared with `segapp segment` since issue 15;
+    # before, the later object was on top): the smaller object keeps its pixels, a tie goes to the later.
+    first_mask, second_mask = session.mask(5, 1), session.mask(5, second)
+    second_on_top = second_mask.sum() <= first_mask.sum()
+    np.testing.assert_array_equal(ids == second, second_mask if second_on_top else second_mask & ~first_mask)
+    np.testing.assert_array_equal(ids == 1, first_mask & ~second_mask if second_on_top else first_mask)
     doc = json.loads(files["coco_json"].read_text())
     assert len(doc["images"]) == 6
     ann = next(a for a in doc["annotations"] if a["image_id"] == 6 and a["object_id"] == 1)

@@ -151,3 +151,74 @@ def test_sha256_file_matches_hashlib(tmp_path):
     data = bytes(range(256)) * (CHUNK_BYTES // 256 + 3)  # more than one chunk
     (tmp_path / "f").write_bytes(data)
     assert sha256_file(tmp_path / "f") == hashlib.sha256(data).hexdigest()
+
+
+def test_id_map_overlap_rule_smaller_objects_on_top_equal_areas_later_wins():
+    from segapp.formats.id_maps import instance_id_map
+
+    big = np.zeros((6, 6), bool)
+    big[:, :] = True
+    small = np.zeros((6, 6), bool)
+    small[1:3, 1:3] = True
+    for masks, ids in (([small, big], [5, 9]), ([big, small], [9, 5])):  # order does not matter
+        id_map = instance_id_map(masks, (6, 6), ids)
+        assert id_map.dtype == np.uint16 and (id_map[1:3, 1:3] == 5).all() and (id_map == 9).sum() == 32
+    twin = np.roll(small, 1, axis=1)  # the same area: the later mask wins where they meet
+    assert instance_id_map([small, twin], (6, 6))[1, 2] == 2
+    assert instance_id_map([twin, small], (6, 6))[1, 2] == 2
+    with pytest.raises(ValueError, match="1..65535"):
+        instance_id_map([small], (6, 6), [70000])
+    with pytest.raises(ValueError, match="1 masks but 2 ids"):
+        instance_id_map([small], (6, 6), [1, 2])
+
+
+def test_id_png_depth_follows_the_largest_id(tmp_path):
+    from segapp.formats.id_maps import encode_id_png, read_id_png
+
+    ids = np.zeros((4, 5), np.uint16)
+    ids[0, 0], ids[3, 4] = 7, 255
+    for top, forced, depth in ((255, None, 8), (255, True, 16), (300, None, 16)):
+        ids[3, 4] = top
+        path = tmp_path / f"{top}-{forced}.png"
+        path.write_bytes(encode_id_png(ids, sixteen_bit=forced))
+        from PIL import Image
+        with Image.open(path) as im:
+            assert (im.mode == "L") == (depth == 8)
+        np.testing.assert_array_equal(read_id_png(path), ids)
+    with pytest.raises(ValueError, match="does not fit an 8-bit PNG"):
+        encode_id_png(ids, sixteen_bit=False)
+
+
+def test_tint_blends_each_id_once_with_rounding():
+    from segapp.formats.overlay import id_colour, tint
+
+    rgb = np.full((2, 3, 3), 101, np.uint8)
+    ids = np.array([[0, 1, 2], [2, 2, 0]], np.uint16)
+    out = tint(rgb, ids, {1: (0, 0, 0)}, alpha=0.5)
+    np.testing.assert_array_equal(out[0, 0], rgb[0, 0])  # background untouched
+    np.testing.assert_array_equal(out[0, 1], [50, 50, 50])  # 50.5 rounds to even
+    expected = np.round(0.5 * 101 + 0.5 * np.array(id_colour(2), np.float32)).astype(np.uint8)
+    np.testing.assert_array_equal(out[1, 0], expected)  # no colour given: the id's own
+
+
+def test_mp4_writer_is_h264_atomic_and_pads_odd_sides(tmp_path):
+    av = pytest.importorskip("av")
+    from segapp.formats.mp4 import Mp4Writer, write_mp4
+
+    frames = [np.full((31, 45, 3), 40 * t, np.uint8) for t in range(4)]
+    path = write_mp4(frames, tmp_path / "a.mp4", fps=30000 / 1001)
+    assert list(tmp_path.iterdir()) == [path]  # no temporary left behind
+    with av.open(str(path)) as container:
+        stream = container.streams.video[0]
+        assert stream.codec_context.name == "h264" and (stream.width, stream.height) == (46, 32)
+        assert float(stream.average_rate) == pytest.approx(30000 / 1001, abs=1e-3)  # NTSC rate kept
+        assert sum(1 for _ in container.decode(stream)) == 4
+    assert write_mp4(frames, tmp_path / "b.mp4", fps=30).read_bytes() == \
+        write_mp4(frames, tmp_path / "c.mp4", fps=30).read_bytes()  # the same bytes every run
+    with pytest.raises(ValueError, match="no frames"):
+        write_mp4([], tmp_path / "d.mp4", fps=30)
+    writer = Mp4Writer(tmp_path / "e.mp4", fps=30)
+    writer.write(frames[0])
+    writer.abort()
+    assert not (tmp_path / "d.mp4").exists() and not (tmp_path / "e.mp4").exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.mp4", "b.mp4", "c.mp4"]

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from segapp.batch import inputs, outputs, prompts
+from segapp.formats.id_maps import instance_id_map
 
 
 # ---------------------------------------------------------------------------- inputs
@@ -125,7 +126,7 @@ def test_paint_resolves_overlaps_in_favour_of_smaller_objects():
     big[:, :] = True
     small = np.zeros((10, 10), bool)
     small[2:4, 2:4] = True
-    id_map = outputs.paint([small, big], [5, 9], (10, 10))
+    id_map = instance_id_map([small, big], (10, 10), [5, 9])
     assert (id_map[2:4, 2:4] == 5).all() and (id_map == 9).sum() == 96
 
 

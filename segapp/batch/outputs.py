@@ -20,22 +20,24 @@ when its record (written last, also atomically) exists and lists outputs that al
 """
 from __future__ import annotations
 
-import colorsys
 import errno
 import json
 import logging
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 import numpy as np
 
 from segapp.batch.inputs import Input
+from segapp.formats.coco import mask_fields
+from segapp.formats.id_maps import encode_id_png, read_id_png  # noqa: F401 (the writer's API)
+from segapp.formats.mp4 import TMP_SUFFIX
+from segapp.formats.overlay import OVERLAY_ALPHA, tint
 
 logger = logging.getLogger(__name__)
 
-TMP_SUFFIX = ".segapp-tmp"
 STATE_DIR = ".segapp"
 MANIFEST = "manifest.jsonl"
 COCO_RESULTS = "coco_results.json"
@@ -45,9 +47,7 @@ FORMATS = ("png", "coco", "overlay", "mot", "mots", "ytvis")
 VIDEO_FORMATS = ("mot", "mots", "ytvis")
 YTVIS_RESULTS = "ytvis_results.json"
 YTVIS_VIDEOS = "ytvis_videos.json"
-OVERLAY_ALPHA = 0.5
 JPEG_QUALITY = 90
-MAX_8BIT_ID = 255
 # OSError numbers that no input can avoid (disk full, quota, read-only filesystem): the run
 # stops at once instead of failing every remaining input.
 STOP_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS})
@@ -105,73 +105,6 @@ class Segmentation:
     sixteen_bit: bool | None = None
 
 
-def paint(masks: Iterable[np.ndarray], ids: Iterable[int], hw: tuple[int, int]) -> np.ndarray:
-    """Overlapping binary masks -> one [H, W] uint16 instance-id map.
-
-    Masks are painted largest first, so where they overlap the smaller object stays visible
-    (an object inside another keeps its pixels). Ties keep the given order.
-    """
-    masks = [np.asarray(m, dtype=bool) for m in masks]
-    ids = list(ids)
-    areas = [int(m.sum()) for m in masks]
-    id_map = np.zeros(hw, dtype=np.uint16)
-    for k in sorted(range(len(masks)), key=lambda k: -areas[k]):
-        id_map[masks[k]] = ids[k]
-    return id_map
-
-
-def encode_id_png(id_map: np.ndarray, sixteen_bit: bool | None = None) -> bytes:
-    """[H, W] ids -> PNG bytes: 8-bit when every id fits (<= 255), else 16-bit.
-
-    sixteen_bit: force the depth (a video uses one depth for all its frames).
-    """
-    import cv2
-
-    if id_map.ndim != 2:
-        raise ValueError(f"id_map must be [H, W], got shape {id_map.shape}")
-    top = int(id_map.max()) if id_map.size else 0
-    if sixteen_bit is None:
-        sixteen_bit = top > MAX_8BIT_ID
-    if not sixteen_bit and top > MAX_8BIT_ID:
-        raise ValueError(f"id {top} does not fit an 8-bit PNG")
-    data = id_map.astype(np.uint16 if sixteen_bit else np.uint8)
-    ok, buf = cv2.imencode(".png", data)
-    if not ok:
-        raise RuntimeError("OpenCV could not encode the instance-id PNG")
-    return buf.tobytes()
-
-
-def read_id_png(path: str | Path) -> np.ndarray:
-    """Instance-id PNG (8- or 16-bit) -> [H, W] uint16."""
-    import cv2
-
-    arr = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
-    if arr is None:
-        raise ValueError(f"cannot read PNG {path}")
-    return arr.astype(np.uint16)
-
-
-def colour(instance_id: int) -> tuple[int, int, int]:
-    """A stable, well-spread RGB colour for an instance id (golden-ratio hues)."""
-    hue = (instance_id * 0.618033988749895) % 1.0
-    r, g, b = colorsys.hsv_to_rgb(hue, 0.75, 1.0)
-    return int(r * 255), int(g * 255), int(b * 255)
-
-
-def overlay(rgb: np.ndarray, id_map: np.ndarray) -> np.ndarray:
-    """Blend each instance's colour over the image: [H, W, 3] uint8 RGB."""
-    ids = np.unique(id_map)
-    ids = ids[ids > 0]
-    lut = np.zeros((int(ids.max()) + 1 if len(ids) else 1, 3), dtype=np.float32)
-    for i in ids:
-        lut[i] = colour(int(i))
-    tint = lut[id_map] if len(ids) else np.zeros_like(rgb, dtype=np.float32)
-    out = rgb.astype(np.float32)
-    fg = id_map > 0
-    out[fg] = (1 - OVERLAY_ALPHA) * out[fg] + OVERLAY_ALPHA * tint[fg]
-    return out.round().astype(np.uint8)
-
-
 def encode_jpeg(rgb: np.ndarray) -> bytes:
     import cv2
 
@@ -179,6 +112,11 @@ def encode_jpeg(rgb: np.ndarray) -> bytes:
     if not ok:
         raise RuntimeError("OpenCV could not encode the overlay JPEG")
     return buf.tobytes()
+
+
+def overlay(rgb: np.ndarray, id_map: np.ndarray) -> np.ndarray:
+    """Blend each instance's colour (segapp.formats.overlay.id_colour) over the image: [H, W, 3] uint8 RGB."""
+    return tint(rgb, id_map, alpha=OVERLAY_ALPHA)
 
 
 # ---------------------------------------------------------------------------- COCO
@@ -200,16 +138,11 @@ class ObjectMask:
 def object_masks(seg: Segmentation) -> list[ObjectMask]:
     """Each object of `seg` encoded once, for every output that needs its mask (COCO, MOT,
     MOTS, YouTube-VIS); objects covered entirely by others get an empty mask."""
-    from pycocotools import mask as mask_utils
-
-    from segapp.amg import mask_to_coco_rle
-
     out = []
     for obj in seg.objects:
-        rle = mask_to_coco_rle(seg.id_map == obj["instance_id"])
-        coded = {"size": rle["size"], "counts": rle["counts"].encode("ascii")}
-        out.append(ObjectMask(int(obj["instance_id"]), int(obj.get("category_id", 1)), float(obj["score"]), rle,
-                              [float(v) for v in mask_utils.toBbox(coded)], int(mask_utils.area(coded))))
+        fields = mask_fields(seg.id_map == obj["instance_id"])
+        out.append(ObjectMask(int(obj["instance_id"]), int(obj.get("category_id", 1)), float(obj["score"]),
+                              fields["segmentation"], [float(v) for v in fields["bbox"]], fields["area"]))
     return out
 
 
@@ -232,82 +165,6 @@ def coco_annotations(seg: Segmentation, image_id: int, extra: dict[str, Any] | N
         entry.update(extra or {})
         anns.append(entry)
     return anns
-
-
-# ---------------------------------------------------------------------------- video overlays
-class VideoOverlayWriter:
-    """Writes overlay frames to an MP4, atomically (renamed into place by `close`).
-
-    H.264 (yuv420p, plays in browsers) with PyAV when it is installed; otherwise OpenCV's
-    mp4v, which most desktop players but no browser can play (a log line says so).
-    """
-
-    def __init__(self, path: Path, fps: float) -> None:
-        self.path = path
-        self.fps = fps if fps and fps > 0 else 25.0
-        self.tmp = path.with_name(f".{path.name}.{os.getpid()}{TMP_SUFFIX}")
-        self._av = None
-        self._cv = None
-        self._stream = None
-        self._container = None
-
-    def _open(self, h: int, w: int) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        try:
-            import av
-        except ImportError:
-            av = None
-        if av is not None:
-            from fractions import Fraction
-
-            self._av = av
-            self._container = av.open(str(self.tmp), mode="w", format="mp4")
-            self._stream = self._container.add_stream("libx264", rate=Fraction(self.fps).limit_denominator(1000))
-            # yuv420p needs even sides; odd sides are padded by one pixel.
-            self._stream.width, self._stream.height = w + w % 2, h + h % 2
-            self._stream.pix_fmt = "yuv420p"
-            # One thread: x264's output is then the same bytes on every run.
-            self._stream.codec_context.options = {"threads": "1"}
-        else:
-            import cv2
-
-            logger.info("PyAV is not installed: writing %s as mp4v (not playable in browsers; "
-                        "`pip install av` for H.264)", self.path.name)
-            self._cv = cv2.VideoWriter(str(self.tmp), cv2.VideoWriter_fourcc(*"mp4v"), self.fps, (w, h))
-
-    def write(self, rgb: np.ndarray) -> None:
-        h, w = rgb.shape[:2]
-        if self._container is None and self._cv is None:
-            self._open(h, w)
-        if self._av is not None:
-            if h % 2 or w % 2:
-                rgb = np.pad(rgb, ((0, h % 2), (0, w % 2), (0, 0)), mode="edge")
-            frame = self._av.VideoFrame.from_ndarray(np.ascontiguousarray(rgb), format="rgb24")
-            for packet in self._stream.encode(frame):
-                self._container.mux(packet)
-        else:
-            self._cv.write(np.ascontiguousarray(rgb[..., ::-1]))
-
-    def close(self) -> None:
-        """Flush and rename into place (a video with no frames writes nothing)."""
-        if self._av is not None:
-            for packet in self._stream.encode():
-                self._container.mux(packet)
-            self._container.close()
-        elif self._cv is not None:
-            self._cv.release()
-        else:
-            return
-        os.replace(self.tmp, self.path)
-
-    def abort(self) -> None:
-        try:
-            if self._container is not None:
-                self._container.close()
-            if self._cv is not None:
-                self._cv.release()
-        finally:
-            self.tmp.unlink(missing_ok=True)
 
 
 # ---------------------------------------------------------------------------- per-input state

@@ -28,10 +28,11 @@ from typing import Any, Callable, Iterator
 import numpy as np
 
 from segapp.batch.inputs import Input, image_id
-from segapp.batch.outputs import (MAX_8BIT_ID, VIDEO_FORMATS, RunState, Segmentation, VideoOverlayWriter,
-                                  atomic_write, coco_annotations, encode_id_png, encode_jpeg, object_masks, overlay,
-                                  paint, stops_run)
+from segapp.batch.outputs import (VIDEO_FORMATS, RunState, Segmentation, atomic_write, coco_annotations,
+                                  encode_id_png, encode_jpeg, object_masks, overlay, stops_run)
 from segapp.batch.prompts import MAX_OBJECT_ID, ObjectPrompt, Prompts
+from segapp.formats.id_maps import MAX_8BIT_ID, instance_id_map
+from segapp.formats.mp4 import Mp4Writer
 
 logger = logging.getLogger(__name__)
 
@@ -278,14 +279,14 @@ class Segmenter:
                 masks[k] = m[row, best[row]] > 0.5
                 scores[k] = float(iou[row, best[row]])
         ids = [o.obj_id for o in objects]
-        return Segmentation(paint(masks, ids, hw), [
+        return Segmentation(instance_id_map(masks, hw, ids), [
             {"instance_id": o.obj_id, "score": s, "category_id": o.category_id} for o, s in zip(objects, scores)])
 
     def segment_everything(self, image: np.ndarray) -> Segmentation:
         records = self.amg.generate(image)[:MAX_OBJECT_ID]
         records.sort(key=lambda r: -r["area"])
         ids = list(range(1, len(records) + 1))
-        seg = Segmentation(paint([r["segmentation"] for r in records], ids, image.shape[:2]), [
+        seg = Segmentation(instance_id_map([r["segmentation"] for r in records], image.shape[:2], ids), [
             {"instance_id": i, "score": r["predicted_iou"], "category_id": 1} for i, r in zip(ids, records)])
         present = set(np.unique(seg.id_map).tolist())
         seg.objects = [o for o in seg.objects if o["instance_id"] in present]  # fully covered ones
@@ -342,7 +343,7 @@ class Segmenter:
         def result(obj_ids, logits) -> Segmentation:
             masks = (_to_numpy(logits)[:, 0] > 0.0)
             ids = [int(i) for i in obj_ids]
-            return Segmentation(paint(masks, ids, hw), [
+            return Segmentation(instance_id_map(masks, hw, ids), [
                 {"instance_id": i, "score": 1.0, "category_id": categories.get(i, 1)} for i in ids],
                 sixteen_bit=sixteen)
 
@@ -382,7 +383,7 @@ class Segmenter:
                     yield gap, Segmentation(np.zeros(hw, np.uint16), sixteen_bit=True)
                 ids = [int(i) for i in obj_ids]
                 masks = _to_numpy(logits)[:, 0] > 0.0
-                yield frame_idx, Segmentation(paint(masks, ids, hw), [
+                yield frame_idx, Segmentation(instance_id_map(masks, hw, ids), [
                     {"instance_id": i, "score": 1.0, "category_id": 1} for i in ids], sixteen_bit=True)
                 produced = frame_idx + 1
         finally:
@@ -414,7 +415,7 @@ class InputWriter:
         self.status = "ok"
         self.masks = 0  # non-empty object masks written (for a video, summed over its frames)
         self.seconds = d.seconds
-        self._video: VideoOverlayWriter | None = None
+        self._video: Mp4Writer | None = None
         self._frames = None  # OpenCV capture re-reading the video for overlays
         self.tracks = None  # a video's MOT / MOTS / YouTube-VIS outputs, written by finish
         if self.item.kind == "video" and any(f in formats for f in VIDEO_FORMATS):
@@ -473,7 +474,7 @@ class InputWriter:
         import cv2
 
         if self._video is None:
-            self._video = VideoOverlayWriter(self.state.out / f"{self.item.stem}.overlay.mp4", self.d.fps)
+            self._video = Mp4Writer(self.state.out / f"{self.item.stem}.overlay.mp4", self.d.fps)
             self._frames = cv2.VideoCapture(str(self.item.path))
         ok, bgr = self._frames.read()
         rgb = bgr[..., ::-1] if ok else np.zeros((*seg.id_map.shape, 3), np.uint8)

@@ -26,8 +26,9 @@ from typing import Iterator
 
 import numpy as np
 
-from segapp.batch.outputs import VideoOverlayWriter, overlay
+from segapp.batch.outputs import overlay
 from segapp.batch.pipeline import InputWriter
+from segapp.formats.mp4 import Mp4Writer
 
 logger = logging.getLogger(__name__)
 
@@ -172,7 +173,8 @@ def run_stream(source: str, spec, options, out: Path, max_frames: int | None = N
     frames segmented (whatever the formats written). track_every: with
     a number K, segment everything every K frames (VideoAutoTracker), else on the first frame."""
     from segapp.batch.inputs import Input
-    from segapp.batch.outputs import RunState, Segmentation, paint
+    from segapp.batch.outputs import RunState, Segmentation
+    from segapp.formats.id_maps import instance_id_map
     from segapp.batch.pipeline import Decoded, Segmenter
 
     parsed = parse_source(source)
@@ -200,7 +202,7 @@ def run_stream(source: str, spec, options, out: Path, max_frames: int | None = N
         for frame_idx, obj_ids, logits, rgb in results:
             masks = (logits[:, 0] > 0).cpu().numpy()
             ids = [int(i) for i in obj_ids]
-            seg = Segmentation(paint(masks, ids, rgb.shape[:2]), [
+            seg = Segmentation(instance_id_map(masks, rgb.shape[:2], ids), [
                 {"instance_id": i, "score": 1.0, "category_id": 1} for i in ids], sixteen_bit=True)
             writer.add(seg, frame_idx, rgb)
     except KeyboardInterrupt:
@@ -260,7 +262,7 @@ class _StreamWriter(InputWriter):
 
     def _video_frame(self, seg, frame: int) -> None:
         if self._video is None:
-            self._video = VideoOverlayWriter(self.state.out / f"{self.item.stem}.overlay.mp4", self.d.fps)
+            self._video = Mp4Writer(self.state.out / f"{self.item.stem}.overlay.mp4", self.d.fps)
         self._video.write(overlay(np.ascontiguousarray(self._rgb), seg.id_map))
 
 

@@ -36,6 +36,7 @@ import numpy as np
 
 from segapp.demo import exports
 from segapp.demo.cache import DEFAULT_CACHE_MAX_BYTES, delete_files
+from segapp.formats import coco
 
 logger = logging.getLogger(__name__)
 
@@ -1240,15 +1241,11 @@ class VideoService:
                 images.append({"id": frame_idx + 1, "width": hw[1], "height": hw[0], "frame_index": frame_idx,
                                "file_name": f"{frame_idx:05d}.png"})
                 ids = [o for o in order if o in session.results[frame_idx]]
-                for obj_id in ids:
-                    rle = session.results[frame_idx][obj_id]
-                    mask = exports.decode_rle(rle)
-                    anns.append({"id": len(anns) + 1, "image_id": frame_idx + 1, "category_id": 1,
-                                 "segmentation": rle, "area": int(mask.sum()), "bbox": exports.bbox_xywh(mask),
-                                 "iscrowd": 0, "object_id": obj_id, "name": names[obj_id]})
-            coco = out_dir / f"{stem}_coco_rle.json"
-            coco.write_text(json.dumps(exports.coco_document(images, anns)))
+                anns += coco.annotations([session.mask(frame_idx, o) for o in ids], image_id=frame_idx + 1,
+                                         ids=ids, names=[names[o] for o in ids], start_id=len(anns) + 1)
+            coco_path = out_dir / f"{stem}_coco_rle.json"
+            coco_path.write_text(json.dumps(coco.document(images, anns, exports.DESCRIPTION)))
             mp4 = exports.write_mp4((self._render(session, f, prompts=False) for f in range(session.num_frames)
                                      if session.state.frames.get(f) is not None),
                                     out_dir / f"{stem}_overlay.mp4", session.fps)
-            return {"png_zip": png_zip, "coco_json": coco, "overlay_mp4": mp4}
+            return {"png_zip": png_zip, "coco_json": coco_path, "overlay_mp4": mp4}
