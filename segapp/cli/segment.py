@@ -14,12 +14,12 @@ the manifest and the summary), 2 usage errors. Rerunning the same command resume
 from __future__ import annotations
 
 import argparse
-import hashlib
 import logging
 import sys
 from pathlib import Path
 
 from segapp.cli import EXIT_FAILED, EXIT_OK, EXIT_USAGE, CLIError
+from segapp.formats.hashing import sha256_file
 
 logger = logging.getLogger(__name__)
 
@@ -94,14 +94,6 @@ def parse_formats(text: str) -> tuple[str, ...]:
     return tuple(f for f in FORMATS if f in wanted)  # canonical order
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(1 << 20):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def run(args: argparse.Namespace) -> int:
     from segapp import __version__
     from segapp.batch import inputs as inputs_mod
@@ -166,7 +158,7 @@ def run(args: argparse.Namespace) -> int:
     signature = {
         "segapp": __version__, "model": spec.name, "bundled": choice.bundled,
         "checkpoint": None if checkpoint is None else {"name": checkpoint.name, "size": checkpoint.stat().st_size},
-        "prompts": None if args.prompts is None else _sha256(args.prompts),
+        "prompts": None if args.prompts is None else sha256_file(args.prompts),
         "formats": list(formats), "batch_size": args.batch_size, "points_per_side": args.points_per_side,
         "pred_iou_thresh": args.pred_iou_thresh, "stability_score_thresh": args.stability_score_thresh,
         "inputs": [i.rel for i in items],
