@@ -222,3 +222,33 @@ def test_mp4_writer_is_h264_atomic_and_pads_odd_sides(tmp_path):
     writer.abort()
     assert not (tmp_path / "d.mp4").exists() and not (tmp_path / "e.mp4").exists()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a.mp4", "b.mp4", "c.mp4"]
+
+
+def test_read_image_applies_exif_orientation_unless_stored_pixels(tmp_path):
+    from PIL import Image
+
+    from segapp.formats.images import EXIF_ORIENTATION, read_image
+
+    stored = np.zeros((20, 40, 3), np.uint8)
+    stored[:, :10] = 255  # a white band on the left of the stored pixels
+    exif = Image.Exif()
+    exif[EXIF_ORIENTATION] = 6  # viewers rotate it 90 degrees clockwise
+    path = tmp_path / "rotated.jpg"
+    Image.fromarray(stored).save(path, exif=exif, quality=95)
+    shown = read_image(path)
+    assert shown.shape == (40, 20, 3) and shown[:10].mean() > 200 and shown[-10:].mean() < 50  # band on top
+    as_stored = read_image(path.read_bytes(), stored_pixels=True)
+    assert as_stored.shape == (20, 40, 3) and as_stored[:, :10].mean() > 200 and as_stored.flags.writeable
+    seen = []
+    read_image(path, check_size=seen.append)
+    assert seen == [(40, 20)]  # the stored header's (width, height), before decoding
+
+    (tmp_path / "bad.png").write_bytes(b"\x89PNG not really")
+    with pytest.raises(ValueError, match="not a readable image"):
+        read_image(tmp_path / "bad.png")
+    truncated = tmp_path / "cut.jpg"
+    truncated.write_bytes(path.read_bytes()[:300])
+    with pytest.raises(ValueError, match="not a readable image"):
+        read_image(truncated)
+    with pytest.raises(FileNotFoundError):
+        read_image(tmp_path / "missing.png")

@@ -32,6 +32,7 @@ from segapp.batch.outputs import (VIDEO_FORMATS, RunState, Segmentation, atomic_
                                   encode_id_png, encode_jpeg, object_masks, overlay, stops_run)
 from segapp.batch.prompts import MAX_OBJECT_ID, ObjectPrompt, Prompts
 from segapp.formats.id_maps import MAX_8BIT_ID, instance_id_map
+from segapp.formats.images import read_image
 from segapp.formats.mp4 import Mp4Writer
 
 logger = logging.getLogger(__name__)
@@ -39,7 +40,6 @@ logger = logging.getLogger(__name__)
 QUEUE_CHUNKS = 2  # decoded chunks waiting for the model
 QUEUE_WRITES = 64  # results waiting for the writer
 NO_PROMPTS = "no prompts for this input in the prompts file"
-EXIF_ORIENTATION = 0x0112  # the EXIF tag that asks viewers to rotate or flip the image
 
 
 # ---------------------------------------------------------------------------- configuration
@@ -107,24 +107,6 @@ class Decoded:
     write: bool = True  # False: already complete, recomputed only to keep the chunk's batch
 
 
-def read_image(path: Path, stored_pixels: bool = False) -> np.ndarray:
-    """[H, W, 3] uint8 RGB: as viewers show it (EXIF orientation applied), or with
-    `stored_pixels` as stored (for COCO prompts, whose boxes refer to the stored pixels)."""
-    from PIL import Image, UnidentifiedImageError
-
-    from segapp.transforms import to_rgb_uint8
-
-    try:
-        with Image.open(path) as im:
-            im.load()
-            if stored_pixels:
-                im.getexif().pop(EXIF_ORIENTATION, None)  # to_rgb_uint8 then leaves it as stored
-            rgb = to_rgb_uint8(im)
-    except UnidentifiedImageError as err:
-        raise ValueError("not a readable image (empty, corrupt or not an image)") from err
-    return rgb if rgb.flags.writeable else rgb.copy()  # torch warns on read-only arrays
-
-
 def probe_video(path: Path) -> tuple[float, int, np.ndarray]:
     """(fps, frame count, first frame RGB) of a video, or ValueError when it cannot be read."""
     import cv2
@@ -148,7 +130,7 @@ def decode(item: Input, stored_pixels: bool = False) -> Decoded:
     result = Decoded(item)
     try:
         if item.kind == "image":
-            result.image = read_image(item.path, stored_pixels)
+            result.image = read_image(item.path, stored_pixels=stored_pixels)
         elif item.kind == "video":
             result.fps, result.num_frames, result.image = probe_video(item.path)
         else:

@@ -353,8 +353,9 @@ class DemoService:
         """Validate and decode an upload: a path, bytes, a PIL image or an array -> [H, W, 3] uint8.
 
         Raises DemoError for files that are too large, not images, or too big in pixels."""
-        from PIL import Image, UnidentifiedImageError
+        from PIL import Image
 
+        from segapp.formats.images import read_image
         from segapp.transforms import to_rgb_uint8
 
         if source is None:
@@ -366,20 +367,18 @@ class DemoService:
             size = path.stat().st_size
             self._check_upload_size(size, path.name)
             try:
-                with Image.open(path) as im:
-                    self._check_pixels(im.size)
-                    im.load()
-                    return np.array(to_rgb_uint8(im))  # a writable copy (PIL's view is read-only)
-            except (UnidentifiedImageError, OSError, SyntaxError) as err:
+                return read_image(path, check_size=self._check_pixels)
+            except (ValueError, OSError) as err:
+                if isinstance(err, DemoError):
+                    raise
                 raise DemoError(f"{path.name} is not an image we can read (PNG, JPEG, WebP, BMP, TIFF): {err}") from err
         if isinstance(source, (bytes, bytearray)):
             self._check_upload_size(len(source), "upload")
             try:
-                with Image.open(io.BytesIO(source)) as im:
-                    self._check_pixels(im.size)
-                    im.load()
-                    return np.array(to_rgb_uint8(im))
-            except (UnidentifiedImageError, OSError, SyntaxError) as err:
+                return read_image(bytes(source), check_size=self._check_pixels)
+            except (ValueError, OSError) as err:
+                if isinstance(err, DemoError):
+                    raise
                 raise DemoError(f"the upload is not an image we can read: {err}") from err
         if isinstance(source, Image.Image):
             self._check_pixels(source.size)
