@@ -4,11 +4,14 @@ The demo's downloads, `segapp segment`'s writer, the evaluators, the trainers an
 predictor all call these, so that a mask is encoded, boxed, painted and written one way:
 
     media       which file extensions are images and which are videos (one table)
+    images      reading an image file or upload into RGB (the EXIF orientation rule)
     rle         COCO run-length encoding: compressed (str counts) and uncompressed (int counts)
     boxes       box of a mask: inclusive pixel corners, COCO [x, y, w, h], pixel-edge xyxy
     components  8-connected components of a binary mask (small holes and islands)
     id_maps     overlapping masks -> one instance-id map (the overlap rule), id PNGs
-    coco        COCO annotation records and documents
+    overlay     object colours (palette, per id) blended over an image
+    coco        COCO annotation fields, records and documents
+    mp4         the H.264 MP4 writer (PyAV; OpenCV mp4v without it), atomic
     hashing     SHA-256 of a file
 
 Each module is small and pure (NumPy in, NumPy or bytes out) and has no import-time side effects.
