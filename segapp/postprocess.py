@@ -1,7 +1,8 @@
 """Mask clean-up: small holes and small islands ("sprinkles"), found as connected components.
 
-On the CPU OpenCV labels the components (segapp.formats.components.small_components). On an accelerator `small_components_torch` finds the
-small ones on the device, so that cleaning a mask needs no copy to the host and no wait for it.
+On the CPU OpenCV labels the components (segapp.formats.components.small_components). On an
+accelerator `small_components_torch` finds the small ones on the device, so that cleaning a mask
+needs no copy to the host and no wait for it.
 """
 from __future__ import annotations
 
