@@ -26,12 +26,13 @@ from typing import Sequence
 import numpy as np
 import torch
 
+from segapp.formats.media import FRAME_SUFFIXES, is_video
 from segapp.transforms import PIXEL_MEAN, PIXEL_STD
 
 logger = logging.getLogger(__name__)
 
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
-VIDEO_FILE_SUFFIXES = (".mp4", ".mov", ".avi", ".mkv", ".webm")
+# Pretraining reads JPEG and PNG files, the frame formats of video folders (segapp.formats.media).
+IMAGE_SUFFIXES = FRAME_SUFFIXES
 # Random-resized-crop tries before falling back to the centred largest crop (as torchvision).
 CROP_ATTEMPTS = 10
 # Files tried in turn when one fails to decode during training.
@@ -59,7 +60,7 @@ def find_images(folders: Sequence[str | Path] = (), video_folders: Sequence[str 
             logger.info("%s: DAVIS layout, reading frames from %s", folder, root)
         found = _images_under(root)
         if not found:
-            videos = [p.name for p in root.rglob("*") if p.suffix.lower() in VIDEO_FILE_SUFFIXES][:3]
+            videos = [p.name for p in root.rglob("*") if is_video(p)][:3]
             hint = (f" (video files such as {', '.join(videos)} are not read: extract their frames as "
                     "JPEG into <seq>/ folders)") if videos else ""
             raise NoImagesError(f"no images ({', '.join(IMAGE_SUFFIXES)}) in --{kind} folder {folder}{hint}")

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import torch
 
+from segapp.amg import batched_mask_to_box
 from segapp.modeling.prompt_encoder import (LABEL_BOX_BOTTOM_RIGHT, LABEL_BOX_TOP_LEFT, LABEL_NEGATIVE,
                                             LABEL_PAD, LABEL_POSITIVE)
 
@@ -28,16 +29,9 @@ BOX_NOISE_REFERENCE_SIZE = 1024
 def boxes_from_masks(masks: torch.Tensor) -> torch.Tensor:
     """masks: [P, H, W] bool -> [P, 4] float xyxy, the tight box in COCO's convention
     (x1 = last column + 1), as the evaluation's box prompts are; all zeros for empty masks."""
-    p, h, w = masks.shape
-    cols, rows = masks.any(dim=1), masks.any(dim=2)  # [P, W], [P, H]
-    xs = torch.arange(w, device=masks.device).expand(p, w)
-    ys = torch.arange(h, device=masks.device).expand(p, h)
-    x0 = torch.where(cols, xs, w).amin(dim=1)
-    x1 = torch.where(cols, xs, -1).amax(dim=1) + 1
-    y0 = torch.where(rows, ys, h).amin(dim=1)
-    y1 = torch.where(rows, ys, -1).amax(dim=1) + 1
-    boxes = torch.stack([x0, y0, x1, y1], dim=1).float()
-    return torch.where(masks.flatten(1).any(dim=1, keepdim=True), boxes, torch.zeros_like(boxes))
+    inclusive = batched_mask_to_box(masks).float()  # [P, 4], right/bottom inclusive; zeros if empty
+    edges = inclusive + torch.tensor([0.0, 0.0, 1.0, 1.0], device=masks.device)
+    return torch.where(masks.flatten(1).any(dim=1, keepdim=True), edges, torch.zeros_like(edges))
 
 
 def jitter_boxes(boxes: torch.Tensor, image_size: int, generator: torch.Generator | None = None,

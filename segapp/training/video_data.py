@@ -40,11 +40,11 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from segapp.formats.media import FRAME_SUFFIXES
 from segapp.training.data import colour_jitter, load_coco_sources, normalise, resize_to_input
 
 logger = logging.getLogger(__name__)
 
-FRAME_SUFFIXES = (".jpg", ".jpeg", ".png")
 MASK_SUFFIX = ".png"
 # In palette / id masks, 255 marks "void" (ignored) when other object ids are present.
 VOID_ID = 255
