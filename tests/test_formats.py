@@ -252,3 +252,27 @@ def test_read_image_applies_exif_orientation_unless_stored_pixels(tmp_path):
         read_image(truncated)
     with pytest.raises(FileNotFoundError):
         read_image(tmp_path / "missing.png")
+
+
+def test_demo_uploads_of_images_and_videos_share_one_size_check(tmp_path):
+    """An empty or oversized upload is refused with the same words for an image and a video."""
+    import segapp
+    from segapp.demo.service import DemoError, DemoService, Limits, VideoService
+
+    service = DemoService(segapp.build_model("test_tiny", device="cpu"),
+                          limits=Limits(max_upload_bytes=100, max_video_bytes=100))
+    video = VideoService(service)
+    for name in ("empty.png", "empty.mp4"):
+        (tmp_path / name).write_bytes(b"")
+    for name in ("big.png", "big.mp4"):
+        (tmp_path / name).write_bytes(b"x" * 3 * 2**20)
+    with pytest.raises(DemoError, match="empty.png is empty"):
+        service.load_image(tmp_path / "empty.png")
+    with pytest.raises(DemoError, match="empty.mp4 is empty"):
+        video.open_video(video.create_session(), tmp_path / "empty.mp4")
+    with pytest.raises(DemoError, match=r"big.png is 3.0 MB; the limit is 0 MB"):
+        service.load_image(tmp_path / "big.png")
+    with pytest.raises(DemoError, match=r"big.mp4 is 3.0 MB; the limit is 0 MB"):
+        video.open_video(video.create_session(), tmp_path / "big.mp4")
+    with pytest.raises(DemoError, match=r"no video given: upload a video file \(.mp4, .*\.webm\)"):
+        video.open_video(video.create_session(), None)

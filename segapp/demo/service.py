@@ -394,11 +394,7 @@ class DemoService:
         raise DemoError(f"unsupported image input of type {type(source).__name__}")
 
     def _check_upload_size(self, size: int, name: str) -> None:
-        if size > self.limits.max_upload_bytes:
-            raise DemoError(f"{name} is {size / 2**20:.1f} MB; the limit is "
-                            f"{self.limits.max_upload_bytes / 2**20:.0f} MB")
-        if size == 0:
-            raise DemoError(f"{name} is empty")
+        check_upload_size(size, name, self.limits.max_upload_bytes)
 
     def _check_pixels(self, wh: tuple[int, int]) -> None:
         w, h = wh
@@ -801,6 +797,14 @@ def _image_key(image: np.ndarray) -> str:
     return digest.hexdigest()
 
 
+def check_upload_size(size: int, name: str, limit: int) -> None:
+    """DemoError when an uploaded file of `size` bytes is empty or over `limit` bytes."""
+    if size == 0:
+        raise DemoError(f"{name} is empty")
+    if size > limit:
+        raise DemoError(f"{name} is {size / 2**20:.1f} MB; the limit is {limit / 2**20:.0f} MB")
+
+
 def _predict(predictor, model_lock: threading.Lock, points, labels, box) -> tuple[np.ndarray, np.ndarray]:
     """([C, H, W] bool multimask candidates, [C] scores) for one object's prompts."""
     coords = np.asarray(points, dtype=np.float32).reshape(-1, 2) if len(points) else None
@@ -993,16 +997,11 @@ class VideoService:
         from segapp.video.frames import VideoReadError
 
         if path is None:
-            raise DemoError("no video given: upload an MP4, WebM, MOV, AVI or MKV file")
+            raise DemoError(f"no video given: upload a video file ({', '.join(VIDEO_SUFFIXES)})")
         path = Path(path)
         if not path.is_file():
             raise DemoError(f"video file not found: {path.name}")
-        size = path.stat().st_size
-        if size == 0:
-            raise DemoError(f"{path.name} is empty")
-        if size > self.limits.max_video_bytes:
-            raise DemoError(f"{path.name} is {size / 2**20:.1f} MB; the limit is "
-                            f"{self.limits.max_video_bytes / 2**20:.0f} MB")
+        check_upload_size(path.stat().st_size, path.name, self.limits.max_video_bytes)
         if path.suffix.lower() not in VIDEO_SUFFIXES:
             raise DemoError(f"{path.name} is not a supported video ({', '.join(VIDEO_SUFFIXES)})")
         cap = cv2.VideoCapture(str(path))
