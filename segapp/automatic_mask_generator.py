@@ -36,12 +36,11 @@ from segapp.amg import (
     calculate_stability_score,
     generate_crop_boxes,
     is_box_near_crop_edge,
-    mask_to_box_np,
-    mask_to_coco_rle,
-    mask_to_rle,
     uncrop_boxes_xyxy,
     uncrop_points,
 )
+from segapp.formats.boxes import mask_to_box
+from segapp.formats.rle import encode_rle, mask_to_rle
 from segapp.image_predictor import ImagePredictor
 from segapp.postprocess import fill_holes_and_sprinkles
 from segapp.transforms import to_rgb_uint8
@@ -316,7 +315,7 @@ class AutomaticMaskGenerator:
             planes = up.numpy()
             for i in range(len(up)):
                 if self.stability_score_thresh <= 0.0 or score[i] >= self.stability_score_thresh:
-                    boxes[start + i] = torch.tensor(mask_to_box_np(planes[i] > self.mask_threshold))
+                    boxes[start + i] = torch.tensor(mask_to_box(planes[i] > self.mask_threshold))
         return stability, boxes, stability >= self.stability_score_thresh
 
     # ------------------------------------------------------------------ records
@@ -354,7 +353,7 @@ class AutomaticMaskGenerator:
         if self.output_mode == "binary_mask":
             return mask
         if self.output_mode == "coco_rle":
-            return mask_to_coco_rle(mask)
+            return encode_rle(mask)
         return mask_to_rle(mask[None])[0]
 
 
