@@ -10,9 +10,9 @@ from __future__ import annotations
 from pathlib import Path
 
 DOCS = Path(__file__).resolve().parents[1] / "docs"
-ORDER = ["image", "amg", "video", "segment", "train", "bundled_model"]
-SCRIPTS = {"image": "bench_image.py", "amg": "bench_amg.py", "video": "bench_video.py", "segment": "bench_segment.py",
-           "train": "bench_train.py"}
+ORDER = ["image", "box", "amg", "video", "segment", "train", "bundled_model"]
+SCRIPTS = {"image": "bench_image.py", "box": "bench_box.py", "amg": "bench_amg.py", "video": "bench_video.py",
+           "segment": "bench_segment.py", "train": "bench_train.py"}
 
 
 def main() -> None:
