@@ -32,6 +32,17 @@ FULL_QUALITY = "sam2.1_hiera_t"
 IMAGE_PATH_PARTS = ("image_encoder", "prompt_encoder", "mask_decoder", "no_mem_embed")
 # Metadata key (comma-separated part names) that says which parts carry trained weights.
 TRAINED_PARTS_KEY = "trained_parts"
+# "Segment everything" filters for the bundled model, used by `segapp segment` and the demo when
+# the user sets none: its predicted IoUs and stability run lower than the official models', and
+# at the official 0.8 / 0.95 it keeps few or no masks (measured: docs/benchmarks/bundled_model.md).
+AMG_FILTERS = {"pred_iou_thresh": 0.1, "stability_score_thresh": 0.5}
+# The official SAM 2 filters, for every other model.
+OFFICIAL_AMG_FILTERS = {"pred_iou_thresh": 0.8, "stability_score_thresh": 0.95}
+
+
+def amg_filters(is_bundled_model: bool) -> dict[str, float]:
+    """The default "segment everything" filters for the bundled model or any other."""
+    return dict(AMG_FILTERS if is_bundled_model else OFFICIAL_AMG_FILTERS)
 
 
 class BundledModelMissing(FileNotFoundError):

@@ -56,17 +56,34 @@ def test_segment_that_finds_nothing_says_so_in_summary_and_manifest(no_downloads
     _rectangle_and_blank(src)
     (src / "rect.png").unlink()
     out = no_downloads / "out"
-    code = main(["segment", str(src), "--out", str(out), "--points-per-side", "4", "--no-progress"])
+    code = main(["segment", str(src), "--out", str(out), "--points-per-side", "4", "--no-progress",
+                 "--pred-iou-thresh", "0.8", "--stability-score-thresh", "0.95"])
     stdout = capsys.readouterr().out
     assert code == 0
     assert "1 ok, 0 skipped, 0 failed" in stdout and "; 0 masks found;" in stdout
     assert "no masks found in any input:" in stdout and "  no masks  blank.png" in stdout
     hint = next(line for line in stdout.splitlines() if line.startswith("hint:"))
     assert "segapp_small (bundled" in hint  # the model in use
-    assert "--pred-iou-thresh 0.8" in hint and "--stability-score-thresh 0.95" in hint
-    assert "try --pred-iou-thresh 0.1 --stability-score-thresh 0.5" in hint  # what works for it
+    assert "--pred-iou-thresh 0.8" in hint and "--stability-score-thresh 0.95" in hint  # what was used
     assert manifest(out)["blank.png"]["masks"] == 0
     assert json.loads((out / "coco_results.json").read_text()) == []
+
+
+
+@pytest.mark.parametrize("given, used", [([], (0.1, 0.5)), (["--pred-iou-thresh", "0.9"], (0.9, 0.5)),
+                                         (["--stability-score-thresh", "0.97"], (0.1, 0.97))])
+def test_segment_with_the_bundled_model_uses_its_own_filters_unless_set(no_downloads, capsys, given, used):
+    from segapp.bundled import AMG_FILTERS
+
+    assert (AMG_FILTERS["pred_iou_thresh"], AMG_FILTERS["stability_score_thresh"]) == (0.1, 0.5)
+    src = no_downloads / "in"
+    _rectangle_and_blank(src)
+    out = no_downloads / "out"
+    code = main(["segment", str(src / "blank.png"), "--out", str(out), "--points-per-side", "2",
+                 "--no-progress", *given])
+    assert code == 0
+    run = json.loads((out / ".segapp" / "run.json").read_text())
+    assert (run["pred_iou_thresh"], run["stability_score_thresh"]) == used
 
 
 def test_segment_counts_masks_per_input_and_names_the_empty_one(no_downloads, capsys):
@@ -77,7 +94,8 @@ def test_segment_counts_masks_per_input_and_names_the_empty_one(no_downloads, ca
                                    "images": {"rect.png": [{"box": [32, 24, 96, 72]}]}}))
     out = no_downloads / "out"
     code = main(["segment", str(src), "--out", str(out), "--prompts", str(prompts),
-                 "--points-per-side", "4", "--no-progress"])
+                 "--points-per-side", "4", "--no-progress", "--pred-iou-thresh", "0.8",
+                 "--stability-score-thresh", "0.95"])
     stdout = capsys.readouterr().out
     assert code == 0
     records = manifest(out)

@@ -18,6 +18,7 @@ import logging
 import sys
 from pathlib import Path
 
+from segapp.bundled import AMG_FILTERS, amg_filters
 from segapp.cli import EXIT_FAILED, EXIT_OK, EXIT_USAGE, CLIError
 from segapp.formats.hashing import sha256_file
 
@@ -26,8 +27,6 @@ logger = logging.getLogger(__name__)
 ENGINES = ("local", "ray")
 # Prompts-file keys that match no input: how many are named one by one before a count.
 MAX_UNMATCHED_LISTED = 10
-# Thresholds at which the bundled segapp_small finds masks on photos (see _print_nothing_found).
-BUNDLED_IOU_THRESH, BUNDLED_STABILITY_THRESH = 0.1, 0.5
 
 
 def register(subparsers) -> None:
@@ -63,10 +62,12 @@ def register(subparsers) -> None:
                    help="recompute every input, even those a previous run finished")
     p.add_argument("--points-per-side", type=int, default=32, metavar="N",
                    help="segment everything: grid points per side (default: 32)")
-    p.add_argument("--pred-iou-thresh", type=float, default=0.8, metavar="T",
-                   help="segment everything: keep masks with predicted IoU above T (default: 0.8)")
-    p.add_argument("--stability-score-thresh", type=float, default=0.95, metavar="T",
-                   help="segment everything: keep masks with stability at least T (default: 0.95)")
+    p.add_argument("--pred-iou-thresh", type=float, metavar="T",
+                   help="segment everything: keep masks with predicted IoU above T (default: 0.8, the "
+                        "official filter; %g for the bundled model)" % AMG_FILTERS["pred_iou_thresh"])
+    p.add_argument("--stability-score-thresh", type=float, metavar="T",
+                   help="segment everything: keep masks with stability at least T (default: 0.95; %g for "
+                        "the bundled model)" % AMG_FILTERS["stability_score_thresh"])
     p.add_argument("--bf16-attention", action="store_true",
                    help="videos: run the memory attention kernels in bfloat16 (faster on CPUs with bf16 "
                         "matrix units and on GPUs; masks within the parity tolerance of fp32)")
@@ -130,6 +131,7 @@ def run(args: argparse.Namespace) -> int:
 
     choice = choose_model(args.model, args.checkpoint)
     print(choice.line, flush=True)  # first, before any warning about the inputs or prompts
+    _default_amg_filters(args, choice)
     checkpoint = choice.checkpoint
     exclude = [args.out] + ([args.prompts] if args.prompts else [])
     try:
@@ -222,6 +224,7 @@ def _run_stream(args: argparse.Namespace, formats: tuple[str, ...]) -> int:
         raise CLIError(str(err)) from err
     choice = choose_model(args.model, args.checkpoint)
     print(choice.line, flush=True)
+    _default_amg_filters(args, choice)
     spec = ModelSpec(choice.config, str(choice.checkpoint) if choice.checkpoint else None, args.device)
     options = Options(formats=formats, points_per_side=args.points_per_side, pred_iou_thresh=args.pred_iou_thresh,
                       stability_score_thresh=args.stability_score_thresh, resume=False, progress=False,
@@ -240,6 +243,14 @@ def _run_stream(args: argparse.Namespace, formats: tuple[str, ...]) -> int:
     return EXIT_OK if record["status"] == "ok" else EXIT_FAILED
 
 
+def _default_amg_filters(args: argparse.Namespace, choice) -> None:
+    """Fill the segment-everything filters the user did not set: the bundled model's own, else
+    the official ones."""
+    for key, value in amg_filters(choice.bundled).items():
+        if getattr(args, key) is None:
+            setattr(args, key, value)
+
+
 def _print_nothing_found(empty: list[str], done: int, choice, args: argparse.Namespace) -> None:
     """Name the inputs where no mask was found, and what to change: the model and thresholds."""
     from segapp.batch.inputs import display
@@ -253,11 +264,6 @@ def _print_nothing_found(empty: list[str], done: int, choice, args: argparse.Nam
     hint = (f"hint: the model was {choice.description}. Inputs segmented without prompts keep only "
             f"masks above --pred-iou-thresh {args.pred_iou_thresh:g} and --stability-score-thresh "
             f"{args.stability_score_thresh:g}: lower them to keep more")
-    if choice.bundled:
-        # Measured: 3 coco_tiny val photos, 16 points per side: 0 masks at 0.8/0.95, 0.5/0.8 and
-        # 0.3/0.7; 16 masks at 0.1/0.5 (the small model's scores run low).
-        hint += (f" (the bundled {choice.config} scores low: try --pred-iou-thresh {BUNDLED_IOU_THRESH:g} "
-                 f"--stability-score-thresh {BUNDLED_STABILITY_THRESH:g})")
     print(hint + ".")
 
 
