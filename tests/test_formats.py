@@ -276,3 +276,31 @@ def test_demo_uploads_of_images_and_videos_share_one_size_check(tmp_path):
         video.open_video(video.create_session(), tmp_path / "big.mp4")
     with pytest.raises(DemoError, match=r"no video given: upload a video file \(.mp4, .*\.webm\)"):
         video.open_video(video.create_session(), None)
+
+
+def test_eval_reads_the_stored_pixels_segment_reads_for_coco_prompts(tmp_path):
+    """`segapp eval coco` and `segment` with COCO prompts see the same pixels: as stored (EXIF
+    orientation not applied), the same as OpenCV's decoding of the JPEG; a size that differs from
+    the annotations is refused from the header."""
+    import cv2
+    from PIL import Image
+
+    from segapp.evaluation.coco import ImageEntry, read_image as eval_read_image
+    from segapp.formats.images import EXIF_ORIENTATION, read_image
+
+    rng = np.random.default_rng(1)
+    stored = (rng.random((24, 40, 3)) * 255).astype(np.uint8)
+    exif = Image.Exif()
+    exif[EXIF_ORIENTATION] = 8
+    path = tmp_path / "photo.jpg"
+    Image.fromarray(stored).save(path, exif=exif, quality=90)
+    entry = ImageEntry(image_id=1, file_name=path.name, height=24, width=40, path=path, instances=())
+    pixels = eval_read_image(entry)
+    np.testing.assert_array_equal(pixels, read_image(path, stored_pixels=True))
+    opencv = cv2.imread(str(path), cv2.IMREAD_COLOR | cv2.IMREAD_IGNORE_ORIENTATION)[..., ::-1]
+    np.testing.assert_array_equal(pixels, opencv)  # what eval read before (issue 15)
+    with pytest.raises(ValueError, match="is 40x24, the annotations say 24x40"):
+        eval_read_image(ImageEntry(1, path.name, 40, 24, path, ()))
+    (tmp_path / "bad.jpg").write_bytes(b"not a jpeg")
+    with pytest.raises(ValueError, match="cannot decode image .*bad.jpg"):
+        eval_read_image(ImageEntry(2, "bad.jpg", 24, 40, tmp_path / "bad.jpg", ()))

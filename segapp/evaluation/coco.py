@@ -12,9 +12,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator
 
-import cv2
 import numpy as np
 from pycocotools import mask as mask_utils
+
+from segapp.formats import images as image_files
 
 logger = logging.getLogger(__name__)
 
@@ -323,15 +324,20 @@ def _int_or_none(value) -> int | None:
 
 def read_image(entry: ImageEntry) -> np.ndarray:
     """The image as [H, W, 3] uint8 RGB, pixels as stored (EXIF orientation is not applied,
-    as COCO's annotations refer to the stored pixels). Raises ValueError when unreadable or
-    when its size differs from the annotation file's."""
-    bgr = cv2.imread(str(entry.path), cv2.IMREAD_COLOR | cv2.IMREAD_IGNORE_ORIENTATION)
-    if bgr is None:
-        raise ValueError(f"cannot decode image {entry.path}")
-    if bgr.shape[:2] != (entry.height, entry.width):
-        raise _SizeMismatch(f"{entry.path} is {bgr.shape[1]}x{bgr.shape[0]}, the annotations say "
-                            f"{entry.width}x{entry.height}")
-    return np.ascontiguousarray(bgr[:, :, ::-1])
+    as COCO's annotations refer to the stored pixels), read as `segapp segment` reads images for
+    COCO prompts (segapp.formats.images). Raises ValueError when unreadable or when its size
+    differs from the annotation file's (checked from the header, before decoding)."""
+    def check_size(wh: tuple[int, int]) -> None:
+        if tuple(wh) != (entry.width, entry.height):
+            raise _SizeMismatch(f"{entry.path} is {wh[0]}x{wh[1]}, the annotations say "
+                                f"{entry.width}x{entry.height}")
+
+    try:
+        return image_files.read_image(entry.path, stored_pixels=True, check_size=check_size)
+    except _SizeMismatch:
+        raise
+    except (ValueError, OSError) as err:
+        raise ValueError(f"cannot decode image {entry.path}: {err}") from err
 
 
 class _SizeMismatch(ValueError):
