@@ -136,6 +136,35 @@ def test_mask_prompt_and_correction(predictor):
     assert 3 in obj.non_cond and sorted(obj.cond) == [0]
 
 
+def test_session_state_changes_only_through_its_methods(predictor):
+    state = predictor.init_state(make_frames(4))
+    predictor.add_new_points_or_box(state, 0, 1, points=[[15, 20]], labels=[1])
+    obj = state.track(1)
+    # The stores are read-only views: a caller cannot put an output where the session's
+    # pruning and commit rules would not see it.
+    for view in (obj.points, obj.masks, obj.cond, obj.non_cond, obj.pending_cond, obj.pending_non_cond,
+                 obj.tracked):
+        with pytest.raises(TypeError):
+            view[9] = None
+    assert list(obj.pending_cond) == [0] and not obj.cond
+    # The latest output of a frame: the pending prompt output until commit, then the memory.
+    pending = obj.latest_output(0, is_cond=True)
+    assert pending is not None and pending.maskmem_features is None
+    predictor.commit_prompts(state)
+    assert not obj.pending_cond and obj.latest_output(0, is_cond=True).maskmem_features is not None
+    with pytest.raises(KeyError, match="known ids: \\[1\\]"):
+        state.track(2)
+
+
+def test_offload_video_to_cpu_is_accepted_and_changes_nothing(predictor):
+    results = []
+    for offload in (False, True):
+        state = predictor.init_state(make_frames(4), offload_video_to_cpu=offload)
+        predictor.add_new_points_or_box(state, 0, 1, points=[[15, 20]], labels=[1])
+        results.append(torch.stack([m for _, _, m in track(predictor, state)]))
+    assert torch.equal(results[0], results[1])
+
+
 def test_clear_prompts_remove_object_and_reset(predictor):
     state = predictor.init_state(make_frames(6))
     predictor.add_new_points_or_box(state, 0, 1, points=[[15, 20]], labels=[1])

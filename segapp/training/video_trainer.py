@@ -50,7 +50,8 @@ from segapp.training import prompts as P
 from segapp.training.losses import LossWeights, mask_iou, multimask_loss
 from segapp.training.trainer import ResumeError, WarmupCosine
 from segapp.training.video_data import Clip, ClipAugment, collate_clip
-from segapp.video.tracker import FrameFeatures, FrameOutput, StepOutput, Tracker, select_memory
+from segapp.video.session import ObjectTrack
+from segapp.video.tracker import FrameFeatures, StepOutput, Tracker, select_memory
 
 logger = logging.getLogger(__name__)
 
@@ -283,13 +284,14 @@ class VideoTrainer:
             mem, maskmem_pos = tracker.encode_memory(feats[0], out.high_res_masks, out.object_score_logits,
                                                      from_points=False)
             ious.append(mask_iou(out.high_res_masks.detach(), targets[0][:, None])[:, 0])
-            cond = [{0: FrameOutput(out.pred_masks[k: k + 1], out.obj_ptr[k: k + 1],
-                                    out.object_score_logits[k: k + 1], mem[k: k + 1])} for k in range(num_obj)]
-            non_cond: list[dict] = [{} for _ in range(num_obj)]
+            # Each object's memory, kept on the autograd graph (no storage device, no pruning).
+            objects = [ObjectTrack(k) for k in range(num_obj)]
+            for k, obj in enumerate(objects):
+                obj.remember(0, out.for_object(k, mem), conditioning=True)
             # Frames 1..T-1: the tracking step.
             for t in range(1, num_frames):
-                selections = [select_memory(model, t, cond[k], non_cond[k], num_frames, reverse=False)
-                              for k in range(num_obj)]
+                selections = [select_memory(model, t, obj.cond, obj.non_cond, num_frames, reverse=False)
+                              for obj in objects]
                 pix = tracker.condition(feats[t], selections, num_frames, maskmem_pos)
                 out = tracker.predict(feats[t], pix, None, None, is_init_cond=False)
                 losses = [self._round_loss(out, targets[t])]
@@ -299,9 +301,8 @@ class VideoTrainer:
                 mem, _ = tracker.encode_memory(feats[t], out.high_res_masks, out.object_score_logits,
                                                from_points=False)
                 ious.append(mask_iou(out.high_res_masks.detach(), targets[t][:, None])[:, 0])
-                for k in range(num_obj):
-                    non_cond[k][t] = FrameOutput(out.pred_masks[k: k + 1], out.obj_ptr[k: k + 1],
-                                                 out.object_score_logits[k: k + 1], mem[k: k + 1])
+                for k, obj in enumerate(objects):
+                    obj.remember(t, out.for_object(k, mem), conditioning=False)
         counted = [fl for fl in frame_losses if fl]
         loss = torch.stack([torch.stack([r.total for r in fl]).mean() for fl in counted]).mean()
         terms = {k: float(np.mean([np.mean([getattr(r, k).detach().item() for r in fl]) for fl in counted]))

@@ -98,14 +98,15 @@ class VideoPredictor:
                    async_loading_frames: bool = False) -> VideoSession:
         """Open a video (file, folder of JPEG/PNG frames, or list of [H, W, 3] uint8 frames).
 
-        Frames are always decoded lazily (async_loading_frames is accepted for compatibility);
-        offload_state_to_cpu keeps outputs in CPU memory when the model runs on an accelerator.
+        Frames are always decoded lazily and never held on the accelerator, so
+        offload_video_to_cpu and async_loading_frames are accepted for compatibility with the
+        official API and change nothing; offload_state_to_cpu keeps outputs in CPU memory when
+        the model runs on an accelerator.
         """
         frames = open_frames(video_path)
         storage = torch.device("cpu") if offload_state_to_cpu else self.device
         return VideoSession(frames, self.image_size, self.device, storage, window=memory_window(self.model),
-                            feature_cache_size=self.feature_cache_size, memory_dtype=self.memory_dtype,
-                            offload_video_to_cpu=offload_video_to_cpu)
+                            feature_cache_size=self.feature_cache_size, memory_dtype=self.memory_dtype)
 
     @torch.inference_mode()
     def reset_state(self, state: VideoSession) -> None:
@@ -198,11 +199,8 @@ class VideoPredictor:
             coords = torch.cat([torch.as_tensor(bx, dtype=torch.float32).reshape(1, 2, 2), coords], dim=1)
             labs = torch.cat([torch.tensor([BOX_CORNER_LABELS], dtype=torch.int32), labs], dim=1)
         coords = self.transforms.coords_to_input(coords, (state.video_height, state.video_width), normalize_coords)
-        obj = state.objects[state.object_index(obj_id, create=True)]
         prompt = PointPrompt(coords.to(self.device), labs.to(self.device))
-        old = obj.points.get(frame_idx) if not clear_old_points else None
-        obj.points[frame_idx] = prompt if old is None else old.extended(prompt.coords, prompt.labels)
-        obj.masks.pop(frame_idx, None)
+        obj = state.add_points(obj_id, frame_idx, prompt, extend=not clear_old_points)
         return self._run_prompt(state, obj, frame_idx)
 
     def add_new_points(self, *args, **kwargs):
@@ -228,9 +226,7 @@ class VideoPredictor:
         if tuple(m.shape[-2:]) != (side, side):
             m = F.interpolate(m, size=(side, side), mode="bilinear", align_corners=False, antialias=True)
             m = (m >= 0.5).float()
-        obj = state.objects[state.object_index(obj_id, create=True)]
-        obj.masks[frame_idx] = m
-        obj.points.pop(frame_idx, None)
+        obj = state.add_mask(obj_id, frame_idx, m)
         return self._run_prompt(state, obj, frame_idx)
 
     def _run_prompt(self, state: VideoSession, obj: ObjectTrack, frame_idx: int):
@@ -238,13 +234,12 @@ class VideoPredictor:
         is_init = frame_idx not in obj.tracked or not obj.cond
         reverse = False if is_init else obj.tracked[frame_idx]
         is_cond = is_init
-        pending = obj.pending_cond if is_cond else obj.pending_non_cond
         feats = self._prompt_features(state, frame_idx)
         point = obj.points.get(frame_idx)
         mask = obj.masks.get(frame_idx)
         prev_logits = None
         if point is not None:
-            prev = pending.get(frame_idx) or obj.cond.get(frame_idx) or obj.non_cond.get(frame_idx)
+            prev = obj.latest_output(frame_idx, is_cond)
             if prev is not None:
                 prev_logits = prev.pred_masks.to(self.device).clamp(-PREV_MASK_LOGIT_CLAMP, PREV_MASK_LOGIT_CLAMP)
         if mask is not None and self.model.tracking.use_mask_input_as_output_without_sam:
@@ -256,18 +251,20 @@ class VideoPredictor:
             pix = self.tracker.condition(feats, [sel], state.num_frames, state.maskmem_pos)
         points = None if point is None else (point.coords, point.labels)
         out = self.tracker.predict(feats, pix if pix is not None else feats.top, points, mask, is_init, prev_logits)
-        pending[frame_idx] = state.store(FrameOutput(fill_holes(out.pred_masks, self.fill_hole_area),
-                                                     out.obj_ptr, out.object_score_logits))
-        return frame_idx, state.obj_ids, self._consolidated(state, frame_idx, is_cond)
+        state.prompt_output(obj, frame_idx, FrameOutput(fill_holes(out.pred_masks, self.fill_hole_area),
+                                                        out.obj_ptr, out.object_score_logits), is_cond)
+        return frame_idx, state.obj_ids, self.frame_masks(state, frame_idx, is_cond)
 
-    def _consolidated(self, state: VideoSession, frame_idx: int, is_cond: bool) -> torch.Tensor:
+    def frame_masks(self, state: VideoSession, frame_idx: int, is_cond: bool | None = None) -> torch.Tensor:
         """All objects' latest masks on a frame at video resolution [num_objects, 1, H, W]
-        (objects without an output there get the "no object" score)."""
+        (objects without an output there get the "no object" score). is_cond: which pending
+        prompt outputs count (None: the conditioning ones if any object has one there)."""
+        if is_cond is None:
+            is_cond = state.has_pending_cond(frame_idx)
         size = (state.video_height, state.video_width)
         out = torch.full((len(state.objects), 1, *size), NO_OBJ_SCORE, device=self.device)
         for i, obj in enumerate(state.objects):
-            pending = obj.pending_cond if is_cond else obj.pending_non_cond
-            o = pending.get(frame_idx) or obj.cond.get(frame_idx) or obj.non_cond.get(frame_idx)
+            o = obj.latest_output(frame_idx, is_cond)
             if o is not None:
                 out[i: i + 1] = ImageTransforms.masks_to_image(o.pred_masks.to(self.device), size)
         return non_overlapping(out) if self.non_overlap_masks else out
@@ -278,17 +275,10 @@ class VideoPredictor:
         """Remove one object's prompts on a frame; its output there stays as a tracked result."""
         state = inference_state
         frame_idx = state.check_frame(frame_idx)
-        obj = state.objects[state.object_index(obj_id)]
-        for store in (obj.points, obj.masks, obj.pending_cond, obj.pending_non_cond):
-            store.pop(frame_idx, None)
-        out = obj.cond.pop(frame_idx, None)
-        if out is not None:
-            obj.non_cond[frame_idx] = out
-            obj.tracked.pop(frame_idx, None)
+        state.clear_prompts(obj_id, frame_idx)
         if not need_output:
             return None
-        is_cond = any(frame_idx in o.pending_cond for o in state.objects)
-        return frame_idx, state.obj_ids, self._consolidated(state, frame_idx, is_cond)
+        return frame_idx, state.obj_ids, self.frame_masks(state, frame_idx)
 
     @torch.inference_mode()
     def remove_object(self, inference_state: VideoSession, obj_id, strict: bool = False, need_output: bool = True):
@@ -302,15 +292,13 @@ class VideoPredictor:
         if len(state.objects) == 1:
             state.reset()
             return state.obj_ids, []
-        frames = sorted(state.objects[state.object_index(obj_id)].prompt_frames())
+        frames = sorted(state.track(obj_id).prompt_frames())
         for f in frames:
-            self.clear_all_prompts_in_frame(state, f, obj_id, need_output=False)
+            state.clear_prompts(obj_id, f)
         state.remove(obj_id)
         updated = []
         if need_output:
-            for f in frames:
-                is_cond = any(f in o.pending_cond for o in state.objects)
-                updated.append((f, self._consolidated(state, f, is_cond)))
+            updated = [(f, self.frame_masks(state, f)) for f in frames]
         return state.obj_ids, updated
 
     # ------------------------------------------------------------------ propagation
@@ -318,25 +306,15 @@ class VideoPredictor:
     def commit_prompts(self, state: VideoSession) -> None:
         """Turn pending prompt outputs into memory (propagation and the stream tracker call this
         before tracking)."""
-        if not state.objects:
-            raise RuntimeError("no points, boxes or masks were added to any object; add prompts first")
         side = self.image_size
-        for obj in state.objects:
-            for pending, target in ((obj.pending_non_cond, obj.non_cond), (obj.pending_cond, obj.cond)):
-                for f, out in pending.items():
-                    if out.maskmem_features is None:
-                        feats = self._prompt_features(state, f)
-                        high = F.interpolate(out.pred_masks.to(self.device), size=(side, side),
-                                             mode="bilinear", align_corners=False)
-                        mem, pos = self.tracker.encode_memory(feats, high, out.object_score_logits, from_points=True)
-                        state.maskmem_pos = pos
-                        out = state.store(FrameOutput(out.pred_masks, out.obj_ptr, out.object_score_logits, mem))
-                    target[f] = out
-                pending.clear()
-            if not obj.cond:
-                raise RuntimeError(f"object id {obj.obj_id!r} has no points, box or mask; add prompts first")
-            for f in obj.cond:
-                obj.non_cond.pop(f, None)
+
+        def encode(frame_idx: int, out: FrameOutput) -> tuple[torch.Tensor, torch.Tensor]:
+            feats = self._prompt_features(state, frame_idx)
+            high = F.interpolate(out.pred_masks.to(self.device), size=(side, side), mode="bilinear",
+                                 align_corners=False)
+            return self.tracker.encode_memory(feats, high, out.object_score_logits, from_points=True)
+
+        state.commit(encode)
 
     @torch.inference_mode()
     def propagate_in_video(self, inference_state: VideoSession, start_frame_idx: int | None = None,
@@ -349,7 +327,7 @@ class VideoPredictor:
         self.commit_prompts(state)
         n = state.num_frames
         if start_frame_idx is None:
-            start_frame_idx = min(t for o in state.objects for t in o.cond)
+            start_frame_idx = state.first_cond_frame()
         start_frame_idx = state.check_frame(start_frame_idx)
         span = n if max_frame_num_to_track is None else int(max_frame_num_to_track)
         if span < 0:
@@ -399,7 +377,7 @@ class VideoPredictor:
         for i, obj in enumerate(state.objects):
             if frame_idx in obj.cond:
                 masks[i] = obj.cond[frame_idx].pred_masks
-                obj.tracked[frame_idx] = reverse
+                state.mark_tracked(obj, frame_idx, reverse)
             else:
                 to_track.append(i)
         feats = None
@@ -420,11 +398,9 @@ class VideoPredictor:
             mem, _ = self.tracker.encode_memory(feats, out.high_res_masks, out.object_score_logits, from_points=False)
             filled = fill_holes(out.pred_masks, self.fill_hole_area)
             for row, i in enumerate(idx):
-                obj = state.objects[i]
-                obj.non_cond[frame_idx] = state.store(FrameOutput(
+                state.store_tracked(state.objects[i], frame_idx, FrameOutput(
                     filled[row: row + 1], out.obj_ptr[row: row + 1],
-                    out.object_score_logits[row: row + 1], mem[row: row + 1]))
-                obj.tracked[frame_idx] = reverse
+                    out.object_score_logits[row: row + 1], mem[row: row + 1]), reverse)
                 masks[i] = filled[row: row + 1]
         return torch.cat([m.to(self.device) for m in masks])
 

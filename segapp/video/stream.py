@@ -132,8 +132,7 @@ class StreamTracker:
     def current(self):
         """(frame_idx, obj_ids, mask logits [objects, 1, H, W]) of the current frame."""
         state = self._require_started()
-        is_cond = any(self.frame_idx in o.pending_cond for o in state.objects)
-        return self.frame_idx, state.obj_ids, self.predictor._consolidated(state, self.frame_idx, is_cond)
+        return self.frame_idx, state.obj_ids, self.predictor.frame_masks(state, self.frame_idx)
 
     @torch.inference_mode()
     def step(self, frame, prepared: torch.Tensor | None = None):
@@ -150,10 +149,7 @@ class StreamTracker:
         masks = self.predictor.track_frame(state, self.frame_idx)
         # Which frames each object was tracked on only matters within the memory window
         # (prompts on frames still held); older entries would grow with the stream.
-        oldest = self.frame_idx - state.window
-        for obj in state.objects:
-            for t in [t for t in obj.tracked if t < oldest]:
-                del obj.tracked[t]
+        state.forget_tracked_before(self.frame_idx - state.window)
         return self.frame_idx, state.obj_ids, masks
 
     def close(self) -> None:

@@ -77,8 +77,11 @@ class StepOutput:
     multimasks: torch.Tensor | None = None
     iou_pred: torch.Tensor | None = None
 
-    def select(self, i: int) -> FrameOutput:
-        mem = None if self.maskmem_features is None else self.maskmem_features[i: i + 1]
+    def for_object(self, i: int, memory: torch.Tensor | None = None) -> FrameOutput:
+        """Object i's output, with row i of `memory` ([B, mem_dim, H, W], the step's encoded
+        memory; default: maskmem_features) as its spatial memory."""
+        memory = self.maskmem_features if memory is None else memory
+        mem = None if memory is None else memory[i: i + 1]
         return FrameOutput(self.pred_masks[i: i + 1], self.obj_ptr[i: i + 1],
                            self.object_score_logits[i: i + 1], mem)
 
