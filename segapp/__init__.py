@@ -16,6 +16,9 @@ __version__ = "0.1.0"
 _EXPORTS = {
     "build_model": "segapp.build",
     "load_checkpoint": "segapp.checkpoint",
+    "ModelInfo": "segapp.build_info",
+    "model_info": "segapp.build_info",
+    "set_model_info": "segapp.build_info",
     "ImagePredictor": "segapp.image_predictor",
     "SAM2ImagePredictor": "segapp.image_predictor",
     "AutomaticMaskGenerator": "segapp.automatic_mask_generator",

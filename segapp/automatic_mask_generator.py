@@ -39,6 +39,7 @@ from segapp.amg import (
     uncrop_boxes_xyxy,
     uncrop_points,
 )
+from segapp.build_info import model_info
 from segapp.formats.boxes import mask_to_box
 from segapp.formats.rle import encode_rle, mask_to_rle
 from segapp.image_predictor import ImagePredictor
@@ -180,7 +181,7 @@ class AutomaticMaskGenerator:
 
     def nothing_found_hint(self) -> str:
         """One line for an image where no mask was kept: the model, and the filters to lower."""
-        label = getattr(self.predictor.model, "model_label", None) or "the model"
+        label = model_info(self.predictor.model).label
         filters = []
         if self.pred_iou_thresh > 0.0:
             filters.append(f"pred_iou_thresh={self.pred_iou_thresh:g}")

@@ -111,6 +111,11 @@ def build_model(
 ):
     """Build a SAM 2 model in eval mode.
 
+    Returns the `nn.Module` (as the official `build_sam2`); what the build knows about it (its
+    config, a label, the parts with trained weights, the compute dtype, predictor presets such
+    as box zoom from the config's `predictor:` section) is recorded beside it as a
+    `segapp.ModelInfo`: read it with `segapp.model_info(model)` (see segapp.build_info).
+
     `build_model()` alone gives segapp's bundled small model (`segapp_small` with the weights
     shipped in the package: images only, see `segapp.bundled`).
 
@@ -132,6 +137,7 @@ def build_model(
 
     from segapp import bundled
     from segapp.checkpoint import load_checkpoint
+    from segapp.build_info import ModelInfo, set_model_info
 
     if random_init and checkpoint is not None:
         raise ValueError("random_init=True builds random weights: give no checkpoint with it")
@@ -143,6 +149,10 @@ def build_model(
     from hydra.errors import InstantiationException
 
     cfg = compose_config(name_or_path, overrides)
+    if "box_zoom" in cfg.model:
+        raise ValueError(f"config {name_or_path}: box_zoom is a predictor preset now: move it from "
+                         "`model:` to a top-level `predictor:` section (predictor: {box_zoom: 3.0})")
+    presets = ModelInfo.presets(cfg.get("predictor"), str(name_or_path))
     try:
         model = instantiate(cfg.model, _convert_="all")
     except InstantiationException as err:
@@ -167,14 +177,13 @@ def build_model(
         logger.info("%s: random initial weights (training from scratch)", name_or_path)
     else:
         logger.warning("no checkpoint given: %s has random weights", name_or_path)
-    model.config_name = str(name_or_path)
+    model = model.to(torch.device(device) if device is not None else default_device()).eval()
     # What the weights are, for the predictors and the CLI: a label for messages, and the
     # parts that carry trained weights (None: all of them; see segapp.bundled.trained_parts).
-    model.model_label = label
-    model.trained_parts = bundled.trained_parts(metadata)
-    model.compute_dtype = torch.bfloat16 if bf16 else torch.float32
-    model = model.to(torch.device(device) if device is not None else default_device())
-    return model.eval()
+    set_model_info(model, ModelInfo(name=str(name_or_path), label=label,
+                                    trained_parts=bundled.trained_parts(metadata),
+                                    compute_dtype=torch.bfloat16 if bf16 else torch.float32, **presets))
+    return model
 
 
 def describe(cfg: Any) -> str:

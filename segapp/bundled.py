@@ -11,9 +11,9 @@ recipe, epoch); this module reads it to describe the model in one line.
 
 Only the image path of this model is trained (image encoder, prompt encoder, mask decoder):
 it was trained from scratch, and `segapp train` never trains the video memory. Which parts of
-a model carry trained weights is recorded on the model by `segapp.build_model`
-(`model.trained_parts`, from the checkpoint's metadata); `require_video` is the one check the
-video paths make.
+a model carry trained weights is recorded beside the model by `segapp.build_model`
+(`segapp.model_info(model).trained_parts`, from the checkpoint's metadata); `require_video` is
+the one check the video paths make.
 """
 from __future__ import annotations
 
@@ -166,10 +166,12 @@ def image_only_message(label: str) -> str:
 
 def require_video(model) -> None:
     """Raise ImageOnlyModelError unless `model`'s video memory carries trained weights."""
-    parts = getattr(model, "trained_parts", None)
-    if parts is None or "memory_attention" in parts:
+    from segapp.build_info import model_info
+
+    info = model_info(model)
+    if info.trained_parts is None or "memory_attention" in info.trained_parts:
         return
-    raise ImageOnlyModelError(image_only_message(getattr(model, "model_label", None) or "this model"))
+    raise ImageOnlyModelError(image_only_message(info.label))
 
 
 def add_metadata(file: str | Path, entries: Mapping[str, str]) -> Path:

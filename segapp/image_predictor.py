@@ -13,6 +13,7 @@ from typing import Sequence
 import numpy as np
 import torch
 
+from segapp.build_info import model_info
 from segapp.modeling.sam2 import ImageEmbedding, SAM2Model
 from segapp.postprocess import fill_holes_and_sprinkles
 from segapp.prompts import check_boxes, check_finite, check_points
@@ -49,7 +50,7 @@ class ImagePredictor:
         self.mask_threshold = mask_threshold
         self.max_hole_area = max_hole_area
         self.max_sprinkle_area = max_sprinkle_area
-        self.box_zoom = float(getattr(model, "box_zoom", 0.0) if box_zoom is None else box_zoom)
+        self.box_zoom = float(model_info(model).box_zoom if box_zoom is None else box_zoom)
         if self.box_zoom < 0:
             raise ValueError(f"box_zoom must be >= 0, got {box_zoom}")
         self._transforms = ImageTransforms(model.image_size)
@@ -87,7 +88,7 @@ class ImagePredictor:
         self._is_batch = False
 
     def _autocast(self):
-        dtype = getattr(self.model, "compute_dtype", torch.float32)
+        dtype = model_info(self.model).compute_dtype
         if dtype == torch.float32:
             return contextlib.nullcontext()
         return torch.autocast(device_type=self.device.type, dtype=dtype)

@@ -84,7 +84,7 @@ def test_prompts_with_points_or_masks_and_whole_image_boxes_are_not_zoomed(model
 def test_default_comes_from_the_model(model):
     assert segapp.ImagePredictor(model).box_zoom == 0.0  # official configs: whole image, as SAM 2
     small = segapp.build_model("segapp_small")
-    assert small.box_zoom == 3.0 and segapp.ImagePredictor(small).box_zoom == 3.0
+    assert segapp.model_info(small).box_zoom == 3.0 and segapp.ImagePredictor(small).box_zoom == 3.0
     with pytest.raises(ValueError, match="box_zoom"):
         segapp.ImagePredictor(model, box_zoom=-1)
 

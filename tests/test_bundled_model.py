@@ -67,8 +67,8 @@ def test_bundled_weights_load_strictly_into_the_config():
 
 
 def test_build_model_default_is_the_bundled_model(model):
-    assert model.config_name == "segapp_small"
-    assert model.model_label == "segapp_small (bundled)"
+    assert segapp.model_info(model).name == "segapp_small"
+    assert segapp.model_info(model).label == "segapp_small (bundled)"
     assert not model.training and model.device.type == "cpu"
     expected = bundled.metadata()["image_size"]
     assert model.image_size == int(expected)
@@ -179,7 +179,7 @@ def test_video_predictor_refuses_the_bundled_model(model):
 def test_video_predictor_accepts_official_and_test_models():
     torch.manual_seed(0)
     tiny = segapp.build_model("test_tiny", device="cpu")
-    assert tiny.trained_parts is None
+    assert segapp.model_info(tiny).trained_parts is None
     segapp.VideoPredictor(tiny)  # no error
 
 
@@ -289,7 +289,7 @@ def test_demo_picks_the_bundled_model_and_its_video_tab_says_why_not(no_download
     from segapp.demo.app import build_app
 
     service, note, choice = build_service(device="cpu")
-    assert choice.bundled and service.model.model_label == "segapp_small (bundled)"
+    assert choice.bundled and segapp.model_info(service.model).label == "segapp_small (bundled)"
     assert "segapp_small" in note and "segapp download sam2.1_hiera_t" in note
     image, _, _ = rectangle_image()
     sid = service.create_session()

@@ -14,6 +14,7 @@ from safetensors import safe_open
 from test_train_data import make_coco
 
 from segapp.build import build_model
+from segapp.build_info import model_info
 from segapp.bundled import ImageOnlyModelError, require_video
 from segapp.cli import main
 from segapp.training.image_folders import ImageFolderDataset, NoImagesError, find_images
@@ -131,7 +132,7 @@ def test_checkpoint_loads_into_the_config_model(tmp_path, config, size):
     assert trunk and all(torch.equal(state[k], model.state_dict()[k]) for k in state)
     assert any(not torch.equal(state[k], before[k]) for k in trunk)  # the trunk was trained
     assert all(torch.equal(state[k], before[k]) for k in state if k not in trunk)  # the rest: initial
-    assert loaded.trained_parts == ("image_encoder.trunk",)
+    assert model_info(loaded).trained_parts == ("image_encoder.trunk",)
     with pytest.raises(ImageOnlyModelError):
         require_video(loaded)
 

@@ -16,6 +16,7 @@ from test_train_data import RED, make_coco
 
 from segapp import bundled
 from segapp.build import build_model
+from segapp.build_info import model_info, set_model_info
 from segapp.checkpoint import save_safetensors
 from segapp.cli import main
 from segapp.training.video_data import (ClipAugment, CocoPseudoClips, VideoDataError, VideoFolderClips,
@@ -233,7 +234,7 @@ def test_trained_memory_is_accepted_by_video_predictor_and_tracks(tmp_path):
     untrained = build_model("test_tiny", image_only, device="cpu", image_size=SIZE)
     with pytest.raises(bundled.ImageOnlyModelError):
         VideoPredictor(untrained)
-    untrained.trained_parts = None  # (to measure how it tracks before training)
+    set_model_info(untrained, trained_parts=None)  # (to measure how it tracks before training)
     before = _tracked_iou(untrained, root)
 
     # ... video training lifts the refusal, and the memory now tracks the square.
@@ -241,13 +242,13 @@ def test_trained_memory_is_accepted_by_video_predictor_and_tracks(tmp_path):
     data = VideoFolderClips(root, SIZE, clip_frames=4, augment=ClipAugment.none())
     config = _config(epochs=12, clip_frames=4, lr=1e-2, prob_mask=1.0, freeze=("image_encoder",))
     result = VideoTrainer(model, data, config, tmp_path / "out", config_name="test_tiny",
-                          prior_parts=model.trained_parts).fit()
+                          prior_parts=model_info(model).trained_parts).fit()
     with safe_open(str(result["final"]), "pt") as f:
         meta = f.metadata()
     parts = meta[bundled.TRAINED_PARTS_KEY].split(",")
     assert set(IMAGE_ONLY.split(",")) | set(MEMORY_PARTS) == set(parts)
     trained = build_model("test_tiny", result["final"], device="cpu", image_size=SIZE)
-    assert "memory_attention" in trained.trained_parts
+    assert "memory_attention" in model_info(trained).trained_parts
     after = _tracked_iou(trained, root)
     assert after > before + 0.3 and after > 0.5, (before, after)
 

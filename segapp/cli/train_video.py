@@ -213,6 +213,7 @@ def _datasets(args: argparse.Namespace, config, image_size: int):
 
 def run(args: argparse.Namespace) -> int:
     from segapp.build import build_model, is_bundled_config
+    from segapp.build_info import model_info
     from segapp.checkpoint import CheckpointError
     from segapp.training.trainer import ResumeError
     from segapp.training.video_trainer import IMAGE_PATH_PARTS, MEMORY_PARTS, VideoTrainer
@@ -226,8 +227,9 @@ def run(args: argparse.Namespace) -> int:
     except CheckpointError as err:
         raise CLIError(f"{err}\n  (pass the --config of this checkpoint)") from err
     loaded = args.init is not None or is_bundled_config(args.config)
-    prior = (model.trained_parts or IMAGE_PATH_PARTS + MEMORY_PARTS) if loaded else ()
-    print(f"model: {model.model_label}")
+    info = model_info(model)
+    prior = (info.trained_parts or IMAGE_PATH_PARTS + MEMORY_PARTS) if loaded else ()
+    print(f"model: {info.label}")
     train, val, held = _datasets(args, config, model.image_size)
     extra = {"videos": [str(p) for p in args.videos], "annotations": [str(p) for p in args.annotations],
              "images": [str(p) for p in args.images], "val_videos": [str(p) for p in args.val_videos],

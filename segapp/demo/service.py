@@ -34,6 +34,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from segapp.build_info import model_info
 from segapp.demo import exports
 from segapp.demo.cache import DEFAULT_CACHE_MAX_BYTES, delete_files
 from segapp.formats import coco
@@ -828,7 +829,7 @@ def _nothing_found_note(generator) -> str:
     the masks failed (set on the server: DemoService's amg_options) and what to do instead."""
     from segapp import bundled
 
-    label = getattr(generator.predictor.model, "model_label", None) or "the model"
+    label = model_info(generator.predictor.model).label
     text = (f"No masks found by {label}: none passed the quality filters (predicted IoU > "
             f"{generator.pred_iou_thresh:g}, stability >= {generator.stability_score_thresh:g}). "
             "Click the object instead, or try a denser grid")

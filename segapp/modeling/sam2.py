@@ -78,8 +78,7 @@ class SAM2Model(nn.Module):
       directly_add_no_mem_embed: add the learned "no memory" embedding to single-image
         features instead of running memory attention (how SAM 2 treats images).
       tracking: video settings (see TrackingConfig).
-      box_zoom: if > 0, ImagePredictor answers a box prompt from a crop around the box, this
-        many times the box's longer side, instead of the whole image (0: off, as SAM 2).
+    Predictor presets such as box zoom are not the network's: see segapp.build_info.
     """
 
     def __init__(
@@ -93,12 +92,8 @@ class SAM2Model(nn.Module):
         backbone_stride: int = 16,
         directly_add_no_mem_embed: bool = True,
         tracking: dict[str, Any] | None = None,
-        box_zoom: float = 0.0,
     ) -> None:
         super().__init__()
-        if box_zoom < 0:
-            raise ValueError(f"box_zoom must be >= 0, got {box_zoom}")
-        self.box_zoom = float(box_zoom)
         self.image_encoder = image_encoder
         self.prompt_encoder = prompt_encoder
         self.mask_decoder = mask_decoder
