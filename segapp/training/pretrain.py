@@ -36,7 +36,7 @@ from torch import nn
 from segapp.checkpoint import save_safetensors
 from segapp.training.image_folders import ImageFolderDataset
 from segapp.training.mae import MaskedAutoencoder
-from segapp.training.trainer import WarmupCosine
+from segapp.training.trainer import follow_schedule, warmup_cosine
 
 logger = logging.getLogger(__name__)
 
@@ -138,7 +138,7 @@ class Pretrainer:
             self.steps_per_epoch = min(self.steps_per_epoch, config.max_steps_per_epoch)
         self.total_steps = self.steps_per_epoch * config.epochs
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
-            self.optimizer, WarmupCosine(min(config.warmup_steps, self.total_steps // 2), self.total_steps,
+            self.optimizer, warmup_cosine(min(config.warmup_steps, self.total_steps // 2), self.total_steps,
                                          config.min_lr_ratio))
         self.step = 0
         use_bf16 = config.amp == "bf16" or (config.amp == "auto" and self.device.type == "cuda")
@@ -283,6 +283,7 @@ class Pretrainer:
             raise PretrainResumeError(f"{path}: its decoder does not fit this run")
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
+        follow_schedule(self.scheduler)
         self.step = int(state["step"])
         self.trim_log(self.step)
         logger.info("resumed from %s at step %d", path, self.step)

@@ -32,6 +32,7 @@ import logging
 import math
 import os
 import time
+from typing import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -157,19 +158,31 @@ class TrainConfig:
         return asdict(self)
 
 
-class WarmupCosine:
+def warmup_cosine(warmup: int, total: int, min_ratio: float) -> Callable[[int], float]:
     """lr factor at optimizer step s: linear warm-up to 1 over `warmup` steps, then cosine to
-    `min_ratio` at `total` steps (and `min_ratio` after)."""
+    `min_ratio` at `total` steps (and `min_ratio` after).
 
-    def __init__(self, warmup: int, total: int, min_ratio: float) -> None:
-        self.warmup, self.total, self.min_ratio = warmup, max(total, 1), min_ratio
+    A plain function, not a callable object, on purpose: LambdaLR saves a callable object's
+    attributes in its state_dict and restores them on load, so `--resume --epochs N` would go on
+    with the old run's length; a function is rebuilt from this run's settings instead.
+    """
+    total = max(total, 1)
 
-    def __call__(self, step: int) -> float:
-        if step < self.warmup:
-            return (step + 1) / (self.warmup + 1)
-        span = max(self.total - self.warmup, 1)
-        progress = min((step - self.warmup) / span, 1.0)
-        return self.min_ratio + (1 - self.min_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
+    def factor(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / (warmup + 1)
+        span = max(total - warmup, 1)
+        progress = min((step - warmup) / span, 1.0)
+        return min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
+
+    return factor
+
+
+def follow_schedule(scheduler: torch.optim.lr_scheduler.LambdaLR) -> None:
+    """After loading a scheduler's state: set each group's lr from this run's schedule at the
+    loaded step (the same value when the schedule is unchanged; `--epochs` may change on resume)."""
+    for group, base, factor in zip(scheduler.optimizer.param_groups, scheduler.base_lrs, scheduler.lr_lambdas):
+        group["lr"] = base * factor(scheduler.last_epoch)
 
 
 def parameter_groups(model: nn.Module, config: TrainConfig) -> list[dict]:
@@ -257,7 +270,7 @@ class Trainer:
             self.steps_per_epoch = min(self.steps_per_epoch, config.max_steps_per_epoch)
         total = self.steps_per_epoch * config.epochs
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
-            self.optimizer, WarmupCosine(min(config.warmup_steps, total // 2), total, config.min_lr_ratio))
+            self.optimizer, warmup_cosine(min(config.warmup_steps, total // 2), total, config.min_lr_ratio))
         self.epoch = 0  # epochs completed
         self.step = 0  # optimizer steps taken
         self.best = -math.inf
@@ -521,6 +534,7 @@ class Trainer:
         self.model.load_state_dict(state["model"], strict=True)
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
+        follow_schedule(self.scheduler)
         self.epoch, self.step, self.best = int(state["epoch"]), int(state["step"]), float(state["best"])
         torch.set_rng_state(state["rng"]["torch"])
         if state["rng"]["cuda"] and torch.cuda.is_available():

@@ -48,7 +48,7 @@ from segapp.checkpoint import save_safetensors
 from segapp.image_predictor import LOW_RES_LOGIT_CLAMP
 from segapp.training import prompts as P
 from segapp.training.losses import LossWeights, mask_iou, multimask_loss
-from segapp.training.trainer import ResumeError, WarmupCosine
+from segapp.training.trainer import ResumeError, follow_schedule, warmup_cosine
 from segapp.training.video_data import Clip, ClipAugment, collate_clip
 from segapp.video.session import ObjectTrack
 from segapp.video.tracker import FrameFeatures, StepOutput, Tracker, select_memory
@@ -194,7 +194,7 @@ class VideoTrainer:
             self.steps_per_epoch = min(self.steps_per_epoch, config.max_steps_per_epoch)
         total = self.steps_per_epoch * config.epochs
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
-            self.optimizer, WarmupCosine(min(config.warmup_steps, total // 2), total, config.min_lr_ratio))
+            self.optimizer, warmup_cosine(min(config.warmup_steps, total // 2), total, config.min_lr_ratio))
         self.epoch = 0
         self.step = 0
         self.best = -math.inf
@@ -455,6 +455,7 @@ class VideoTrainer:
         self.model.load_state_dict(state["model"], strict=True)
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
+        follow_schedule(self.scheduler)
         self.epoch, self.step, self.best = int(state["epoch"]), int(state["step"]), float(state["best"])
         self.trim_log(self.epoch)
         logger.info("resumed from %s: %d epochs, %d steps done", path, self.epoch, self.step)
