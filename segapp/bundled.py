@@ -35,7 +35,7 @@ TRAINED_PARTS_KEY = "trained_parts"
 # "Segment everything" filters for the bundled model, used by `segapp segment` and the demo when
 # the user sets none: its predicted IoUs and stability run lower than the official models', and
 # at the official 0.8 / 0.95 it keeps few or no masks (measured: docs/benchmarks/bundled_model.md).
-AMG_FILTERS = {"pred_iou_thresh": 0.1, "stability_score_thresh": 0.5}
+AMG_FILTERS = {"pred_iou_thresh": 0.2, "stability_score_thresh": 0.8}
 # The official SAM 2 filters, for every other model.
 OFFICIAL_AMG_FILTERS = {"pred_iou_thresh": 0.8, "stability_score_thresh": 0.95}
 

@@ -54,7 +54,7 @@ def test_bundled_file_is_in_the_package_with_training_metadata():
     # Trained in two stages (the second from the first's weights), so the file says outright
     # that only the image path holds trained weights: the video predictor refuses it.
     assert bundled.trained_parts(meta) == ("image_encoder", "prompt_encoder", "mask_decoder", "no_mem_embed")
-    assert meta["train_image_count"] == "255"
+    assert meta["train_image_count"] == "278"
 
 
 def test_bundled_weights_load_strictly_into_the_config():
