@@ -21,7 +21,6 @@ Outputs in OUT:
 from __future__ import annotations
 
 import contextlib
-import csv
 import json
 import logging
 import math
@@ -37,6 +36,7 @@ from segapp.checkpoint import save_safetensors
 from segapp.training.image_folders import ImageFolderDataset
 from segapp.training.mae import MaskedAutoencoder
 from segapp.training.trainer import follow_schedule, warmup_cosine
+from segapp.training.run_log import append_row, trim_rows
 
 logger = logging.getLogger(__name__)
 
@@ -219,14 +219,8 @@ class Pretrainer:
         left = (self.total_steps - self.step) * self.config.batch_size / max(rate, 1e-9)
         logger.info("epoch %d step %d/%d loss %.4f lr %.2e %.1f samples/s, %s left", epoch, self.step,
                     self.total_steps, loss, lr, rate, time.strftime("%H:%M:%S", time.gmtime(left)))
-        path = self.out / LOG_NAME
-        new = not path.is_file()
-        with open(path, "a", newline="", encoding="utf-8") as f:
-            writer = csv.DictWriter(f, fieldnames=LOG_FIELDS)
-            if new:
-                writer.writeheader()
-            writer.writerow({"epoch": epoch, "step": self.step, "lr": f"{lr:.6g}", "loss": f"{loss:.6f}",
-                             "samples_per_s": f"{rate:.3f}"})
+        append_row(self.out / LOG_NAME, LOG_FIELDS, {"epoch": epoch, "step": self.step, "lr": f"{lr:.6g}",
+                                                     "loss": f"{loss:.6f}", "samples_per_s": f"{rate:.3f}"})
 
     # ------------------------------------------------------------------------- outputs
     def metadata(self) -> dict[str, str]:
@@ -285,17 +279,6 @@ class Pretrainer:
         self.scheduler.load_state_dict(state["scheduler"])
         follow_schedule(self.scheduler)
         self.step = int(state["step"])
-        self.trim_log(self.step)
+        trim_rows(self.out / LOG_NAME, LOG_FIELDS, "step", self.step)
         logger.info("resumed from %s at step %d", path, self.step)
 
-    def trim_log(self, step: int) -> None:
-        """Drop log rows written after the checkpoint (a run stopped between checkpoints)."""
-        path = self.out / LOG_NAME
-        if not path.is_file():
-            return
-        with open(path, newline="", encoding="utf-8") as f:
-            rows = [r for r in csv.DictReader(f) if int(r["step"]) <= step]
-        with open(path, "w", newline="", encoding="utf-8") as f:
-            writer = csv.DictWriter(f, fieldnames=LOG_FIELDS)
-            writer.writeheader()
-            writer.writerows(rows)

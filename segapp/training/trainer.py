@@ -26,7 +26,6 @@ safetensors files: config (name and composed YAML), image_size, recipe (JSON).
 from __future__ import annotations
 
 import contextlib
-import csv
 import json
 import logging
 import math
@@ -46,6 +45,7 @@ from segapp.image_predictor import LOW_RES_LOGIT_CLAMP
 from segapp.training import prompts as P
 from segapp.training.data import AugmentConfig, Batch, CocoInstanceDataset, EpochSampler, collate
 from segapp.training.losses import LossWeights, multimask_loss
+from segapp.training.run_log import append_row, trim_rows
 
 logger = logging.getLogger(__name__)
 
@@ -465,9 +465,10 @@ class Trainer:
                 self.best = metric
                 self.save_weights(self.out / BEST_NAME, {"epoch": str(epoch), "val_miou": str(val)})
             # The log row first: a run stopped before last.pt is written redoes the epoch on
-            # --resume, and trim_log drops the row.
-            self.append_log({"epoch": epoch, "step": self.step, "lr": self.scheduler.get_last_lr()[0],
-                             **means, "val_miou": val, "seconds": round(time.time() - start, 2)})
+            # --resume, and trim_rows drops the row.
+            append_row(self.out / LOG_NAME, LOG_FIELDS,
+                       {"epoch": epoch, "step": self.step, "lr": self.scheduler.get_last_lr()[0],
+                        **means, "val_miou": val, "seconds": round(time.time() - start, 2)})
             self.save_state(self.out / LAST_NAME)
             logger.info("epoch %d done: loss %.4f, train IoU %.3f, val mIoU %s%s", epoch,
                         means.get("loss", float("nan")), means.get("train_iou_last", float("nan")),
@@ -539,27 +540,6 @@ class Trainer:
         torch.set_rng_state(state["rng"]["torch"])
         if state["rng"]["cuda"] and torch.cuda.is_available():
             torch.cuda.set_rng_state_all(state["rng"]["cuda"])
-        self.trim_log(self.epoch)
+        trim_rows(self.out / LOG_NAME, LOG_FIELDS, "epoch", self.epoch)
         logger.info("resumed from %s: %d epochs, %d steps done", path, self.epoch, self.step)
-
-    def append_log(self, row: dict) -> None:
-        path = self.out / LOG_NAME
-        new = not path.is_file()
-        with open(path, "a", newline="", encoding="utf-8") as f:
-            writer = csv.DictWriter(f, fieldnames=LOG_FIELDS, extrasaction="ignore")
-            if new:
-                writer.writeheader()
-            writer.writerow({k: ("" if row.get(k) is None else row.get(k)) for k in LOG_FIELDS})
-
-    def trim_log(self, epochs_done: int) -> None:
-        """Drop log rows of epochs after the checkpoint (written before an interruption)."""
-        path = self.out / LOG_NAME
-        if not path.is_file():
-            return
-        with open(path, newline="", encoding="utf-8") as f:
-            rows = [r for r in csv.DictReader(f) if int(r["epoch"]) <= epochs_done]
-        with open(path, "w", newline="", encoding="utf-8") as f:
-            writer = csv.DictWriter(f, fieldnames=LOG_FIELDS)
-            writer.writeheader()
-            writer.writerows(rows)
 

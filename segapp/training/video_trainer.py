@@ -30,7 +30,6 @@ which lists the memory parts, so `VideoPredictor` accepts the weights.
 from __future__ import annotations
 
 import contextlib
-import csv
 import json
 import logging
 import math
@@ -52,6 +51,7 @@ from segapp.training.trainer import ResumeError, follow_schedule, warmup_cosine
 from segapp.training.video_data import Clip, ClipAugment, collate_clip
 from segapp.video.session import ObjectTrack
 from segapp.video.tracker import FrameFeatures, StepOutput, Tracker, select_memory
+from segapp.training.run_log import append_row, trim_rows
 
 logger = logging.getLogger(__name__)
 
@@ -394,8 +394,9 @@ class VideoTrainer:
             if improved:
                 self.best = metric
                 self.save_weights(self.out / BEST_NAME, {"epoch": str(epoch), "val_j": str(val)})
-            self.append_log({"epoch": epoch, "step": self.step, "lr": self.scheduler.get_last_lr()[0], **means,
-                             "val_j": val, "clips": count, "seconds": round(time.time() - start, 2)})
+            append_row(self.out / LOG_NAME, LOG_FIELDS,
+                       {"epoch": epoch, "step": self.step, "lr": self.scheduler.get_last_lr()[0], **means,
+                        "val_j": val, "clips": count, "seconds": round(time.time() - start, 2)})
             self.save_state(self.out / LAST_NAME)
             logger.info("epoch %d done: loss %.4f, tracked IoU %.3f, val J %s%s", epoch,
                         means.get("loss", float("nan")), means.get("train_j", float("nan")),
@@ -457,26 +458,6 @@ class VideoTrainer:
         self.scheduler.load_state_dict(state["scheduler"])
         follow_schedule(self.scheduler)
         self.epoch, self.step, self.best = int(state["epoch"]), int(state["step"]), float(state["best"])
-        self.trim_log(self.epoch)
+        trim_rows(self.out / LOG_NAME, LOG_FIELDS, "epoch", self.epoch)
         logger.info("resumed from %s: %d epochs, %d steps done", path, self.epoch, self.step)
 
-    def append_log(self, row: dict) -> None:
-        path = self.out / LOG_NAME
-        new = not path.is_file()
-        with open(path, "a", newline="", encoding="utf-8") as f:
-            writer = csv.DictWriter(f, fieldnames=LOG_FIELDS, extrasaction="ignore")
-            if new:
-                writer.writeheader()
-            writer.writerow({k: ("" if row.get(k) is None else row.get(k)) for k in LOG_FIELDS})
-
-    def trim_log(self, epochs_done: int) -> None:
-        """Drop log rows of epochs after the checkpoint (written before an interruption)."""
-        path = self.out / LOG_NAME
-        if not path.is_file():
-            return
-        with open(path, newline="", encoding="utf-8") as f:
-            rows = [r for r in csv.DictReader(f) if int(r["epoch"]) <= epochs_done]
-        with open(path, "w", newline="", encoding="utf-8") as f:
-            writer = csv.DictWriter(f, fieldnames=LOG_FIELDS)
-            writer.writeheader()
-            writer.writerows(rows)
