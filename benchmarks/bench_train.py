@@ -117,6 +117,12 @@ def main() -> None:
         return
     if not (args.base / "segapp").is_dir():
         raise SystemExit(f"no older checkout at {args.base}: git worktree add {args.base} {args.base_commit}")
+    # The installed (editable) segapp maps segapp.configs to this checkout's configs/; without a
+    # segapp/configs of its own, the older code would compose today's configs (which it may not
+    # understand: segapp_small gained click_map_sigma). Point it at its own.
+    own_configs = args.base / "segapp" / "configs"
+    if not own_configs.exists():
+        own_configs.symlink_to("../configs")
     when = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
