@@ -344,6 +344,17 @@ class _SizeMismatch(ValueError):
     pass
 
 
+def read_image_or_skip(entry: ImageEntry, skipped: list[Skipped]) -> np.ndarray | None:
+    """`read_image(entry)`, or None after appending every instance of the image to `skipped`
+    (reason: size mismatch, or unreadable)."""
+    try:
+        return read_image(entry)
+    except ValueError as err:
+        reason = SKIP_IMAGE_SIZE if isinstance(err, _SizeMismatch) else SKIP_UNREADABLE_IMAGE
+        skipped.extend(Skipped(entry.image_id, inst.annotation_id, reason, str(err)) for inst in entry.instances)
+        return None
+
+
 def iter_images(dataset: CocoInstances, skipped: list[Skipped] | None = None) -> Iterator[
         tuple[ImageEntry, np.ndarray, list[tuple[Instance, np.ndarray]]]]:
     """Yield `(entry, image [H, W, 3] uint8 RGB, [(instance, mask [H, W] bool), ...])` per image.
@@ -353,12 +364,8 @@ def iter_images(dataset: CocoInstances, skipped: list[Skipped] | None = None) ->
     """
     found: list[Skipped] = [] if skipped is None else skipped
     for entry in dataset.images:
-        try:
-            image = read_image(entry)
-        except ValueError as err:
-            reason = SKIP_IMAGE_SIZE if isinstance(err, _SizeMismatch) else SKIP_UNREADABLE_IMAGE
-            found.extend(Skipped(entry.image_id, inst.annotation_id, reason, str(err))
-                         for inst in entry.instances)
+        image = read_image_or_skip(entry, found)
+        if image is None:
             continue
         pairs = []
         for inst in entry.instances:

@@ -20,7 +20,7 @@ import numpy as np
 
 from segapp.evaluation.coco import (BAD_INPUT_SKIPS, SKIP_EMPTY_MASK, SKIP_IMAGE_SIZE,
                                     SKIP_MALFORMED, SKIP_MISSING_IMAGE, SKIP_UNREADABLE_IMAGE,
-                                    ImageEntry, Instance, Skipped, _SizeMismatch, read_image)
+                                    ImageEntry, Instance, Skipped, read_image_or_skip)
 from segapp.evaluation.labels import LabelMaskError, object_ids, read_label_mask
 from segapp.formats.boxes import mask_to_edge_box
 from segapp.formats.media import IMAGE_SUFFIXES
@@ -70,12 +70,8 @@ class FolderInstances:
         unreadable images are appended to `skipped` and not yielded."""
         found: list[Skipped] = [] if skipped is None else skipped
         for entry in self.images:
-            try:
-                image = read_image(entry)
-            except ValueError as err:
-                reason = SKIP_IMAGE_SIZE if isinstance(err, _SizeMismatch) else SKIP_UNREADABLE_IMAGE
-                found.extend(Skipped(entry.image_id, inst.annotation_id, reason, str(err))
-                             for inst in entry.instances)
+            image = read_image_or_skip(entry, found)
+            if image is None:
                 continue
             ids = read_label_mask(entry.instances[0].segmentation)
             yield entry, image, [(inst, ids == inst.annotation_id) for inst in entry.instances]
