@@ -66,6 +66,14 @@ class ImagePredictor:
         return self._embedding is not None
 
     @property
+    def embedding_nbytes(self) -> int:
+        """Bytes held by the current image embedding and its high-resolution features
+        (0 before set_image): what a cached embedding costs, for memory budgets."""
+        if self._embedding is None:
+            return 0
+        return self._embedding.image_embed.nbytes + sum(f.nbytes for f in self._embedding.high_res_feats)
+
+    @property
     def _is_image_set(self) -> bool:  # official attribute name
         return self.is_image_set
 
