@@ -34,6 +34,7 @@ from segapp.batch.prompts import MAX_OBJECT_ID, ObjectPrompt, Prompts
 from segapp.formats.id_maps import MAX_8BIT_ID, instance_id_map
 from segapp.formats.images import read_image
 from segapp.formats.mp4 import Mp4Writer
+from segapp.video.propagation import BACKWARD, FORWARD, propagate_both_ways
 
 logger = logging.getLogger(__name__)
 
@@ -305,8 +306,7 @@ class Segmenter:
         state = vp.init_state(str(d.item.path))
         for obj_id, mask in first_masks:
             vp.add_new_mask(state, frame_idx=0, obj_id=obj_id, mask=mask)
-        num_frames = int(getattr(state, "num_frames", 0) or (state.get("num_frames") if isinstance(state, dict)
-                                                              else 0) or d.num_frames)
+        num_frames = state.num_frames
         hw = d.image.shape[:2]
         categories = {o.obj_id: o.category_id for objs in frames.values() for o in objs}
         categories.update({obj_id: 1 for obj_id, _ in first_masks})
@@ -329,26 +329,25 @@ class Segmenter:
                 {"instance_id": i, "score": 1.0, "category_id": categories.get(i, 1)} for i in ids],
                 sixteen_bit=sixteen)
 
-        start = min(frames) if frames else 0
+        # Prompted frames: tracked backward from the first one (frames before it), then forward.
+        prompted = [f for f, objects in frames.items() if objects] + ([0] if first_masks else [])
         before: dict[int, Segmentation] = {}
-        if frames and start > 0:
-            for frame_idx, obj_ids, logits in vp.propagate_in_video(state, start_frame_idx=start, reverse=True):
-                if frame_idx < start:
-                    before[frame_idx] = result(obj_ids, logits)
-        for frame_idx in range(start):
-            yield frame_idx, before.get(frame_idx) or empty()
-        produced = start
-        if frames:
-            for frame_idx, obj_ids, logits in vp.propagate_in_video(state):
-                for gap in range(produced, frame_idx):
-                    yield gap, empty()
+        produced = 0
+        if prompted:
+            start = min(prompted)
+            for frame_idx, obj_ids, logits, direction in propagate_both_ways(
+                    vp, state, start, directions=(BACKWARD, FORWARD)):
+                if direction == BACKWARD:
+                    if frame_idx < start:
+                        before[frame_idx] = result(obj_ids, logits)
+                    continue
+                for gap in range(produced, frame_idx):  # frames before start, undecodable ones
+                    yield gap, before.get(gap) or empty()
                 yield frame_idx, result(obj_ids, logits)
                 produced = frame_idx + 1
         for gap in range(produced, num_frames):
-            yield gap, empty()
-        reset = getattr(vp, "reset_state", None)
-        if reset is not None:
-            reset(state)
+            yield gap, before.get(gap) or empty()
+        vp.reset_state(state)
 
     def track_everything(self, d: Decoded) -> Iterator[tuple[int, Segmentation]]:
         """(frame index, result) for every frame: segment everything every `track_every` frames,
