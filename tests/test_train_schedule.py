@@ -4,7 +4,7 @@ import math
 import pytest
 import torch
 
-from segapp.training.trainer import follow_schedule, warmup_cosine
+from segapp.training.steps import follow_schedule, warmup_cosine
 
 
 def scheduler(total: int, warmup: int = 2, lr: float = 1.0):

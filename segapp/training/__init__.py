@@ -4,6 +4,8 @@
 - `prompts`: simulated prompts (jittered boxes, positive points, corrective clicks)
 - `losses`: focal, dice, IoU and object-score losses with the min-over-multimask choice
 - `trainer`: the loop, checkpoints, resume, logs and validation
+- `steps`: what every trainer's step shares (lr schedule, autocast, per-step generator)
+- `state`: last.pt (atomic save, resume, RNG state) and the weights' metadata, for all trainers
 
 How to use it: docs/training.md.
 """

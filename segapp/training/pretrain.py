@@ -20,7 +20,6 @@ Outputs in OUT:
 """
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 import math
@@ -35,7 +34,8 @@ from torch import nn
 from segapp.checkpoint import save_safetensors
 from segapp.training.image_folders import ImageFolderDataset
 from segapp.training.mae import MaskedAutoencoder
-from segapp.training.trainer import follow_schedule, warmup_cosine
+from segapp.training.state import RunMetadata, optimisation_state, read_state, restore_optimiser, restore_model, save_state
+from segapp.training.steps import AMP_MODES, autocast, autocast_dtype, cosine_scheduler, step_generator
 from segapp.training.run_log import append_row, trim_rows
 
 logger = logging.getLogger(__name__)
@@ -43,7 +43,6 @@ logger = logging.getLogger(__name__)
 LAST_NAME, WEIGHTS_NAME, LOG_NAME = "last.pt", "pretrained.safetensors", "log.csv"
 LOG_FIELDS = ("epoch", "step", "lr", "loss", "samples_per_s")
 TRAINED_PARTS = "image_encoder.trunk"
-AMP_MODES = ("auto", "bf16", "off")
 
 
 class PretrainResumeError(ValueError):
@@ -122,7 +121,6 @@ class Pretrainer:
         self.out = Path(out_dir)
         self.config_name = config_name
         self.recipe_extra = dict(recipe_extra or {})
-        self._config_yaml: str | None = None
         self.device = next(model.parameters()).device
         self.image_size = int(model.image_size)
         if data.image_size != self.image_size:
@@ -137,26 +135,20 @@ class Pretrainer:
         if config.max_steps_per_epoch:
             self.steps_per_epoch = min(self.steps_per_epoch, config.max_steps_per_epoch)
         self.total_steps = self.steps_per_epoch * config.epochs
-        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
-            self.optimizer, warmup_cosine(min(config.warmup_steps, self.total_steps // 2), self.total_steps,
-                                         config.min_lr_ratio))
+        self.scheduler = cosine_scheduler(self.optimizer, config.warmup_steps, self.total_steps, config.min_lr_ratio)
         self.step = 0
-        use_bf16 = config.amp == "bf16" or (config.amp == "auto" and self.device.type == "cuda")
-        self.autocast_dtype = torch.bfloat16 if use_bf16 else None
+        self.autocast_dtype = autocast_dtype(config.amp, self.device)
+        self._metadata = RunMetadata(config_name, self.image_size)
 
     # ------------------------------------------------------------------------- one step
     def generator(self, step: int) -> torch.Generator:
         """The mask sampler of step `step`, seeded by (seed, step): the same masks after resuming."""
-        gen = torch.Generator(device="cpu")
-        gen.manual_seed(self.config.seed * 1_000_003 + step)
-        return gen
+        return step_generator(self.config.seed, step, "cpu")
 
     def compute_loss(self, images: torch.Tensor, step: int) -> torch.Tensor:
         images = images.to(self.device, non_blocking=True)
         mask = self.mae.random_mask(images.shape[0], self.config.mask_ratio, self.generator(step))
-        ctx = (torch.autocast(device_type=self.device.type, dtype=self.autocast_dtype)
-               if self.autocast_dtype is not None else contextlib.nullcontext())
-        with ctx:
+        with autocast(self.autocast_dtype, self.device):
             return self.mae.loss(images, mask)
 
     def train_step(self, images: torch.Tensor) -> torch.Tensor:
@@ -224,16 +216,9 @@ class Pretrainer:
 
     # ------------------------------------------------------------------------- outputs
     def metadata(self) -> dict[str, str]:
-        from segapp.build import compose_config, describe
-
-        if self._config_yaml is None:  # composed once, on the first save
-            self._config_yaml = (describe(compose_config(self.config_name, [f"image_size={self.image_size}"]))
-                                 if self.config_name else "")
         recipe = {"pretrain": "mae", **self.config.to_dict(), **self.recipe_extra,
                   "train_image_count": len(self.data)}
-        return {"config": str(self.config_name), "config_yaml": self._config_yaml, "image_size": str(self.image_size),
-                "recipe": json.dumps(recipe, sort_keys=True, default=str), "step": str(self.step),
-                "trained_parts": TRAINED_PARTS,
+        return {**self._metadata(recipe), "step": str(self.step), "trained_parts": TRAINED_PARTS,
                 "description": f"trunk pretrained as a masked autoencoder on {len(self.data)} images; "
                                "every other part untrained"}
 
@@ -241,25 +226,18 @@ class Pretrainer:
         """pretrained.safetensors and last.pt, each written atomically."""
         save_safetensors(self.model, self.out / WEIGHTS_NAME, self.metadata())
         trunk_prefix = "trunk."
-        state = {
-            "model": self.model.state_dict(),
+        save_state(self.out / LAST_NAME, {
+            **optimisation_state(self.model, self.optimizer, self.scheduler),
             "mae": {k: v for k, v in self.mae.state_dict().items() if not k.startswith(trunk_prefix)},
-            "optimizer": self.optimizer.state_dict(),
-            "scheduler": self.scheduler.state_dict(),
             "step": self.step,
             "config_name": str(self.config_name),
             "image_size": self.image_size,
             "pretrain_config": json.dumps(self.config.to_dict(), default=str),
             "image_count": len(self.data),
-        }
-        tmp = self.out / (LAST_NAME + ".tmp")
-        torch.save(state, tmp)
-        tmp.replace(self.out / LAST_NAME)
+        })
 
     def load_state(self, path: Path) -> None:
-        if not path.is_file():
-            raise PretrainResumeError(f"nothing to resume: {path} does not exist")
-        state = torch.load(path, map_location="cpu", weights_only=True)
+        state = read_state(path, PretrainResumeError)
         saved = json.loads(state["pretrain_config"])
         checks = [("image size", state["image_size"], self.image_size),
                   ("config", state["config_name"], str(self.config_name)),
@@ -271,14 +249,11 @@ class Pretrainer:
             if was != now:
                 raise PretrainResumeError(f"{path} was pretrained with {what} {was}, this run has {now}: "
                                           "resume with the same settings")
-        self.model.load_state_dict(state["model"], strict=True)
+        restore_model(state, self.model)
         missing, unexpected = self.mae.load_state_dict(state["mae"], strict=False)
         if unexpected or any(not k.startswith("trunk.") for k in missing):
             raise PretrainResumeError(f"{path}: its decoder does not fit this run")
-        self.optimizer.load_state_dict(state["optimizer"])
-        self.scheduler.load_state_dict(state["scheduler"])
-        follow_schedule(self.scheduler)
+        restore_optimiser(state, self.optimizer, self.scheduler)
         self.step = int(state["step"])
         trim_rows(self.out / LOG_NAME, LOG_FIELDS, "step", self.step)
         logger.info("resumed from %s at step %d", path, self.step)
-

@@ -25,13 +25,11 @@ safetensors files: config (name and composed YAML), image_size, recipe (JSON).
 """
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 import math
 import os
 import time
-from typing import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -46,6 +44,9 @@ from segapp.training import prompts as P
 from segapp.training.data import AugmentConfig, Batch, CocoInstanceDataset, EpochSampler, collate
 from segapp.training.losses import LossWeights, multimask_loss
 from segapp.training.run_log import append_row, trim_rows
+from segapp.training.state import (RunMetadata, check_same_model, optimisation_state, read_state, restore_optimisation,
+                                   restore_rng, rng_state, save_state)
+from segapp.training.steps import AMP_MODES, autocast, autocast_dtype, cosine_scheduler, step_generator
 
 logger = logging.getLogger(__name__)
 
@@ -55,7 +56,6 @@ IMAGE_PATH_PARTS = ("image_encoder", "prompt_encoder", "mask_decoder", "no_mem_e
 LAST_NAME, BEST_NAME, FINAL_NAME, LOG_NAME = "last.pt", "best.safetensors", "final.safetensors", "log.csv"
 LOG_FIELDS = ("epoch", "step", "lr", "loss", "focal", "dice", "iou", "object_score",
               "train_iou_first", "train_iou_last", "val_miou", "seconds")
-AMP_MODES = ("auto", "bf16", "off")
 VAL_PROMPTS = ("box", "point", "clicks")
 LOSS_RESOLUTIONS = ("mask", "input")
 # Data-loading processes by default: one per spare core, at most this many.
@@ -158,33 +158,6 @@ class TrainConfig:
         return asdict(self)
 
 
-def warmup_cosine(warmup: int, total: int, min_ratio: float) -> Callable[[int], float]:
-    """lr factor at optimizer step s: linear warm-up to 1 over `warmup` steps, then cosine to
-    `min_ratio` at `total` steps (and `min_ratio` after).
-
-    A plain function, not a callable object, on purpose: LambdaLR saves a callable object's
-    attributes in its state_dict and restores them on load, so `--resume --epochs N` would go on
-    with the old run's length; a function is rebuilt from this run's settings instead.
-    """
-    total = max(total, 1)
-
-    def factor(step: int) -> float:
-        if step < warmup:
-            return (step + 1) / (warmup + 1)
-        span = max(total - warmup, 1)
-        progress = min((step - warmup) / span, 1.0)
-        return min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
-
-    return factor
-
-
-def follow_schedule(scheduler: torch.optim.lr_scheduler.LambdaLR) -> None:
-    """After loading a scheduler's state: set each group's lr from this run's schedule at the
-    loaded step (the same value when the schedule is unchanged; `--epochs` may change on resume)."""
-    for group, base, factor in zip(scheduler.optimizer.param_groups, scheduler.base_lrs, scheduler.lr_lambdas):
-        group["lr"] = base * factor(scheduler.last_epoch)
-
-
 def parameter_groups(model: nn.Module, config: TrainConfig) -> list[dict]:
     """AdamW groups over the trained parameters; marks every other parameter frozen.
 
@@ -258,7 +231,6 @@ class Trainer:
         self.val_data = val_data
         self.config_name = config_name
         self.recipe_extra = dict(recipe_extra or {})
-        self._config_yaml: str | None = None  # composed once, on the first save
         self.device = model.device
         self.image_size = model.image_size
         if train_data.image_size != self.image_size:
@@ -268,28 +240,23 @@ class Trainer:
         self.steps_per_epoch = math.ceil(len(train_data) / config.batch_size)
         if config.max_steps_per_epoch:
             self.steps_per_epoch = min(self.steps_per_epoch, config.max_steps_per_epoch)
-        total = self.steps_per_epoch * config.epochs
-        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
-            self.optimizer, warmup_cosine(min(config.warmup_steps, total // 2), total, config.min_lr_ratio))
+        self.scheduler = cosine_scheduler(self.optimizer, config.warmup_steps, self.steps_per_epoch * config.epochs,
+                                          config.min_lr_ratio)
         self.epoch = 0  # epochs completed
         self.step = 0  # optimizer steps taken
         self.best = -math.inf
-        use_bf16 = config.amp == "bf16" or (config.amp == "auto" and self.device.type == "cuda")
-        self.autocast_dtype = torch.bfloat16 if use_bf16 else None
+        self.autocast_dtype = autocast_dtype(config.amp, self.device)
+        self._metadata = RunMetadata(config_name, self.image_size)
         self._loader: torch.utils.data.DataLoader | None = None
 
     # ------------------------------------------------------------------------- one step
     def _autocast(self):
-        if self.autocast_dtype is None:
-            return contextlib.nullcontext()
-        return torch.autocast(device_type=self.device.type, dtype=self.autocast_dtype)
+        return autocast(self.autocast_dtype, self.device)
 
     def generator(self, step: int) -> torch.Generator:
         """The prompt sampler of optimizer step `step`: seeded by (seed, step), so a resumed run
         draws the same prompts as an uninterrupted one."""
-        gen = torch.Generator(device=self.device)
-        gen.manual_seed(self.config.seed * 1_000_003 + step)
-        return gen
+        return step_generator(self.config.seed, step, self.device)
 
     def first_prompt_is_box(self, step: int) -> bool:
         """Whether step `step` starts from boxes (else from one point per instance): drawn on the
@@ -478,51 +445,31 @@ class Trainer:
 
     # ------------------------------------------------------------------------- outputs
     def metadata(self) -> dict[str, str]:
-        from segapp.build import compose_config, describe
-
-        if self._config_yaml is None:
-            self._config_yaml = ""
-            if self.config_name:
-                self._config_yaml = describe(compose_config(self.config_name, [f"image_size={self.image_size}"]))
-        recipe = {**self.config.to_dict(), **self.recipe_extra}
-        return {"config": str(self.config_name), "config_yaml": self._config_yaml, "image_size": str(self.image_size),
-                "recipe": json.dumps(recipe, sort_keys=True, default=str)}
+        return self._metadata({**self.config.to_dict(), **self.recipe_extra})
 
     def save_weights(self, path: Path, extra: dict[str, str]) -> Path:
         return save_safetensors(self.model, path, {**self.metadata(), **extra})
 
     def save_state(self, path: Path) -> None:
         """Everything --resume needs, written atomically."""
-        state = {
-            "model": self.model.state_dict(),
-            "optimizer": self.optimizer.state_dict(),
-            "scheduler": self.scheduler.state_dict(),
+        save_state(path, {
+            **optimisation_state(self.model, self.optimizer, self.scheduler),
             "epoch": self.epoch,
             "step": self.step,
             "best": self.best,
-            "rng": {"torch": torch.get_rng_state(),
-                    "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []},
+            "rng": rng_state(),
             "config_name": str(self.config_name),
             "image_size": self.image_size,
             "train_config": json.dumps(self.config.to_dict(), default=str),
             "data": json.dumps({k: self.recipe_extra.get(k) for k in DATA_SETTINGS}, default=str),
-        }
-        tmp = path.with_name(path.name + ".tmp")
-        torch.save(state, tmp)
-        tmp.replace(path)
+        })
 
     def load_state(self, path: Path, allow_changed_recipe: bool = False) -> None:
         """Continue from `path` (last.pt). The input size and frozen parts must be those of the
         saved run; any other change of recipe or data (but RESUMABLE_SETTINGS) is refused with
         the list of changes, or only logged with allow_changed_recipe."""
-        if not path.is_file():
-            raise ResumeError(f"nothing to resume: {path} does not exist")
-        state = torch.load(path, map_location="cpu", weights_only=True)
-        if state["image_size"] != self.image_size:
-            raise ResumeError(f"{path} was trained at {state['image_size']} px, this run is at {self.image_size} px")
-        saved = json.loads(state["train_config"])
-        if tuple(saved.get("freeze", ())) != self.config.freeze:
-            raise ResumeError(f"{path} was trained with --freeze {saved.get('freeze')}; resume with the same")
+        state = read_state(path, ResumeError)
+        saved = check_same_model(path, state, self.image_size, self.config.freeze, ResumeError)
         current = json.loads(json.dumps(self.config.to_dict(), default=str))
         saved_data = json.loads(state.get("data", "{}"))
         current_data = json.loads(json.dumps({k: self.recipe_extra.get(k) for k in DATA_SETTINGS}, default=str))
@@ -532,14 +479,9 @@ class Trainer:
                               + ". Resume with the same settings, or pass --allow-changed-recipe")
         if changes:
             logger.warning("resuming with a changed recipe: %s", "; ".join(changes))
-        self.model.load_state_dict(state["model"], strict=True)
-        self.optimizer.load_state_dict(state["optimizer"])
-        self.scheduler.load_state_dict(state["scheduler"])
-        follow_schedule(self.scheduler)
+        restore_optimisation(state, self.model, self.optimizer, self.scheduler)
         self.epoch, self.step, self.best = int(state["epoch"]), int(state["step"]), float(state["best"])
-        torch.set_rng_state(state["rng"]["torch"])
-        if state["rng"]["cuda"] and torch.cuda.is_available():
-            torch.cuda.set_rng_state_all(state["rng"]["cuda"])
+        restore_rng(state["rng"])
         trim_rows(self.out / LOG_NAME, LOG_FIELDS, "epoch", self.epoch)
         logger.info("resumed from %s: %d epochs, %d steps done", path, self.epoch, self.step)
 

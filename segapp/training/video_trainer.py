@@ -47,7 +47,10 @@ from segapp.checkpoint import save_safetensors
 from segapp.image_predictor import LOW_RES_LOGIT_CLAMP
 from segapp.training import prompts as P
 from segapp.training.losses import LossWeights, mask_iou, multimask_loss
-from segapp.training.trainer import ResumeError, follow_schedule, warmup_cosine
+from segapp.training.state import (RunMetadata, check_same_model, optimisation_state, read_state, restore_optimisation,
+                                   save_state)
+from segapp.training.steps import AMP_MODES, autocast, autocast_dtype, cosine_scheduler, step_generator
+from segapp.training.trainer import ResumeError
 from segapp.training.video_data import Clip, ClipAugment, collate_clip
 from segapp.video.session import ObjectTrack
 from segapp.video.tracker import FrameFeatures, StepOutput, Tracker, select_memory
@@ -64,7 +67,6 @@ MEMORY_PARTS = ("memory_attention", "memory_encoder", "obj_ptr_proj", "obj_ptr_t
 LAST_NAME, BEST_NAME, FINAL_NAME, LOG_NAME = "last.pt", "best.safetensors", "final.safetensors", "log.csv"
 LOG_FIELDS = ("epoch", "step", "lr", "loss", "focal", "dice", "iou", "object_score", "train_j", "val_j",
               "clips", "seconds")
-AMP_MODES = ("auto", "bf16", "off")
 PROMPTS = ("mask", "box", "point")
 
 
@@ -182,7 +184,6 @@ class VideoTrainer:
         self.config_name = config_name
         self.prior_parts = tuple(prior_parts)
         self.recipe_extra = dict(recipe_extra or {})
-        self._config_yaml: str | None = None
         self.device = model.device
         self.image_size = model.image_size
         if train_data.image_size != self.image_size:
@@ -192,26 +193,21 @@ class VideoTrainer:
         self.steps_per_epoch = len(train_data)
         if config.max_steps_per_epoch:
             self.steps_per_epoch = min(self.steps_per_epoch, config.max_steps_per_epoch)
-        total = self.steps_per_epoch * config.epochs
-        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
-            self.optimizer, warmup_cosine(min(config.warmup_steps, total // 2), total, config.min_lr_ratio))
+        self.scheduler = cosine_scheduler(self.optimizer, config.warmup_steps, self.steps_per_epoch * config.epochs,
+                                          config.min_lr_ratio)
         self.epoch = 0
         self.step = 0
         self.best = -math.inf
-        use_bf16 = config.amp == "bf16" or (config.amp == "auto" and self.device.type == "cuda")
-        self.autocast_dtype = torch.bfloat16 if use_bf16 else None
+        self.autocast_dtype = autocast_dtype(config.amp, self.device)
+        self._metadata = RunMetadata(config_name, self.image_size)
 
     # ------------------------------------------------------------------------- one clip
     def _autocast(self):
-        if self.autocast_dtype is None:
-            return contextlib.nullcontext()
-        return torch.autocast(device_type=self.device.type, dtype=self.autocast_dtype)
+        return autocast(self.autocast_dtype, self.device)
 
     def generator(self, step: int) -> torch.Generator:
         """The prompt sampler of step `step`, seeded by (seed, step): a resumed run draws the same."""
-        gen = torch.Generator(device=self.device)
-        gen.manual_seed(self.config.seed * 1_000_003 + step)
-        return gen
+        return step_generator(self.config.seed, step, self.device)
 
     def _features(self, frames: torch.Tensor) -> list[FrameFeatures]:
         """[T, 3, S, S] -> each frame's features (the decoder's skip projections applied, as
@@ -410,15 +406,7 @@ class VideoTrainer:
         return tuple(dict.fromkeys(self.prior_parts + trained_parts_here(self.config)))
 
     def metadata(self) -> dict[str, str]:
-        from segapp.build import compose_config, describe
-
-        if self._config_yaml is None:
-            self._config_yaml = ""
-            if self.config_name:
-                self._config_yaml = describe(compose_config(self.config_name, [f"image_size={self.image_size}"]))
-        recipe = {"stage": "video", **self.config.to_dict(), **self.recipe_extra}
-        return {"config": str(self.config_name), "config_yaml": self._config_yaml,
-                "image_size": str(self.image_size), "recipe": json.dumps(recipe, sort_keys=True, default=str),
+        return {**self._metadata({"stage": "video", **self.config.to_dict(), **self.recipe_extra}),
                 TRAINED_PARTS_KEY: ",".join(self.trained_parts())}
 
     def save_weights(self, path: Path, extra: dict[str, str]) -> Path:
@@ -426,10 +414,8 @@ class VideoTrainer:
 
     def save_state(self, path: Path) -> None:
         """Everything --resume needs, written atomically."""
-        state = {
-            "model": self.model.state_dict(),
-            "optimizer": self.optimizer.state_dict(),
-            "scheduler": self.scheduler.state_dict(),
+        save_state(path, {
+            **optimisation_state(self.model, self.optimizer, self.scheduler),
             "epoch": self.epoch,
             "step": self.step,
             "best": self.best,
@@ -437,27 +423,14 @@ class VideoTrainer:
             "image_size": self.image_size,
             "train_config": json.dumps(self.config.to_dict(), default=str),
             "kind": "video",
-        }
-        tmp = path.with_name(path.name + ".tmp")
-        torch.save(state, tmp)
-        tmp.replace(path)
+        })
 
     def load_state(self, path: Path) -> None:
-        if not path.is_file():
-            raise ResumeError(f"nothing to resume: {path} does not exist")
-        state = torch.load(path, map_location="cpu", weights_only=True)
+        state = read_state(path, ResumeError)
         if state.get("kind") != "video":
             raise ResumeError(f"{path} is not a video-training run (written by segapp train?)")
-        if state["image_size"] != self.image_size:
-            raise ResumeError(f"{path} was trained at {state['image_size']} px, this run is at {self.image_size} px")
-        saved = json.loads(state["train_config"])
-        if tuple(saved.get("freeze", ())) != self.config.freeze:
-            raise ResumeError(f"{path} was trained with --freeze {saved.get('freeze')}; resume with the same")
-        self.model.load_state_dict(state["model"], strict=True)
-        self.optimizer.load_state_dict(state["optimizer"])
-        self.scheduler.load_state_dict(state["scheduler"])
-        follow_schedule(self.scheduler)
+        check_same_model(path, state, self.image_size, self.config.freeze, ResumeError)
+        restore_optimisation(state, self.model, self.optimizer, self.scheduler)
         self.epoch, self.step, self.best = int(state["epoch"]), int(state["step"]), float(state["best"])
         trim_rows(self.out / LOG_NAME, LOG_FIELDS, "epoch", self.epoch)
         logger.info("resumed from %s: %d epochs, %d steps done", path, self.epoch, self.step)
-
