@@ -14,8 +14,8 @@ import torch
 from PIL import Image
 
 import segapp
-from segapp.demo import examples, exports
-from segapp.demo.service import DemoService
+from segapp.service import examples, exports
+from segapp.service import DemoService
 
 pytest.importorskip("gradio")
 from gradio_client import Client, handle_file  # noqa: E402
@@ -181,7 +181,7 @@ def test_the_cache_is_private_and_stays_under_its_cap(tmp_path):
     import os
 
     from segapp.demo.app import CACHE_PREFIX, launch
-    from segapp.demo.service import Limits
+    from segapp.service import Limits
 
     cap = 2 * 2**20
     service = DemoService(segapp.build_model("test_tiny", device="cpu"), limits=Limits(max_cache_bytes=cap))

@@ -17,8 +17,8 @@ import torch
 from PIL import Image
 
 import segapp
-from segapp.demo import examples
-from segapp.demo.service import DemoService
+from segapp.service import examples
+from segapp.service import DemoService
 
 pytest.importorskip("gradio")
 pytest.importorskip("playwright")
@@ -158,7 +158,7 @@ def test_video_tab_and_separate_sessions_in_chromium(chromium, server, tmp_path)
 
     from playwright.sync_api import expect, sync_playwright
 
-    from segapp.demo import exports
+    from segapp.service import exports
 
     url, service = server
     clip = tmp_path / "clip.mp4"

@@ -11,9 +11,9 @@ import torch
 from PIL import Image
 
 import segapp
-from segapp.demo import examples, exports
-from segapp.demo.service import (MAX_POINTS_PER_OBJECT, DemoError, DemoService, Limits, SessionNotFound,
-                                 parse_prompts)
+from segapp.service import examples, exports
+from segapp.service import (MAX_POINTS_PER_OBJECT, DemoError, DemoService, Limits, SessionNotFound,
+                            parse_prompts)
 
 PERMISSIVE_AMG = {"pred_iou_thresh": 0.0, "stability_score_thresh": 0.0}
 
@@ -431,7 +431,7 @@ def _write(path, nbytes, mtime):
 
 
 def test_cache_janitor_prunes_by_age_then_oldest_first_and_spares_held_files(tmp_path):
-    from segapp.demo.cache import CacheJanitor
+    from segapp.service.cache import CacheJanitor
 
     root, outside = tmp_path / "cache", tmp_path / "user"
     now = 10_000.0
@@ -487,7 +487,7 @@ def test_closing_or_evicting_a_session_deletes_the_files_it_adopted(model, image
 def video_service():
     """A VideoService on a test model whose object-score head says "object present" (random
     weights otherwise predict "no object" everywhere and every mask would be empty)."""
-    from segapp.demo.service import VideoService
+    from segapp.service import VideoService
 
     torch.manual_seed(0)
     model = segapp.build_model("test_tiny", device="cpu")
@@ -557,7 +557,7 @@ def test_video_click_propagate_correct_and_export(video_service, clip, tmp_path)
 
 
 def test_video_limits_and_bad_files(video_service, clip, tmp_path):
-    from segapp.demo.service import VideoService
+    from segapp.service import VideoService
 
     video = video_service
     sid = video.create_session()
@@ -571,7 +571,7 @@ def test_video_limits_and_bad_files(video_service, clip, tmp_path):
     text.write_text("x")
     with pytest.raises(DemoError, match="not a supported video"):
         video.open_video(sid, text)
-    strict = VideoService(DemoService(video.service.model, limits=Limits(max_video_frames=3)))
+    strict = VideoService(DemoService(video.runtime.model, limits=Limits(max_video_frames=3)))
     with pytest.raises(DemoError, match="6 frames; the limit is 3"):
         strict.open_video(strict.create_session(), clip)
     video.open_video(sid, clip)
@@ -582,9 +582,9 @@ def test_video_limits_and_bad_files(video_service, clip, tmp_path):
 
 
 def test_video_clicks_per_object_and_frame_are_capped(video_service, clip):
-    from segapp.demo.service import VideoService
+    from segapp.service import VideoService
 
-    video = VideoService(DemoService(video_service.service.model, limits=Limits(max_points_per_object=2)))
+    video = VideoService(DemoService(video_service.runtime.model, limits=Limits(max_points_per_object=2)))
     sid = video.create_session()
     video.open_video(sid, clip)
     video.click(sid, 0, 30, 35)
@@ -645,9 +645,9 @@ def test_video_track_everything(video_service, clip):
     """The video tab's "Track everything": objects found without clicks, masks on every frame,
     ids kept from frame to frame; bad settings refused. Thresholds 0: the random model's masks
     would all fail the default ones."""
-    from segapp.demo.service import VideoService
+    from segapp.service import VideoService
 
-    video = VideoService(DemoService(video_service.service.model,
+    video = VideoService(DemoService(video_service.runtime.model,
                                      amg_options={"pred_iou_thresh": 0.0, "stability_score_thresh": 0.0}))
     sid = video.create_session()
     video.open_video(sid, clip)

@@ -47,7 +47,7 @@ def test_segment_demo_and_video_predictor_accept_the_same_video_extensions(tmp_p
     predictor's frame source and the demo's upload check; anything else is refused by all three."""
     import segapp
     from segapp.batch.inputs import discover
-    from segapp.demo.service import DemoError, DemoService, VideoService
+    from segapp.service import DemoError, DemoService, VideoService
     from segapp.video.frames import VideoReadError, open_frames
 
     for suffix in media.VIDEO_SUFFIXES:
@@ -257,7 +257,7 @@ def test_read_image_applies_exif_orientation_unless_stored_pixels(tmp_path):
 def test_demo_uploads_of_images_and_videos_share_one_size_check(tmp_path):
     """An empty or oversized upload is refused with the same words for an image and a video."""
     import segapp
-    from segapp.demo.service import DemoError, DemoService, Limits, VideoService
+    from segapp.service import DemoError, DemoService, Limits, VideoService
 
     service = DemoService(segapp.build_model("test_tiny", device="cpu"),
                           limits=Limits(max_upload_bytes=100, max_video_bytes=100))

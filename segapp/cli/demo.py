@@ -89,7 +89,7 @@ def build_service(model: str | None = None, checkpoint: Path | None = None, devi
     from segapp.build import build_model
     from segapp.checkpoint import CheckpointError
     from segapp.cli.models import choose_model
-    from segapp.demo.service import DemoService
+    from segapp.service import DemoService
 
     if choice is None:
         choice = choose_model(model, checkpoint)

@@ -22,6 +22,12 @@ def mask_fields(mask: np.ndarray) -> dict[str, Any]:
     return {"segmentation": encode_rle(mask), "area": int(mask.sum()), "bbox": mask_to_xywh(mask)}
 
 
+def image_record(image_id: int, hw: tuple[int, int], file_name: str, **extra: Any) -> dict[str, Any]:
+    """A COCO image entry: {"id", "width", "height", "file_name"} plus any extra fields (e.g. a
+    video frame's "frame_index"). hw: (height, width) in pixels."""
+    return {"id": int(image_id), "width": int(hw[1]), "height": int(hw[0]), "file_name": str(file_name), **extra}
+
+
 def annotations(masks: Sequence[np.ndarray], *, image_id: int = 1, names: Sequence[str] | None = None,
                 scores: Sequence[float] | None = None, ids: Sequence[int] | None = None,
                 start_id: int = 1) -> list[dict[str, Any]]:

@@ -1,0 +1,44 @@
+"""The video tab's downloads: a zip of instance-id PNGs (one per tracked frame), a COCO RLE
+document (one image entry per frame, segapp.formats.coco records) and an overlay MP4."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from segapp.formats import coco
+from segapp.service import exports
+from segapp.service.video_session import VideoUserSession
+
+
+def coco_document(session: VideoUserSession) -> dict:
+    """The COCO document of every tracked frame: image id frame + 1, one annotation per object
+    with a mask on that frame (with its object id and name)."""
+    names = {o.obj_id: o.name for o in session.objects}
+    images, anns = [], []
+    for frame_idx in sorted(session.results):
+        images.append(coco.image_record(frame_idx + 1, session.hw, f"{frame_idx:05d}.png", frame_index=frame_idx))
+        ids = session.ids_on(frame_idx)
+        anns += coco.annotations([session.mask(frame_idx, o) for o in ids], image_id=frame_idx + 1, ids=ids,
+                                 names=[names[o] for o in ids], start_id=len(anns) + 1)
+    return coco.document(images, anns, exports.DESCRIPTION)
+
+
+def write_all(session: VideoUserSession, out_dir: str | Path) -> dict[str, Path]:
+    """Write {"png_zip": instance-id PNG per frame (zip), "coco_json": COCO RLE JSON,
+    "overlay_mp4": H.264 overlay video} into out_dir."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    stem = session.path.stem or "video"
+
+    def id_maps():
+        for frame_idx in sorted(session.results):
+            ids = session.ids_on(frame_idx)
+            yield frame_idx, exports.instance_id_map([session.mask(frame_idx, o) for o in ids], session.hw, ids)
+
+    png_zip = exports.write_png_zip(id_maps(), out_dir / f"{stem}_masks.zip")
+    coco_path = out_dir / f"{stem}_coco_rle.json"
+    coco_path.write_text(json.dumps(coco_document(session)))
+    frames = (session.render(f, prompts=False) for f in range(session.num_frames)
+              if session.state.frames.get(f) is not None)
+    mp4 = exports.write_mp4(frames, out_dir / f"{stem}_overlay.mp4", session.fps)
+    return {"png_zip": png_zip, "coco_json": coco_path, "overlay_mp4": mp4}
