@@ -348,7 +348,7 @@ def test_demo_refused_input_is_one_log_line_not_a_traceback(tmp_path, capfd, cap
     Image.fromarray(np.zeros((40, 50, 3), np.uint8)).save(image)
     try:
         client = Client(f"http://127.0.0.1:{port}/", verbose=False)
-        with caplog.at_level("INFO", logger="segapp.demo.app"), pytest.raises(Exception) as excinfo:
+        with caplog.at_level("INFO", logger="segapp.demo"), pytest.raises(Exception) as excinfo:
             client.predict(handle_file(str(image)), '{"points": [[1, 2, 3]]}', api_name="/segment_image")
     finally:
         demo.close()
