@@ -188,43 +188,28 @@ class VideoService:
                   preview_interval: float | None = None):
         """Track every object through the video; yields (frame_idx, done, total, preview) after
         each frame, for a progress bar and a live preview. direction: "forward", "backward" or
-        "both" (forward from start_frame, then backward from it). preview: the rendered frame
-        when preview_interval seconds have passed since the last one (and on the last frame),
-        else None; never with preview_interval None. The model lock is taken per frame, so
-        other users' clicks interleave with a long propagation."""
+        "both" (forward from start_frame, then backward from it: segapp.video.propagation).
+        preview: the rendered frame when preview_interval seconds have passed since the last
+        one (and on the last frame), else None; never with preview_interval None. The model
+        lock is taken per frame, so other users' clicks interleave with a long propagation."""
+        from segapp.video.propagation import propagate_both_ways, walk_length
+
         if direction not in DIRECTIONS:
             raise DemoError(f"direction must be forward, backward or both, got {direction!r}")
+        directions = ("forward", "backward") if direction == "both" else (direction,)
         with self._locked(sid) as session:
             self._require_video(session)
             if not session.prompts:
                 raise DemoError("click on an object in some frame before propagating")
-            n = session.num_frames
             if start_frame is None:
                 start_frame = min(f for _, f in session.prompts)
             start_frame = self._check_frame(session, start_frame)
-            passes = []
-            if direction in ("forward", "both"):
-                passes.append((False, n - start_frame))
-            if direction in ("backward", "both"):
-                passes.append((True, start_frame + 1))
-            total, done = sum(count for _, count in passes), 0
-            started = last_preview = time.perf_counter()
-            for reverse, _ in passes:
-                frames = self.predictor.propagate_in_video(session.state, start_frame_idx=start_frame,
-                                                           reverse=reverse)
-                while True:
-                    with self.runtime.model_lock:
-                        item = next(frames, None)
-                    if item is None:
-                        break
-                    frame_idx, obj_ids, logits = item
-                    session.store(frame_idx, obj_ids, logits)
-                    done += 1
-                    preview = None
-                    now = time.perf_counter()
-                    if preview_interval is not None and (now - last_preview >= preview_interval or done == total):
-                        preview, last_preview = session.render(frame_idx, prompts=False), now
-                    yield frame_idx, done, total, preview
+            started = time.perf_counter()
+            steps = propagate_both_ways(self.predictor, session.state, start_frame, directions=directions,
+                                        lock=self.runtime.model_lock)
+            total = walk_length(session.num_frames, start_frame, directions)
+            done = yield from _with_progress(session, ((s.frame_idx, s.obj_ids, s.logits) for s in steps), total,
+                                             preview_interval)
             session.timings = [Timing(f"propagate {direction} ({done} frames)",
                                       (time.perf_counter() - started) * 1e3)]
 
@@ -250,28 +235,24 @@ class VideoService:
             session.prompts, session.results = {}, {}
             tracker = VideoAutoTracker(self.predictor, generator=generator, every=every)
             frames = tracker.track(session.state.frames)
-            total, done = session.num_frames, 0
-            started = last_preview = time.perf_counter()
-            known = set()
-            try:
+            started = time.perf_counter()
+
+            def steps():
+                known = set()
                 while True:
                     with self.runtime.model_lock:
                         item = next(frames, None)
                     if item is None:
-                        break
-                    frame_idx, obj_ids, logits = item
-                    for obj_id in obj_ids:
+                        return
+                    for obj_id in item[1]:
                         if obj_id not in known:
                             known.add(obj_id)
                             session.objects.append(VideoObject(obj_id, f"auto {obj_id}", exports.color_for(obj_id - 1)))
                             session.next_id = max(session.next_id, obj_id + 1)
-                    session.store(frame_idx, obj_ids, logits)
-                    done += 1
-                    preview = None
-                    now = time.perf_counter()
-                    if preview_interval is not None and (now - last_preview >= preview_interval or done == total):
-                        preview, last_preview = session.render(frame_idx, prompts=False), now
-                    yield frame_idx, done, total, preview
+                    yield item
+
+            try:
+                done = yield from _with_progress(session, steps(), session.num_frames, preview_interval)
             finally:
                 frames.close()
                 tracker.close()
@@ -295,3 +276,21 @@ class VideoService:
             if not session.results:
                 raise DemoError("nothing to download yet: click on an object and propagate")
             return video_exports.write_all(session, out_dir)
+
+
+def _with_progress(session: VideoUserSession, steps, total: int, preview_interval: float | None):
+    """Store each (frame_idx, obj_ids, logits) of `steps` in the session and yield
+    (frame_idx, done, total, preview): preview is the rendered frame when preview_interval
+    seconds have passed since the last one, and on the last frame (never with None). Returns
+    the number of frames stored."""
+    done = 0
+    last_preview = time.perf_counter()
+    for frame_idx, obj_ids, logits in steps:
+        session.store(frame_idx, obj_ids, logits)
+        done += 1
+        preview = None
+        now = time.perf_counter()
+        if preview_interval is not None and (now - last_preview >= preview_interval or done == total):
+            preview, last_preview = session.render(frame_idx, prompts=False), now
+        yield frame_idx, done, total, preview
+    return done
