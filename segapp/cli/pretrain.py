@@ -19,29 +19,14 @@ import os
 from pathlib import Path
 
 from segapp.cli import EXIT_OK, CLIError
+from segapp.cli.training_options import (add_options, build_training_model, check_image_size, check_out,
+                                         recipe_defaults, recipe_values)
 
 logger = logging.getLogger(__name__)
-
-DEFAULT_CONFIG = "segapp_small"
-
 
 def default_workers() -> int:
     """Data-loading processes: one core is left to the training step (up to 8)."""
     return max(0, min(8, (os.cpu_count() or 1) - 1))
-
-
-class _RecipeDefault:
-    """An option's default: PretrainConfig's value, looked up only when --help shows it (so that
-    building the parser does not import torch) and left to PretrainConfig when not overridden."""
-
-    def __init__(self, name: str) -> None:
-        self.name = name
-
-    def __str__(self) -> str:
-        from segapp.training.pretrain import PretrainConfig
-
-        value = getattr(PretrainConfig(), self.name)
-        return f"{value:g}" if isinstance(value, float) else str(value)
 
 
 # PretrainConfig fields set from options of the same name (underscores for dashes).
@@ -51,7 +36,7 @@ _RECIPE_OPTIONS = ("epochs", "batch_size", "lr", "weight_decay", "warmup_steps",
 
 
 def register(subparsers) -> None:
-    recipe = _RecipeDefault
+    recipe = recipe_defaults("segapp.training.pretrain:PretrainConfig")
     parser = subparsers.add_parser(
         "pretrain", help="pretrain the Hiera trunk as a masked autoencoder on unlabelled images",
         description="Masked-autoencoder pretraining of a config's Hiera trunk (mask units of 32 px, "
@@ -63,18 +48,14 @@ def register(subparsers) -> None:
                       help="folders of images, read recursively (.jpg, .jpeg, .png)")
     data.add_argument("--videos", nargs="+", type=Path, default=[], metavar="DIR",
                       help="folders of video frames: DAVIS layout (JPEGImages/<seq>/*.jpg) or <seq>/*.jpg")
-    data.add_argument("--max-images", type=int, metavar="N", help="use the first N images only")
-    data.add_argument("--workers", type=int, default=default_workers(), metavar="N",
-                      help="data-loading processes (default: %(default)s, from the CPU count)")
+    add_options(data, recipe, "--max-images", helps={"--max-images": "use the first N images only"})
+    add_options(data, recipe, "--workers", default=default_workers(),
+                help="data-loading processes (default: %(default)s, from the CPU count)")
 
     model = parser.add_argument_group("model")
-    model.add_argument("--config", default=DEFAULT_CONFIG, metavar="NAME",
-                       help="model config name or YAML path whose trunk is pretrained (default: %(default)s)")
-    model.add_argument("--image-size", type=int, metavar="S",
-                       help="input side, a multiple of 32 (default: the config's)")
-    model.add_argument("--device", help="cpu, cuda, ... (default: the best available)")
-    model.add_argument("--amp", default=recipe("amp"), metavar="MODE",
-                       help="auto (bf16 autocast on CUDA), bf16 or off (default: %(default)s)")
+    add_options(model, recipe, "--config", "--image-size", "--device", "--amp", helps={
+        "--config": "model config name or YAML path whose trunk is pretrained (default: %(default)s)",
+        "--image-size": "input side, a multiple of 32 (default: the config's)"})
     model.add_argument("--mask-ratio", type=float, default=recipe("mask_ratio"),
                        help="fraction of mask units masked in each image (default: %(default)s)")
     model.add_argument("--decoder-dim", type=int, default=recipe("decoder_dim"),
@@ -85,26 +66,13 @@ def register(subparsers) -> None:
                        help="decoder attention heads (default: %(default)s)")
 
     opt = parser.add_argument_group("optimisation")
-    opt.add_argument("--epochs", type=int, default=recipe("epochs"), help="total epochs (default: %(default)s)")
-    opt.add_argument("--batch-size", type=int, default=recipe("batch_size"),
-                     help="images per step (default: %(default)s)")
-    opt.add_argument("--lr", type=float, default=recipe("lr"), help="peak learning rate (default: %(default)s)")
-    opt.add_argument("--weight-decay", type=float, default=recipe("weight_decay"),
-                     help="AdamW weight decay (default: %(default)s)")
-    opt.add_argument("--warmup-steps", type=int, default=recipe("warmup_steps"),
-                     help="linear warm-up steps before the cosine decay (default: %(default)s)")
-    opt.add_argument("--grad-clip", type=float, default=recipe("grad_clip"),
-                     help="max gradient norm, 0 for none (default: %(default)s)")
-    opt.add_argument("--max-steps-per-epoch", type=int, metavar="N", help="cut epochs short (quick runs)")
-    opt.add_argument("--seed", type=int, default=recipe("seed"),
-                     help="seed of every random choice (default: %(default)s)")
+    add_options(opt, recipe, "--epochs", "--batch-size", "--lr", "--weight-decay", "--warmup-steps", "--grad-clip",
+                "--max-steps-per-epoch", "--seed")
 
     out = parser.add_argument_group("output")
-    out.add_argument("--out", type=Path, default=Path("runs/mae"), metavar="DIR",
-                     help="output folder (default: %(default)s)")
-    out.add_argument("--resume", action="store_true", help="continue the run saved in --out/last.pt")
-    out.add_argument("--log-every", type=int, default=recipe("log_every"),
-                     help="steps per progress line and log.csv row (default: %(default)s)")
+    add_options(out, recipe, "--out", default=Path("runs/mae"), help="output folder (default: %(default)s)")
+    add_options(out, recipe, "--resume", "--log-every",
+                helps={"--log-every": "steps per progress line and log.csv row (default: %(default)s)"})
     out.add_argument("--save-every", type=int, default=recipe("save_every"),
                      help="steps between checkpoints besides the epoch ends, 0 for none (default: %(default)s)")
     parser.set_defaults(func=run)
@@ -120,37 +88,26 @@ def _check_args(args: argparse.Namespace) -> None:
         resolve_config(args.config)
     except (ValueError, FileNotFoundError) as err:
         raise CLIError(str(err)) from err
-    if args.image_size is not None and (args.image_size <= 0 or args.image_size % 32):
-        raise CLIError(f"--image-size must be a positive multiple of 32, got {args.image_size}")
+    check_image_size(args.image_size)
     if args.max_images is not None and args.max_images < 1:
         raise CLIError(f"--max-images must be at least 1, got {args.max_images}")
-    last = args.out / LAST_NAME
-    if args.resume and not last.is_file():
-        raise CLIError(f"--resume: {last} does not exist")
-    if not args.resume and last.is_file():
-        raise CLIError(f"{args.out} holds a run already ({last}): pass --resume to continue it, "
-                       "or choose another --out")
+    check_out(args.out, args.resume, LAST_NAME)
 
 
 def run(args: argparse.Namespace) -> int:
     import torch
 
-    from segapp.build import build_model
     from segapp.training.image_folders import ImageFolderDataset, NoImagesError
     from segapp.training.pretrain import PretrainConfig, Pretrainer, PretrainResumeError
 
     _check_args(args)
-    values = {name: getattr(args, name) for name in _RECIPE_OPTIONS
-              if not isinstance(getattr(args, name), _RecipeDefault)}
+    values = recipe_values(args, _RECIPE_OPTIONS)
     try:
         config = PretrainConfig(**values)
     except ValueError as err:
         raise CLIError(str(err)) from err
     torch.manual_seed(config.seed)  # the random initial weights of the model and the decoder
-    try:
-        model = build_model(args.config, device=args.device, image_size=args.image_size, random_init=True)
-    except ValueError as err:
-        raise CLIError(str(err)) from err
+    model = build_training_model(args.config, None, args.device, args.image_size, random_init=True)
     try:
         data = ImageFolderDataset(args.images, args.videos, image_size=model.image_size,
                                   scale=config.crop_scale, seed=config.seed, max_images=args.max_images)

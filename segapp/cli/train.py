@@ -16,32 +16,17 @@ import logging
 from pathlib import Path
 
 from segapp.cli import EXIT_OK, EXIT_USAGE, CLIError
+from segapp.cli.training_options import (add_options, build_training_model, check_image_size, check_init, check_out,
+                                         check_paired_sources, loss_weights, recipe_defaults, recipe_values)
 
 logger = logging.getLogger(__name__)
 
-DEFAULT_CONFIG = "segapp_small"
 AUGMENT_PRESETS = ("strong", "light", "object", "none", "copy-paste", "strong+copy-paste", "light+copy-paste",
                    "object+copy-paste")
 
 
-class _RecipeDefault:
-    """An option's default: TrainConfig's value, looked up only when --help shows it (so that
-    building the parser does not import torch) and left to TrainConfig when not overridden."""
-
-    def __init__(self, name: str) -> None:
-        self.name = name
-
-    def __str__(self) -> str:
-        from segapp.training.trainer import TrainConfig
-
-        value = getattr(TrainConfig(), self.name)
-        return f"{value:g}" if isinstance(value, float) else str(value)
-
-
 def register(subparsers) -> None:
-    def recipe(name: str) -> _RecipeDefault:
-        return _RecipeDefault(name)
-
+    recipe = recipe_defaults("segapp.training.trainer:TrainConfig")
     parser = subparsers.add_parser(
         "train", help="train or fine-tune on COCO-format instance masks",
         description="Train the image path (image encoder, prompt encoder, mask decoder) on "
@@ -60,7 +45,7 @@ def register(subparsers) -> None:
     data.add_argument("--val-max-images", type=int, metavar="N", help="validate on the first N images only")
     data.add_argument("--val-prompt", default=recipe("val_prompt"), metavar="PROMPT",
                       help="prompt of the validation mIoU: box, point or clicks (default: %(default)s)")
-    data.add_argument("--max-images", type=int, metavar="N", help="train on the first N images only")
+    add_options(data, recipe, "--max-images", helps={"--max-images": "train on the first N images only"})
     data.add_argument("--instances-per-image", type=int, default=recipe("instances_per_image"), metavar="K",
                       help="instances sampled per image and step (default: %(default)s)")
     data.add_argument("--augment", choices=AUGMENT_PRESETS, metavar="PRESET",
@@ -70,60 +55,38 @@ def register(subparsers) -> None:
                            "PRESET+copy-paste adds instances of other images pasted on top (scaled 0.5-1.5, "
                            "in half the samples), copy-paste alone is light+copy-paste "
                            "(default: strong, light with --init)")
-    data.add_argument("--workers", type=int, default=recipe("workers"), metavar="N",
-                      help="data-loading processes, 0 to load in the training process (default: one "
-                           "per core beside the training process, at most 8)")
+    add_options(data, recipe, "--workers", helps={
+        "--workers": "data-loading processes, 0 to load in the training process (default: one per core beside "
+                     "the training process, at most 8)"})
 
     model = parser.add_argument_group("model")
-    model.add_argument("--config", default=DEFAULT_CONFIG, metavar="NAME",
-                       help="model config name or YAML path (default: %(default)s); with --init, "
-                            "the config of that checkpoint")
-    model.add_argument("--init", type=Path, metavar="CHECKPOINT",
-                       help="start from these weights (official .pt or segapp .safetensors); "
-                            "default: random weights (training from scratch)")
-    model.add_argument("--image-size", type=int, metavar="S",
-                       help="model input side, a multiple of 32 (default: the config's)")
-    model.add_argument("--freeze", action="append", default=[], metavar="PART",
-                       help="do not train PART: image_encoder, prompt_encoder or mask_decoder "
-                            "(repeatable); the memory parts are never trained here")
-    model.add_argument("--device", help="cpu, cuda, ... (default: the best available)")
-    model.add_argument("--amp", default=recipe("amp"), metavar="MODE",
-                       help="auto (bf16 autocast on CUDA), bf16 or off (default: %(default)s)")
+    add_options(model, recipe, "--config", "--init", "--image-size", "--freeze", "--device", "--amp", helps={
+        "--config": "model config name or YAML path (default: %(default)s); with --init, the config of that "
+                    "checkpoint",
+        "--init": "start from these weights (official .pt or segapp .safetensors); default: random weights "
+                  "(training from scratch)",
+        "--image-size": "model input side, a multiple of 32 (default: the config's)",
+        "--freeze": "do not train PART: image_encoder, prompt_encoder or mask_decoder (repeatable); the memory "
+                    "parts are never trained here"})
 
     opt = parser.add_argument_group("optimisation")
-    opt.add_argument("--epochs", type=int, default=recipe("epochs"), help="total epochs (default: %(default)s)")
-    opt.add_argument("--batch-size", type=int, default=recipe("batch_size"),
-                     help="images per step (default: %(default)s)")
-    opt.add_argument("--lr", type=float, default=recipe("lr"), help="peak learning rate (default: %(default)s)")
+    add_options(opt, recipe, "--epochs", "--batch-size", "--lr")
     opt.add_argument("--encoder-lr-scale", type=float, default=recipe("encoder_lr_scale"),
                      help="the image encoder's lr relative to --lr (default: %(default)s)")
-    opt.add_argument("--weight-decay", type=float, default=recipe("weight_decay"),
-                     help="AdamW weight decay (default: %(default)s)")
-    opt.add_argument("--warmup-steps", type=int, default=recipe("warmup_steps"),
-                     help="linear warm-up steps before the cosine decay (default: %(default)s)")
-    opt.add_argument("--grad-clip", type=float, default=recipe("grad_clip"),
-                     help="max gradient norm, 0 for none (default: %(default)s)")
-    opt.add_argument("--correction-rounds", type=int, default=recipe("correction_rounds"),
-                     help="corrective-click rounds after the first prompt (default: %(default)s)")
-    opt.add_argument("--loss-weights", metavar="F,D,I,O",
-                     help="weights of the focal, dice, IoU and object-score losses "
-                          "(default: SAM 2's 20,1,1,1)")
+    add_options(opt, recipe, "--weight-decay", "--warmup-steps", "--grad-clip", "--correction-rounds",
+                "--loss-weights", helps={
+                    "--correction-rounds": "corrective-click rounds after the first prompt (default: %(default)s)"})
     opt.add_argument("--loss-resolution", default=recipe("loss_resolution"), metavar="RES",
                      help="mask (the decoder's low-resolution logits against the share of each cell "
                           "the object covers) or input (logits upsampled to the input size, as SAM 2) "
                           "(default: %(default)s)")
-    opt.add_argument("--prob-box", type=float, default=recipe("prob_box"),
-                     help="probability that the first prompt is a box, not a point (default: %(default)s)")
-    opt.add_argument("--max-steps-per-epoch", type=int, metavar="N", help="cut epochs short (quick runs)")
-    opt.add_argument("--seed", type=int, default=recipe("seed"),
-                     help="seed of every random choice (default: %(default)s)")
-    opt.add_argument("--log-every", type=int, default=recipe("log_every"),
-                     help="steps between log lines (default: %(default)s)")
+    add_options(opt, recipe, "--prob-box", "--max-steps-per-epoch", "--seed", "--log-every", helps={
+        "--prob-box": "probability that the first prompt is a box, not a point (default: %(default)s)",
+        "--log-every": "steps between log lines (default: %(default)s)"})
 
     out = parser.add_argument_group("output")
-    out.add_argument("--out", type=Path, default=Path("train_out"), metavar="DIR",
-                     help="output folder (default: ./train_out)")
-    out.add_argument("--resume", action="store_true", help="continue the run saved in --out/last.pt")
+    add_options(out, recipe, "--out", default=Path("train_out"), help="output folder (default: ./train_out)")
+    add_options(out, recipe, "--resume")
     out.add_argument("--allow-changed-recipe", action="store_true",
                      help="with --resume: continue although the data, learning rate, batch size, "
                           "augmentation or another setting differs from the saved run's (refused "
@@ -137,29 +100,14 @@ def _check_args(args: argparse.Namespace) -> None:
     if len(args.annotations) != len(args.images):
         raise CLIError(f"{len(args.annotations)} --annotations for {len(args.images)} --images: "
                        "give one images folder per annotation file")
-    for ann, images in zip(args.annotations, args.images):
-        if not ann.is_file():
-            raise CLIError(f"annotation file not found: {ann}")
-        if not images.is_dir():
-            raise CLIError(f"images folder not found: {images}")
+    check_paired_sources(args.annotations, args.images)
     val_ann, val_images = args.val_annotations or [], args.val_images or []
     if len(val_ann) != len(val_images):
         raise CLIError("give --val-annotations and --val-images together, one folder per file")
-    for ann, images in zip(val_ann, val_images):
-        if not ann.is_file():
-            raise CLIError(f"validation annotation file not found: {ann}")
-        if not images.is_dir():
-            raise CLIError(f"validation images folder not found: {images}")
-    if args.init is not None and not args.init.is_file():
-        raise CLIError(f"--init checkpoint not found: {args.init}")
-    if args.image_size is not None and (args.image_size <= 0 or args.image_size % 32):
-        raise CLIError(f"--image-size must be a positive multiple of 32, got {args.image_size}")
-    last = args.out / LAST_NAME
-    if args.resume and not last.is_file():
-        raise CLIError(f"--resume: {last} does not exist")
-    if not args.resume and last.is_file():
-        raise CLIError(f"{args.out} holds a run already ({last}): pass --resume to continue it, "
-                       "or choose another --out")
+    check_paired_sources(val_ann, val_images, "validation")
+    check_init(args.init)
+    check_image_size(args.image_size)
+    check_out(args.out, args.resume, LAST_NAME)
 
 
 # TrainConfig fields set from options of the same name (underscores for dashes).
@@ -172,17 +120,11 @@ def _train_config(args: argparse.Namespace):
     from segapp.training.data import AugmentConfig
     from segapp.training.trainer import TrainConfig
 
-    values = {name: getattr(args, name) for name in _RECIPE_OPTIONS
-              if not isinstance(getattr(args, name), _RecipeDefault)}
+    values = recipe_values(args, _RECIPE_OPTIONS)
     augment = args.augment or ("light" if args.init is not None else "strong")
     logger.info("augmentation: %s", augment)
     if args.loss_weights:
-        from segapp.training.losses import LossWeights
-        try:
-            focal, dice, iou, obj = (float(x) for x in args.loss_weights.split(","))
-        except ValueError:
-            raise CLIError(f"--loss-weights takes four numbers F,D,I,O, got {args.loss_weights!r}") from None
-        values["loss"] = LossWeights(focal, dice, iou, obj)
+        values["loss"] = loss_weights(args.loss_weights)
     try:
         return TrainConfig(**values, freeze=tuple(dict.fromkeys(args.freeze)),
                            augment=AugmentConfig.preset(augment))
@@ -191,8 +133,6 @@ def _train_config(args: argparse.Namespace):
 
 
 def run(args: argparse.Namespace) -> int:
-    from segapp.build import build_model
-    from segapp.checkpoint import CheckpointError
     from segapp.evaluation.coco import AnnotationFileError
     from segapp.training.data import CocoInstanceDataset, load_coco_sources
     from segapp.training.trainer import ResumeError, Trainer
@@ -203,15 +143,10 @@ def run(args: argparse.Namespace) -> int:
 
     # Random initial weights, and anything else drawn from the global generators, follow --seed.
     torch.manual_seed(config.seed)
-    try:
-        # Without --init, random weights (training from scratch), even for segapp_small,
-        # whose bundled weights build_model would load otherwise.
-        model = build_model(args.config, args.init, device=args.device, image_size=args.image_size,
-                            random_init=args.init is None)
-    except (ValueError, FileNotFoundError) as err:
-        raise CLIError(str(err)) from err
-    except CheckpointError as err:
-        raise CLIError(f"{err}\n  (pass the --config of this checkpoint)") from err
+    # Without --init, random weights (training from scratch), even for segapp_small,
+    # whose bundled weights build_model would load otherwise.
+    model = build_training_model(args.config, args.init, args.device, args.image_size,
+                                 random_init=args.init is None)
     try:
         train = CocoInstanceDataset(args.annotations, args.images, model.image_size,
                                     instances_per_image=config.instances_per_image, augment=config.augment,

@@ -34,7 +34,8 @@ from torch import nn
 from segapp.checkpoint import save_safetensors
 from segapp.training.image_folders import ImageFolderDataset
 from segapp.training.mae import MaskedAutoencoder
-from segapp.training.state import RunMetadata, optimisation_state, read_state, restore_optimiser, restore_model, save_state
+from segapp.training.state import (RunMetadata, optimisation_state, read_state, restore_model, restore_optimiser,
+                                   save_state)
 from segapp.training.steps import AMP_MODES, autocast, autocast_dtype, cosine_scheduler, step_generator
 from segapp.training.run_log import append_row, trim_rows
 
