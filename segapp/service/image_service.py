@@ -23,7 +23,7 @@ from __future__ import annotations
 import dataclasses
 import time
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Callable, Collection, Sequence
 
 import numpy as np
 
@@ -340,17 +340,23 @@ class ImageService:
             return timing
 
     # ------------------------------------------------------------------ views and exports
-    def render(self, sid: str) -> np.ndarray | None:
+    def render(self, sid: str, *, alpha: float = exports.OVERLAY_ALPHA,
+               hidden: Collection[int] = ()) -> np.ndarray | None:
         """The session's image with every object's mask in its colour and the selected
-        object's prompts marked; None before an image is set."""
+        object's prompts marked; None before an image is set.
+
+        alpha: the masks' opacity, 0 (invisible) to 1 (opaque); hidden: ids of objects whose
+        masks are not drawn (the view only: exports keep every object)."""
+        if not 0.0 <= alpha <= 1.0:
+            raise DemoError(f"mask opacity must be between 0 and 1, got {alpha}")
         with self._locked(sid) as session:
             if session.image is None:
                 return None
-            objs = session.masked_objects
+            objs = [o for o in session.masked_objects if o.obj_id not in set(hidden)]
             sel = session.selected
             highlight = next((k for k, o in enumerate(objs) if sel is not None and o.obj_id == sel.obj_id), None)
             return exports.overlay(
-                session.image, [o.mask for o in objs], [o.color for o in objs], highlight=highlight,
+                session.image, [o.mask for o in objs], [o.color for o in objs], alpha=alpha, highlight=highlight,
                 points=sel.points if sel else (), labels=sel.labels if sel else (),
                 box=sel.box if sel else None, pending_corner=session.pending_corner)
 

@@ -1,0 +1,39 @@
+"""The image view's options: mask opacity and objects hidden from the view (not the exports)."""
+from __future__ import annotations
+
+import cv2
+import numpy as np
+import pytest
+import torch
+
+import segapp
+from segapp.service import DemoError, ImageService, examples
+
+
+@pytest.fixture(scope="module")
+def service():
+    torch.manual_seed(0)
+    return ImageService(segapp.build_model("test_tiny", device="cpu"))
+
+
+def test_render_opacity_and_hidden_objects(service):
+    image = examples.synthetic_image(160)
+    sid = service.create_session()
+    service.set_image(sid, image)
+    service.set_box(sid, (20, 20, 120, 120))
+    (obj,) = service.get_session(sid).objects
+    service.select_object(sid, None)  # no prompts drawn over the mask
+    inside = cv2.erode(obj.mask.astype(np.uint8), np.ones((5, 5), np.uint8),
+                       borderType=cv2.BORDER_CONSTANT, borderValue=0).astype(bool)  # not the outline
+    assert inside.any()
+    half = service.render(sid).astype(int)
+    opaque = service.render(sid, alpha=1.0).astype(int)
+    clear = service.render(sid, alpha=0.0).astype(int)
+    np.testing.assert_array_equal(opaque[inside], np.broadcast_to(obj.color, opaque[inside].shape))
+    np.testing.assert_array_equal(clear[inside], image[inside])
+    assert np.abs(half[inside] - image[inside]).max() > 0
+    hidden = service.render(sid, hidden={obj.obj_id})
+    np.testing.assert_array_equal(hidden, image)
+    assert len(service.get_session(sid).objects) == 1  # hiding is the view's only
+    with pytest.raises(DemoError, match="opacity must be between 0 and 1"):
+        service.render(sid, alpha=1.5)
