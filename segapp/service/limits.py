@@ -88,3 +88,16 @@ def check_point_count(name: str, count: int, limit: int) -> None:
     if count >= limit:
         raise DemoError(f"{name} already has {count} clicks, the most one object may have "
                         f"({limit}): undo some, or start a new object")
+
+
+def check_text(value, what: str, *, allow_empty: bool = False, limit: int = 100) -> str:
+    """`value` stripped, as an object's name or class label (`what`); DemoError when it is
+    empty (unless allow_empty) or longer than `limit` characters."""
+    text = (value or "").strip() if isinstance(value, str) or value is None else None
+    if text is None:
+        raise DemoError(f"a {what} must be text, got {value!r}")
+    if not text and not allow_empty:
+        raise DemoError(f"a {what} cannot be empty")
+    if len(text) > limit:
+        raise DemoError(f"a {what} is limited to {limit} characters")
+    return text

@@ -66,3 +66,36 @@ def image_key(image: np.ndarray) -> str:
     digest = hashlib.sha1(np.ascontiguousarray(image).tobytes())
     digest.update(repr(image.shape).encode())
     return digest.hexdigest()
+
+
+def check_video(path, limits: Limits) -> float:
+    """Check an uploaded video file against the limits before it is opened (DemoError naming
+    the problem: missing, empty or too large, not a video extension, unreadable, too many
+    frames, too large frames). Returns its frame rate (25 when the file does not say)."""
+    import cv2
+
+    from segapp.formats.media import VIDEO_SUFFIXES
+
+    if path is None:
+        raise DemoError(f"no video given: upload a video file ({', '.join(VIDEO_SUFFIXES)})")
+    path = Path(path)
+    if not path.is_file():
+        raise DemoError(f"video file not found: {path.name}")
+    check_upload_size(path.stat().st_size, path.name, limits.max_video_bytes)
+    if path.suffix.lower() not in VIDEO_SUFFIXES:
+        raise DemoError(f"{path.name} is not a supported video ({', '.join(VIDEO_SUFFIXES)})")
+    cap = cv2.VideoCapture(str(path))
+    try:
+        frames = int(cap.get(cv2.CAP_PROP_FRAME_COUNT)) if cap.isOpened() else 0
+        fps = float(cap.get(cv2.CAP_PROP_FPS)) if cap.isOpened() else 0.0
+        w, h = int(cap.get(cv2.CAP_PROP_FRAME_WIDTH)), int(cap.get(cv2.CAP_PROP_FRAME_HEIGHT))
+    finally:
+        cap.release()
+    if frames <= 0:
+        raise DemoError(f"{path.name} could not be read as a video (no frames)")
+    if frames > limits.max_video_frames:
+        raise DemoError(f"{path.name} has {frames} frames; the limit is {limits.max_video_frames}: trim it first")
+    if max(w, h) > limits.max_video_side:
+        raise DemoError(f"{path.name} is {w}x{h}; the limit is {limits.max_video_side} pixels "
+                        "on the longest side: downscale it first")
+    return fps if 0 < fps < 1000 else 25.0

@@ -1,28 +1,35 @@
-"""The video tab's service: open a video, click objects on any frame, track them through the
-video, download the result; no Gradio.
+"""The video tab's service: open a video, prompt objects on any frame (clicks and boxes),
+track them through the video, edit (undo/redo, delete, rename, label, clear), download; no Gradio.
 
     video = VideoService(runtime)                 # or VideoService(image_service): its runtime
     sid = video.create_session()
     video.open_video(sid, "clip.mp4")
     video.click(sid, frame_idx=0, x=100, y=80)
     for frame_idx, done, total, preview in video.propagate(sid, "both", preview_interval=0.5):
-        ...                                       # live progress
+        ...                                       # live progress; video.stop(sid) ends it
+    video.untracked_objects(sid)                  # prompted since the last propagation
     video.export(sid, "out/")                     # PNG zip, COCO RLE JSON, overlay MP4
+
+Every edit is undoable: the session keeps snapshots of its objects, prompts and masks; after
+an undo the tracking state is rebuilt from the prompts (segapp.video.VideoPredictor).
 """
 from __future__ import annotations
 
+import dataclasses
 import time
 from pathlib import Path
+from typing import Sequence
 
 import numpy as np
 
 from segapp.service import exports, video_exports
 from segapp.service.image_service import ImageService
-from segapp.service.limits import DemoError, Limits, check_point_count, check_upload_size
+from segapp.service.limits import DemoError, Limits, check_point_count, check_text
 from segapp.service.runtime import Runtime
 from segapp.service.sessions import SessionGuard, SessionTable, delete_owned_files
-from segapp.service.types import Timing
-from segapp.service.video_session import VideoObject, VideoUserSession
+from segapp.service.types import Response, Timing
+from segapp.service.uploads import check_video
+from segapp.service.video_session import FramePrompt, VideoObject, VideoUserSession
 
 DIRECTIONS = ("forward", "backward", "both")
 
@@ -55,6 +62,7 @@ class VideoService:
     def close_session(self, sid: str) -> None:
         session = self._table.close(sid)
         if session is not None:
+            session.stop_requested.set()  # a propagation still running ends at its next frame
             with session.lock:
                 session.close()
             delete_owned_files(session, keep=self.held_files())
@@ -86,51 +94,27 @@ class VideoService:
     def open_video(self, sid: str, path) -> dict:
         """Open an uploaded video file (checked against the limits). Returns
         {"frames", "width", "height", "fps"}; forgets any previous video and objects."""
-        import cv2
-
-        from segapp.formats.media import VIDEO_SUFFIXES
         from segapp.video.frames import VideoReadError
 
-        if path is None:
-            raise DemoError(f"no video given: upload a video file ({', '.join(VIDEO_SUFFIXES)})")
+        fps = check_video(path, self.limits)
         path = Path(path)
-        if not path.is_file():
-            raise DemoError(f"video file not found: {path.name}")
-        check_upload_size(path.stat().st_size, path.name, self.limits.max_video_bytes)
-        if path.suffix.lower() not in VIDEO_SUFFIXES:
-            raise DemoError(f"{path.name} is not a supported video ({', '.join(VIDEO_SUFFIXES)})")
-        cap = cv2.VideoCapture(str(path))
-        try:
-            frames = int(cap.get(cv2.CAP_PROP_FRAME_COUNT)) if cap.isOpened() else 0
-            fps = float(cap.get(cv2.CAP_PROP_FPS)) if cap.isOpened() else 0.0
-            w, h = int(cap.get(cv2.CAP_PROP_FRAME_WIDTH)), int(cap.get(cv2.CAP_PROP_FRAME_HEIGHT))
-        finally:
-            cap.release()
-        if frames <= 0:
-            raise DemoError(f"{path.name} could not be read as a video (no frames)")
-        if frames > self.limits.max_video_frames:
-            raise DemoError(f"{path.name} has {frames} frames; the limit is {self.limits.max_video_frames}: "
-                            "trim it first")
-        if max(w, h) > self.limits.max_video_side:
-            raise DemoError(f"{path.name} is {w}x{h}; the limit is {self.limits.max_video_side} pixels "
-                            "on the longest side: downscale it first")
         try:
             state = self.predictor.init_state(str(path))
         except VideoReadError as err:
             raise DemoError(f"{path.name} could not be read as a video: {err}") from err
         with self._locked(sid) as session:
             session.close()
-            session.path, session.state = path, state
-            session.fps = fps if 0 < fps < 1000 else 25.0
-            session.objects, session.selected, session.next_id = [], None, 1
-            session.prompts, session.results, session.timings = {}, {}, []
+            session.path, session.state, session.fps = path, state, fps
+            session.forget()
             return {"frames": state.num_frames, "width": state.video_width, "height": state.video_height,
                     "fps": session.fps}
 
-    # ------------------------------------------------------------------ objects and clicks
+    # ------------------------------------------------------------------ objects and prompts
     def new_object(self, sid: str, name: str | None = None) -> int:
+        """Add an empty object and select it (undoable); returns its id."""
         with self._locked(sid) as session:
             self._require_video(session)
+            session.push_undo(self.limits.max_history)
             return self._add_object(session, name).obj_id
 
     @staticmethod
@@ -144,8 +128,8 @@ class VideoService:
 
     def select_object(self, sid: str, obj_id: int | None) -> None:
         with self._locked(sid) as session:
-            if obj_id is not None and obj_id not in [o.obj_id for o in session.objects]:
-                raise DemoError(f"no object with id {obj_id}")
+            if obj_id is not None:
+                session.get_object(obj_id)
             session.selected = obj_id
 
     def click(self, sid: str, frame_idx: int, x: float, y: float, positive: bool = True) -> Timing:
@@ -154,24 +138,62 @@ class VideoService:
         with self._locked(sid) as session:
             self._require_video(session)
             frame_idx = self._check_frame(session, frame_idx)
-            w, h = session.state.video_width, session.state.video_height
-            if not (0 <= float(x) <= w and 0 <= float(y) <= h):
-                raise DemoError(f"({x:g}, {y:g}) is outside the {w}x{h} video")
-            obj_id = session.selected if session.selected is not None else self._add_object(session).obj_id
-            points, labels = session.prompts.get((obj_id, frame_idx), ((), ()))
-            name = next(o.name for o in session.objects if o.obj_id == obj_id)
-            check_point_count(f"{name} on frame {frame_idx}", len(points), self.limits.max_points_per_object)
-            points, labels = points + ((float(x), float(y)),), labels + (1 if positive else 0,)
-            start = time.perf_counter()
+            x, y = self._check_xy(session, x, y)
+            obj_id = session.selected if session.selected is not None else None
+            prompt = session.prompts.get((obj_id, frame_idx), FramePrompt())
+            name = session.get_object(obj_id).name if obj_id is not None else f"object {session.next_id}"
+            check_point_count(f"{name} on frame {frame_idx}", len(prompt.points), self.limits.max_points_per_object)
+            prompt = prompt._replace(points=prompt.points + ((x, y),), labels=prompt.labels + (1 if positive else 0,))
+            return self._prompt(session, frame_idx, prompt, f"click on frame {frame_idx}")
+
+    def set_box(self, sid: str, frame_idx: int, box: Sequence[float]) -> Timing:
+        """Give the selected object (a new one if none) a box on a frame (xyxy pixels, corners
+        in any order; replaces its box there, keeps its clicks); decoded at once."""
+        with self._locked(sid) as session:
+            self._require_video(session)
+            frame_idx = self._check_frame(session, frame_idx)
+            if len(box) != 4:
+                raise DemoError(f"a box is [x0, y0, x1, y1], got {list(box)!r}")
+            x0, y0 = self._check_xy(session, box[0], box[1])
+            x1, y1 = self._check_xy(session, box[2], box[3])
+            prompt = session.prompts.get((session.selected, frame_idx), FramePrompt())
+            prompt = prompt._replace(box=(min(x0, x1), min(y0, y1), max(x0, x1), max(y0, y1)))
+            return self._prompt(session, frame_idx, prompt, f"box on frame {frame_idx}")
+
+    def _prompt(self, session: VideoUserSession, frame_idx: int, prompt: FramePrompt, step: str) -> Timing:
+        """Give the selected object (a new one if none) `prompt` on a frame, undoably, and
+        decode its mask there."""
+        before = session.snapshot()
+        obj_id = session.selected if session.selected is not None else self._add_object(session).obj_id
+        start = time.perf_counter()
+        try:
             with self.runtime.model_lock:
-                _, obj_ids, logits = self.predictor.add_new_points_or_box(
-                    session.state, frame_idx, obj_id, points=np.asarray(points, np.float32),
-                    labels=np.asarray(labels, np.int32), clear_old_points=True)
-            session.prompts[(obj_id, frame_idx)] = (points, labels)
-            session.store(frame_idx, obj_ids, logits)
-            timing = Timing(f"click on frame {frame_idx}", (time.perf_counter() - start) * 1e3)
-            session.timings = [timing]
-            return timing
+                _, obj_ids, logits = self._add_prompt(session, obj_id, frame_idx, prompt)
+        except ValueError as err:  # a prompt the predictor refuses: nothing changes
+            session.restore(before)
+            raise DemoError(f"this prompt cannot be used: {err}") from err
+        session.push_undo(self.limits.max_history, before)
+        session.prompts[(obj_id, frame_idx)] = prompt
+        session.store(frame_idx, obj_ids, logits)
+        timing = Timing(step, (time.perf_counter() - start) * 1e3, revision=session.revision)
+        session.timings = [timing]
+        return timing
+
+    def _add_prompt(self, session: VideoUserSession, obj_id: int, frame_idx: int, prompt: FramePrompt):
+        """The predictor's add_new_points_or_box for one FramePrompt (call under the model lock)."""
+        points = np.asarray(prompt.points, np.float32) if prompt.points else None
+        labels = np.asarray(prompt.labels, np.int32) if prompt.points else None
+        box = np.asarray(prompt.box, np.float32) if prompt.box is not None else None
+        return self.predictor.add_new_points_or_box(session.state, frame_idx, obj_id, points=points, labels=labels,
+                                                    box=box, clear_old_points=True)
+
+    def _rebuild(self, session: VideoUserSession) -> None:
+        """Make the tracking state hold exactly the session's prompts (after undo, redo, delete
+        or clear): reset, then each object's prompts again (the stored masks stay)."""
+        with self.runtime.model_lock:
+            self.predictor.reset_state(session.state)
+            for (obj_id, frame_idx), prompt in sorted(session.prompts.items()):
+                self._add_prompt(session, obj_id, frame_idx, prompt)
 
     @staticmethod
     def _check_frame(session: VideoUserSession, frame_idx) -> int:
@@ -183,15 +205,123 @@ class VideoService:
             raise DemoError(f"frame {frame_idx} is outside the video (0..{session.num_frames - 1})")
         return frame_idx
 
+    @staticmethod
+    def _check_xy(session: VideoUserSession, x, y) -> tuple[float, float]:
+        h, w = session.hw
+        try:
+            x, y = float(x), float(y)
+        except (TypeError, ValueError) as err:
+            raise DemoError(f"coordinates must be numbers, got {x!r}, {y!r}") from err
+        if not (0 <= x <= w and 0 <= y <= h):
+            raise DemoError(f"({x:g}, {y:g}) is outside the {w}x{h} video")
+        return x, y
+
+    # ------------------------------------------------------------------ edits
+    def delete_object(self, sid: str, obj_id: int | None = None) -> Response:
+        """Delete an object (None: the selected one) with its prompts and masks (undoable).
+        With nothing selected: a warning, nothing changes."""
+        with self._locked(sid) as session:
+            self._require_video(session)
+            obj_id = session.selected if obj_id is None else obj_id
+            if obj_id is None:
+                return Response(False, session.revision, "select an object to delete")
+            session.get_object(obj_id)
+            session.push_undo(self.limits.max_history)
+            session.objects = [o for o in session.objects if o.obj_id != obj_id]
+            session.prompts = {k: p for k, p in session.prompts.items() if k[0] != obj_id}
+            session.results = {f: {o: r for o, r in m.items() if o != obj_id} for f, m in session.results.items()}
+            session.selected = None if session.selected == obj_id else session.selected
+            with self.runtime.model_lock:
+                self.predictor.remove_object(session.state, obj_id, need_output=False)
+            return Response(True, session.revision)
+
+    def rename_object(self, sid: str, obj_id: int, name: str) -> Response:
+        """Rename an object (undoable); DemoError for an empty or too long name."""
+        name = check_text(name, "name")
+        return self._edit_object(sid, obj_id, name=name)
+
+    def set_label(self, sid: str, obj_id: int, label: str) -> Response:
+        """Give an object a class label (free text, "" to clear; undoable): the COCO export's
+        category. `labels` lists those used so far."""
+        label = check_text(label, "class label", allow_empty=True)
+        return self._edit_object(sid, obj_id, label=label)
+
+    def _edit_object(self, sid: str, obj_id: int, **changes) -> Response:
+        with self._locked(sid) as session:
+            obj = session.get_object(obj_id)
+            if all(getattr(obj, k) == v for k, v in changes.items()):
+                return Response(False, session.revision, f"{obj.name} is unchanged")
+            session.push_undo(self.limits.max_history)
+            session.replace_object(dataclasses.replace(obj, **changes))
+            return Response(True, session.revision)
+
+    def labels(self, sid: str) -> list[str]:
+        """The class labels given in this session so far (those of objects and of earlier
+        steps still in the history), first-seen order: for a label box's suggestions."""
+        with self._locked(sid) as session:
+            seen = [*session.undo_stack, session.snapshot(), *session.redo_stack]
+            labels = [o.label for snap in seen for o in snap.objects if o.label]
+            return list(dict.fromkeys(labels))
+
+    def clear(self, sid: str) -> Response:
+        """Remove every object, prompt and mask (undoable); a warning when there is none."""
+        with self._locked(sid) as session:
+            self._require_video(session)
+            if not session.objects and not session.results:
+                return Response(False, session.revision, "nothing to clear")
+            session.push_undo(self.limits.max_history)
+            session.objects, session.selected, session.prompts, session.results = [], None, {}, {}
+            with self.runtime.model_lock:
+                self.predictor.reset_state(session.state)
+            return Response(True, session.revision)
+
+    def undo(self, sid: str) -> Response:
+        """Go back one step (a prompt, an edit or a propagation); a warning when there is none."""
+        return self._history(sid, back=True)
+
+    def redo(self, sid: str) -> Response:
+        """Redo the last undone step; a warning when there is none."""
+        return self._history(sid, back=False)
+
+    def _history(self, sid: str, back: bool) -> Response:
+        with self._locked(sid) as session:
+            self._require_video(session)
+            if not session.step_history(back):
+                return Response(False, session.revision, f"nothing to {'undo' if back else 'redo'}")
+            self._rebuild(session)
+            return Response(True, session.revision)
+
     # ------------------------------------------------------------------ propagation
+    def stop(self, sid: str) -> Response:
+        """Ask a running propagation or track-everything of this session to stop after the
+        frame it is on (the frames done keep their masks). Does not wait for the session's lock."""
+        session = self._table.get(sid)
+        session.stop_requested.set()
+        return Response(True, session.revision)
+
+    def untracked_objects(self, sid: str) -> list[VideoObject]:
+        """Objects whose prompts were added or changed after the last complete propagation:
+        their masks on the other frames are missing or stale until the next one."""
+        with self._locked(sid) as session:
+            return session.untracked()
+
+    def untracked_warning(self, sid: str) -> str:
+        """A warning naming the untracked objects ("" when every object was propagated)."""
+        objs = self.untracked_objects(sid)
+        if not objs:
+            return ""
+        names = ", ".join(o.name for o in objs)
+        return f"not propagated since their last prompts: {names}. Propagate again to track them through the video"
+
     def propagate(self, sid: str, direction: str = "both", start_frame: int | None = None,
                   preview_interval: float | None = None):
-        """Track every object through the video; yields (frame_idx, done, total, preview) after
-        each frame, for a progress bar and a live preview. direction: "forward", "backward" or
-        "both" (forward from start_frame, then backward from it: segapp.video.propagation).
-        preview: the rendered frame when preview_interval seconds have passed since the last
-        one (and on the last frame), else None; never with preview_interval None. The model
-        lock is taken per frame, so other users' clicks interleave with a long propagation."""
+        """Track every object through the video (undoable); yields (frame_idx, done, total,
+        preview) after each frame, for a progress bar and a live preview. direction:
+        "forward", "backward" or "both" (forward from start_frame, then backward from it:
+        segapp.video.propagation). preview: the rendered frame when preview_interval seconds
+        have passed since the last one (and on the last frame), else None; never with
+        preview_interval None. The model lock is taken per frame, so other users' clicks
+        interleave with a long propagation; `stop` ends it between frames."""
         from segapp.video.propagation import propagate_both_ways, walk_length
 
         if direction not in DIRECTIONS:
@@ -204,21 +334,29 @@ class VideoService:
             if start_frame is None:
                 start_frame = min(f for _, f in session.prompts)
             start_frame = self._check_frame(session, start_frame)
+            session.push_undo(self.limits.max_history)
+            session.stop_requested.clear()
             started = time.perf_counter()
             steps = propagate_both_ways(self.predictor, session.state, start_frame, directions=directions,
-                                        lock=self.runtime.model_lock)
+                                        lock=self.runtime.model_lock, should_stop=session.stop_requested.is_set)
             total = walk_length(session.num_frames, start_frame, directions)
             done = yield from _with_progress(session, ((s.frame_idx, s.obj_ids, s.logits) for s in steps), total,
                                              preview_interval)
-            session.timings = [Timing(f"propagate {direction} ({done} frames)",
-                                      (time.perf_counter() - started) * 1e3)]
+            stopped = session.stop_requested.is_set() and done < total
+            if not stopped:
+                session.mark_tracked()
+            session.timings = [Timing(
+                f"propagate {direction} ({done} of {total} frames)" if stopped else f"propagate {direction} ({done} frames)",
+                (time.perf_counter() - started) * 1e3, revision=session.revision,
+                warning="stopped: the other frames keep the masks they had" if stopped else "")]
 
     def track_everything(self, sid: str, every: int = 10, points_per_side: int = 16,
                          preview_interval: float | None = None):
         """Segment everything on the first frame and every `every` frames and track every object
         (segapp.VideoAutoTracker: new objects where nothing tracked covers a mask, duplicates
-        merged, vanished objects dropped). Replaces the objects, clicks and masks; yields
-        (frame_idx, done, total, preview) as `propagate` does. Clicks afterwards start new objects."""
+        merged, vanished objects dropped). Replaces the objects, prompts and masks (undoable);
+        yields (frame_idx, done, total, preview) as `propagate` does; `stop` ends it between
+        frames. Clicks afterwards start new objects."""
         from segapp.video.auto_tracker import VideoAutoTracker
 
         try:
@@ -230,16 +368,18 @@ class VideoService:
         generator = self.runtime.mask_generator(points_per_side)
         with self._locked(sid) as session:
             self._require_video(session)
+            session.push_undo(self.limits.max_history)
             self.predictor.reset_state(session.state)
             session.objects, session.selected, session.next_id = [], None, 1
             session.prompts, session.results = {}, {}
+            session.stop_requested.clear()
             tracker = VideoAutoTracker(self.predictor, generator=generator, every=every)
             frames = tracker.track(session.state.frames)
             started = time.perf_counter()
 
             def steps():
                 known = set()
-                while True:
+                while not session.stop_requested.is_set():
                     with self.runtime.model_lock:
                         item = next(frames, None)
                     if item is None:
@@ -257,13 +397,15 @@ class VideoService:
                 frames.close()
                 tracker.close()
             stats = tracker.stats
+            stopped = done < session.num_frames
             session.timings = [Timing(f"track everything ({done} frames, {len(stats.added)} objects found, "
                                       f"{len(stats.merged)} merged, {len(stats.vanished)} vanished)",
-                                      (time.perf_counter() - started) * 1e3)]
+                                      (time.perf_counter() - started) * 1e3, revision=session.revision,
+                                      warning=f"stopped after {done} of {session.num_frames} frames" if stopped else "")]
 
     # ------------------------------------------------------------------ views and exports
     def frame(self, sid: str, frame_idx: int) -> np.ndarray:
-        """[H, W, 3] uint8 frame with the masks known on it and the selected object's clicks."""
+        """[H, W, 3] uint8 frame with the masks known on it and the selected object's prompts."""
         with self._locked(sid) as session:
             self._require_video(session)
             return session.render(self._check_frame(session, frame_idx), prompts=True)

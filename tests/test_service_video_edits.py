@@ -1,0 +1,165 @@
+"""The video tab's editing, service side (issue 16): undo/redo, delete, rename, class labels,
+clear, box prompts, Stop during propagation, and the objects prompted after the last
+propagation. Each test asserts what the user sees: masks on frames, warnings, exports."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+import segapp
+from segapp.service import DemoError, Runtime, VideoService, examples, exports
+
+
+@pytest.fixture(scope="module")
+def video():
+    """A VideoService on a test model whose object-score head says "object present" (random
+    weights otherwise predict "no object" everywhere and every mask would be empty)."""
+    torch.manual_seed(0)
+    model = segapp.build_model("test_tiny", device="cpu")
+    head = model.mask_decoder.pred_obj_score_head
+    with torch.no_grad():
+        (head.layers[-1] if hasattr(head, "layers") else head).bias += 20.0
+    return VideoService(Runtime(model))
+
+
+@pytest.fixture(scope="module")
+def clip(tmp_path_factory):
+    frames = [np.roll(examples.synthetic_image(96), 4 * i, axis=1) for i in range(6)]
+    path = tmp_path_factory.mktemp("video") / "clip.mp4"
+    exports.write_mp4(frames, path, fps=6)
+    return path
+
+
+@pytest.fixture()
+def sid(video, clip):
+    sid = video.create_session()
+    video.open_video(sid, clip)
+    yield sid
+    video.close_session(sid)
+
+
+def test_undo_and_redo_restore_prompts_and_masks(video, sid):
+    session = video.get_session(sid)
+    empty = video.undo(sid)
+    assert not empty and empty.warning == "nothing to undo"
+    assert video.redo(sid).warning == "nothing to redo"
+    video.click(sid, 0, 30, 35)
+    first = session.mask(0, 1).copy()
+    video.click(sid, 0, 60, 60, positive=False)
+    assert session.prompts[(1, 0)].labels == (1, 0)
+    assert video.undo(sid)
+    assert session.prompts[(1, 0)].points == ((30.0, 35.0),)
+    np.testing.assert_array_equal(session.mask(0, 1), first)
+    assert video.redo(sid) and session.prompts[(1, 0)].labels == (1, 0)
+    assert video.undo(sid) and video.undo(sid)
+    assert session.objects == [] and session.prompts == {} and session.mask(0, 1) is None
+    # The tracking state follows the history: a click now starts object 1 again, alone.
+    video.click(sid, 2, 30, 35)
+    steps = list(video.propagate(sid, "forward", start_frame=2))
+    assert [s[0] for s in steps] == [2, 3, 4, 5]
+    assert all(set(session.results[f]) == {1} for f in (2, 3, 4, 5))
+
+
+def test_delete_with_nothing_selected_warns_and_delete_removes_every_mask(video, sid, tmp_path):
+    session = video.get_session(sid)
+    video.click(sid, 0, 30, 35)
+    video.new_object(sid)
+    video.click(sid, 0, 70, 20)
+    list(video.propagate(sid, "forward", start_frame=0))
+    video.select_object(sid, None)
+    refused = video.delete_object(sid)
+    assert not refused and refused.warning == "select an object to delete"
+    assert [o.obj_id for o in session.objects] == [1, 2]
+    video.select_object(sid, 2)
+    assert video.delete_object(sid)
+    assert [o.obj_id for o in session.objects] == [1] and session.selected is None
+    assert all(set(masks) == {1} for masks in session.results.values())
+    doc = json.loads(video.export(sid, tmp_path)["coco_json"].read_text())
+    assert {a["object_id"] for a in doc["annotations"]} == {1}
+    assert video.undo(sid)
+    assert [o.obj_id for o in session.objects] == [1, 2] and set(session.results[5]) == {1, 2}
+    with pytest.raises(DemoError, match="no object with id 9"):
+        video.delete_object(sid, 9)
+
+
+def test_rename_label_and_the_labels_used_so_far(video, sid, tmp_path):
+    video.click(sid, 0, 30, 35)
+    assert video.rename_object(sid, 1, "  red ball ")
+    assert video.get_session(sid).objects[0].name == "red ball"
+    with pytest.raises(DemoError, match="name cannot be empty"):
+        video.rename_object(sid, 1, "   ")
+    assert video.set_label(sid, 1, "ball")
+    unchanged = video.set_label(sid, 1, "ball")
+    assert not unchanged and "unchanged" in unchanged.warning
+    video.new_object(sid)
+    video.click(sid, 0, 70, 20)
+    video.set_label(sid, 2, "box")
+    video.set_label(sid, 2, "crate")
+    assert video.labels(sid) == ["ball", "box", "crate"]  # "box" is still in the history
+    assert video.undo(sid) and video.get_session(sid).objects[1].label == "box"
+
+
+def test_clear_is_undoable_and_warns_when_empty(video, sid):
+    session = video.get_session(sid)
+    nothing = video.clear(sid)
+    assert not nothing and nothing.warning == "nothing to clear"
+    video.click(sid, 1, 30, 35)
+    assert video.clear(sid)
+    assert session.objects == [] and session.results == {} and session.prompts == {}
+    with pytest.raises(DemoError, match="before propagating"):
+        list(video.propagate(sid))
+    assert video.undo(sid) and set(session.results) == {1} and session.mask(1, 1).any()
+    assert len(list(video.propagate(sid, "forward", start_frame=1))) == 5
+
+
+def test_box_prompt_decodes_a_mask_and_is_drawn(video, sid):
+    session = video.get_session(sid)
+    timing = video.set_box(sid, 3, (60, 70, 10, 20))  # corners in any order
+    assert "box on frame 3" in str(timing)
+    assert session.prompts[(1, 3)].box == (10.0, 20.0, 60.0, 70.0)
+    assert session.mask(3, 1) is not None and session.mask(3, 1).any()
+    frame = video.frame(sid, 3)
+    assert tuple(frame[20, 35]) == exports.BOX_COLOR  # the box's top edge
+    video.click(sid, 3, 30, 40)  # a click keeps the box
+    assert session.prompts[(1, 3)].box == (10.0, 20.0, 60.0, 70.0) and session.prompts[(1, 3)].points
+    with pytest.raises(DemoError, match="outside the 96x96 video"):
+        video.set_box(sid, 3, (0, 0, 200, 50))
+
+
+def test_stop_ends_propagation_between_frames(video, sid):
+    session = video.get_session(sid)
+    video.click(sid, 0, 30, 35)
+    steps = video.propagate(sid, "forward", start_frame=0)
+    frame_idx, done, total, _ = next(steps)
+    assert (frame_idx, done, total) == (0, 1, 6)
+    assert video.stop(sid)  # while the propagation holds the session
+    rest = list(steps)
+    assert rest == []
+    assert set(session.results) == {0}
+    assert session.timings[0].step == "propagate forward (1 of 6 frames)"
+    assert "stopped" in session.timings[0].warning
+    assert [o.obj_id for o in video.untracked_objects(sid)] == [1]  # a stopped run tracks nothing for good
+    assert len(list(video.propagate(sid, "forward", start_frame=0))) == 6  # the next run is not stopped
+
+
+def test_objects_prompted_after_the_last_propagation_are_listed(video, sid):
+    assert video.untracked_objects(sid) == [] and video.untracked_warning(sid) == ""
+    video.click(sid, 0, 30, 35)
+    assert [o.obj_id for o in video.untracked_objects(sid)] == [1]
+    list(video.propagate(sid, "both", start_frame=0))
+    assert video.untracked_objects(sid) == []
+    video.new_object(sid, "late one")
+    assert video.untracked_objects(sid) == []  # no prompts yet: nothing to track
+    video.click(sid, 4, 70, 20)
+    assert [o.name for o in video.untracked_objects(sid)] == ["late one"]
+    assert "not propagated since their last prompts: late one" in video.untracked_warning(sid)
+    video.select_object(sid, 1)
+    video.click(sid, 2, 40, 40, positive=False)  # a correction counts as a change too
+    assert [o.obj_id for o in video.untracked_objects(sid)] == [1, 2]
+    video.undo(sid)
+    assert [o.obj_id for o in video.untracked_objects(sid)] == [2]
+    list(video.propagate(sid, "both", start_frame=0))
+    assert video.untracked_objects(sid) == []
