@@ -30,10 +30,10 @@ import numpy as np
 from segapp.service import exports, image_exports
 from segapp.service.api import ApiEndpoints
 from segapp.service.image_session import ImageSession, masks_nbytes
-from segapp.service.limits import CLICK_MODES, DemoError, Limits, check_point_count
+from segapp.service.limits import CLICK_MODES, DemoError, Limits, check_point_count, check_text
 from segapp.service.runtime import Runtime, nothing_found_note
 from segapp.service.sessions import SessionGuard, SessionTable, delete_owned_files
-from segapp.service.types import ObjectState, Snapshot, Timing
+from segapp.service.types import Downloads, ObjectState, Response, Snapshot, Timing
 from segapp.service.uploads import image_key, load_image
 
 
@@ -131,6 +131,8 @@ class ImageService:
             session.undo_stack.clear()
             session.redo_stack.clear()
             session.pending_corner = None
+            session.revision += 1
+            timing.revision = session.revision
             session.timings = [timing]
             return timing
 
@@ -149,19 +151,8 @@ class ImageService:
             raise DemoError("upload an image (or pick an example) first")
 
     def _commit(self, session: ImageSession, new: Snapshot) -> None:
-        """Make `new` the current state, pushing the old one for undo. The oldest undo steps
-        go when the session would exceed its memory limit; a state too big on its own is refused."""
-        budget = self.limits.max_session_bytes
-        if session.fixed_nbytes() + masks_nbytes([new]) > budget:
-            raise DemoError(f"this session's masks would exceed its memory limit ({budget / 2**20:.0f} MB): "
-                            "delete some objects or clear")
-        session.undo_stack.append(session.state)
-        while len(session.undo_stack) > self.limits.max_history:
-            session.undo_stack.popleft()
-        session.redo_stack.clear()
-        session.state = new
-        while session.undo_stack and session.nbytes() > budget:
-            session.undo_stack.popleft()
+        """Make `new` the current state, undoably, within the session's memory limit."""
+        session.commit(new, self.limits)
 
     @staticmethod
     def _new_object_state(session: ImageSession, name: str | None = None) -> ObjectState:
@@ -228,6 +219,7 @@ class ImageService:
         obj = self._decode(session.predictor, obj)
         timing = Timing(step, (time.perf_counter() - start) * 1e3, cached=True)
         self._commit(session, self._replace_object(session, obj, is_new=is_new))
+        timing.revision = session.revision
         session.timings = [timing]
         return timing
 
@@ -259,83 +251,105 @@ class ImageService:
             session.state = dataclasses.replace(session.state, selected=obj_id)
             session.pending_corner = None
 
-    def rename_object(self, sid: str, obj_id: int, name: str) -> None:
-        name = (name or "").strip()
-        if not name:
-            raise DemoError("a name cannot be empty")
-        if len(name) > 100:
-            raise DemoError("names are limited to 100 characters")
-        with self._locked(sid) as session:
-            obj = dataclasses.replace(session.get_object(obj_id), name=name)
-            snap = self._replace_object(session, obj, is_new=False)
-            self._commit(session, dataclasses.replace(snap, selected=session.state.selected))
+    def rename_object(self, sid: str, obj_id: int, name: str) -> Response:
+        """Rename an object (undoable); DemoError for an empty or too long name."""
+        return self._edit_object(sid, obj_id, name=check_text(name, "name"))
 
-    def delete_object(self, sid: str, obj_id: int) -> None:
+    def set_label(self, sid: str, obj_id: int, label: str) -> Response:
+        """Give an object a class label (free text, "" to clear; undoable): its category in
+        the COCO download. `labels` lists the labels used so far."""
+        return self._edit_object(sid, obj_id, label=check_text(label, "class label", allow_empty=True))
+
+    def _edit_object(self, sid: str, obj_id: int, **changes) -> Response:
         with self._locked(sid) as session:
+            obj = session.get_object(obj_id)
+            if all(getattr(obj, k) == v for k, v in changes.items()):
+                return Response(False, session.revision, f"{obj.name} is unchanged")
+            snap = self._replace_object(session, dataclasses.replace(obj, **changes), is_new=False)
+            self._commit(session, dataclasses.replace(snap, selected=session.state.selected))
+            session.remember_label(changes.get("label", ""))
+            return Response(True, session.revision)
+
+    def labels(self, sid: str) -> list[str]:
+        """The class labels given in this session so far (across its images), first-seen
+        order: the suggestions of a label box."""
+        with self._locked(sid) as session:
+            return list(session.labels_used)
+
+    def delete_object(self, sid: str, obj_id: int | None = None) -> Response:
+        """Delete an object (None: the selected one; undoable). With nothing selected: a
+        warning, nothing changes; DemoError for an unknown id."""
+        with self._locked(sid) as session:
+            obj_id = session.state.selected if obj_id is None else obj_id
+            if obj_id is None:
+                return Response(False, session.revision, "select an object to delete")
             session.get_object(obj_id)
             objects = tuple(o for o in session.objects if o.obj_id != obj_id)
             selected = session.state.selected if session.state.selected != obj_id else None
             self._commit(session, Snapshot(objects, selected, session.state.next_id))
+            return Response(True, session.revision)
 
-    def choose_candidate(self, sid: str, index: int, obj_id: int | None = None) -> None:
-        """Use the index-th multimask candidate as the object's mask (default: selected object)."""
+    def choose_candidate(self, sid: str, index: int, obj_id: int | None = None) -> Response:
+        """Use the index-th multimask candidate as the object's mask (default: the selected
+        object; a warning when none with a mask is selected). DemoError for a bad index."""
         with self._locked(sid) as session:
             obj = session.get_object(obj_id) if obj_id is not None else session.selected
             if obj is None or obj.candidates is None:
-                raise DemoError("select an object with a mask first")
+                return Response(False, session.revision, "select an object with a mask first")
             if not 0 <= index < len(obj.candidates):
                 raise DemoError(f"candidate {index} does not exist (there are {len(obj.candidates)})")
             obj = dataclasses.replace(obj, chosen=int(index))
             self._commit(session, self._replace_object(session, obj, is_new=False))
+            return Response(True, session.revision)
 
     # ------------------------------------------------------------------ history
-    def undo(self, sid: str) -> bool:
-        """Go back one step; False when there is nothing to undo."""
+    def undo(self, sid: str) -> Response:
+        """Go back one step; falsy, with a warning, when there is nothing to undo."""
+        with self._locked(sid) as session:
+            done = session.undo()
+            return Response(done, session.revision, "" if done else "nothing to undo")
+
+    def redo(self, sid: str) -> Response:
+        """Redo the last undone step; falsy, with a warning, when there is nothing to redo."""
+        with self._locked(sid) as session:
+            done = session.redo()
+            return Response(done, session.revision, "" if done else "nothing to redo")
+
+    def clear(self, sid: str) -> Response:
+        """Remove every object (undoable); a warning when there is none."""
         with self._locked(sid) as session:
             session.pending_corner = None
-            if not session.undo_stack:
-                return False
-            session.redo_stack.append(session.state)
-            session.state = session.undo_stack.pop()
-            return True
-
-    def redo(self, sid: str) -> bool:
-        """Redo the last undone step; False when there is nothing to redo."""
-        with self._locked(sid) as session:
-            if not session.redo_stack:
-                return False
-            session.undo_stack.append(session.state)
-            session.state = session.redo_stack.pop()
-            return True
-
-    def clear(self, sid: str) -> None:
-        """Remove every object (undoable)."""
-        with self._locked(sid) as session:
-            session.pending_corner = None
-            if session.objects:
-                self._commit(session, Snapshot((), None, session.state.next_id))
+            if not session.objects:
+                return Response(False, session.revision, "nothing to clear")
+            self._commit(session, Snapshot((), None, session.state.next_id))
+            return Response(True, session.revision)
 
     # ------------------------------------------------------------------ segment everything
     def segment_everything(self, sid: str, points_per_side: int = 16) -> Timing:
-        """Replace the objects with the automatic mask generator's masks (undoable)."""
+        """Add the automatic mask generator's masks as new objects, largest first, after the
+        existing ones (which stay; undoable). On no mask, the timing's warning says why (the
+        model and the quality filters); masks beyond the session's memory are left out, said
+        in the step."""
         with self._locked(sid) as session:
             self._require_image(session)
             start = time.perf_counter()
             records, generator = self.runtime.generate(session.image, points_per_side)
             found = len(records)
             # Keep the largest masks that fit the session's memory (one bool plane each).
-            room = self.limits.max_session_bytes - session.fixed_nbytes()
+            room = self.limits.max_session_bytes - session.fixed_nbytes() - masks_nbytes([session.state])
             records = records[: max(0, room // session.image[..., 0].size)]
-            objects = []
-            for k, rec in enumerate(records):
-                obj_id = session.state.next_id + k
-                objects.append(ObjectState(obj_id=obj_id, name=f"auto {k + 1}", color=exports.color_for(obj_id - 1),
-                                           candidates=rec["segmentation"][None], scores=(rec["predicted_iou"],)))
-            next_id = session.state.next_id + len(objects)
-            self._commit(session, Snapshot(tuple(objects), None, next_id))
-            kept = f"{len(objects)} masks" if len(objects) == found else f"kept the {len(objects)} largest of {found} masks"
-            note = "" if found else nothing_found_note(generator)
-            timing = Timing(f"segment everything ({kept})", (time.perf_counter() - start) * 1e3, note=note)
+            first = session.state.next_id
+            added = tuple(ObjectState(obj_id=first + k, name=f"auto {first + k}", color=exports.color_for(first + k - 1),
+                                      candidates=rec["segmentation"][None], scores=(rec["predicted_iou"],))
+                          for k, rec in enumerate(records))
+            if added:
+                self._commit(session, Snapshot(session.objects + added, None, first + len(added)))
+            kept = f"{len(added)} masks" if len(added) == found else f"kept the {len(added)} largest of {found} masks"
+            warning = nothing_found_note(generator) if not found else ""
+            if found and not added:
+                warning = "no room for more masks in this session's memory: delete some objects or clear"
+            timing = Timing(f"segment everything ({kept})", (time.perf_counter() - start) * 1e3, warning=warning,
+                            revision=session.revision)
             session.timings = [timing]
             return timing
 
@@ -382,6 +396,20 @@ class ImageService:
         with self._locked(sid) as session:
             self._require_image(session)
             return image_exports.write_all(session, out_dir)
+
+    def downloads(self, sid: str, out_dir: str | Path) -> Downloads:
+        """The session's downloads as of its current revision, written into out_dir again only
+        when the objects changed since the last call (or the folder differs); no files while no
+        object has a mask. Call it after every action to keep the downloads fresh."""
+        out_dir = Path(out_dir)
+        with self._locked(sid) as session:
+            last = session.downloads
+            if last is not None and last.revision == session.revision and (
+                    not last.files or all(p.parent == out_dir and p.is_file() for p in last.files.values())):
+                return last
+            files = image_exports.write_all(session, out_dir) if session.masked_objects else {}
+            session.downloads = Downloads(session.revision, files)
+            return session.downloads
 
     # ------------------------------------------------------------------ stateless API
     def segment_image(self, image, prompts: str | dict) -> tuple[np.ndarray, dict]:

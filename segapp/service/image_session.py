@@ -13,8 +13,8 @@ from typing import Any, Iterable
 
 import numpy as np
 
-from segapp.service.limits import DemoError
-from segapp.service.types import ObjectState, Snapshot, Timing
+from segapp.service.limits import DemoError, Limits
+from segapp.service.types import Downloads, ObjectState, Snapshot, Timing
 
 
 @dataclass
@@ -34,6 +34,9 @@ class ImageSession:
     timings: list[Timing] = field(default_factory=list)
     files: set[Path] = field(default_factory=set)  # deleted when the session closes (adopt_file)
     lock: threading.Lock = field(default_factory=threading.Lock)
+    revision: int = 0  # changes with every edit of the objects (and a new image)
+    labels_used: list[str] = field(default_factory=list)  # class labels given so far, first-seen order
+    downloads: Downloads | None = None  # the files last written (ImageService.downloads)
 
     # ------------------------------------------------------------------ views
     @property
@@ -54,6 +57,51 @@ class ImageSession:
             if obj.obj_id == obj_id:
                 return obj
         raise DemoError(f"no object with id {obj_id} (objects: {[o.obj_id for o in self.state.objects]})")
+
+    @property
+    def quality_hints(self) -> list[str]:
+        """One line per object whose mask the model rates poor (ObjectState.quality_hint)."""
+        return [o.quality_hint for o in self.state.objects if o.low_quality]
+
+    # ------------------------------------------------------------------ history
+    def commit(self, new: Snapshot, limits: Limits) -> None:
+        """Make `new` the current state, pushing the old one for undo. The oldest undo steps
+        go when the session would exceed its memory limit; a state too big on its own is refused."""
+        budget = limits.max_session_bytes
+        if self.fixed_nbytes() + masks_nbytes([new]) > budget:
+            raise DemoError(f"this session's masks would exceed its memory limit ({budget / 2**20:.0f} MB): "
+                            "delete some objects or clear")
+        self.undo_stack.append(self.state)
+        while len(self.undo_stack) > limits.max_history:
+            self.undo_stack.popleft()
+        self.redo_stack.clear()
+        self.state = new
+        self.revision += 1
+        while self.undo_stack and self.nbytes() > budget:
+            self.undo_stack.popleft()
+
+    def undo(self) -> bool:
+        """Go back one step; False when there is nothing to undo."""
+        self.pending_corner = None
+        if not self.undo_stack:
+            return False
+        self.redo_stack.append(self.state)
+        self.state = self.undo_stack.pop()
+        self.revision += 1
+        return True
+
+    def redo(self) -> bool:
+        """Redo the last undone step; False when there is nothing to redo."""
+        if not self.redo_stack:
+            return False
+        self.undo_stack.append(self.state)
+        self.state = self.redo_stack.pop()
+        self.revision += 1
+        return True
+
+    def remember_label(self, label: str) -> None:
+        if label and label not in self.labels_used:
+            self.labels_used.append(label)
 
     def nbytes(self) -> int:
         """Bytes held by the image, its embedding and every mask reachable from the history."""
