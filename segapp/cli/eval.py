@@ -19,7 +19,9 @@ import logging
 from pathlib import Path
 
 from segapp.cli import EXIT_FAILED, EXIT_OK, EXIT_USAGE, CLIError
-from segapp.formats.hashing import sha256_file
+from segapp.cli.eval_options import (add_clicks_option, add_model_options, add_output_options, build_predictor,
+                                     check_box_baseline, check_checkpoint, check_clicks_and_limit,
+                                     check_model_or_baseline, choose_evaluated_model)
 
 logger = logging.getLogger(__name__)
 
@@ -44,26 +46,15 @@ def register(subparsers) -> None:
                       help="box: the annotation's box; point: one click at the pixel farthest from "
                            "the object's boundary; clicks: K interactive clicks, each at the pixel "
                            "farthest from the boundary of the larger error region (default: box)")
-    coco.add_argument("--clicks", type=int, metavar="K",
-                      help="number of clicks for --prompt clicks (default: 5)")
-    coco.add_argument("--model", default=None, metavar="NAME",
-                      help="model config name or YAML path (default: sam2.1_hiera_t if downloaded, "
-                           "else the bundled small model segapp_small)")
-    coco.add_argument("--checkpoint", type=Path, metavar="PATH",
-                      help="model checkpoint (official .pt or segapp .safetensors; default: the "
-                           "downloaded one for --model)")
-    coco.add_argument("--predictor", choices=PREDICTORS,
-                      help="a model-free baseline instead of a model (box prompt only)")
-    coco.add_argument("--device", help="device for the model, e.g. cpu or cuda (default: best)")
+    add_clicks_option(coco, 5)
+    add_model_options(coco, PREDICTORS)
     coco.add_argument("--max-images", type=int, metavar="N",
                       help="evaluate the first N images (by image id) only")
     coco.add_argument("--include-crowd", action="store_true",
                       help="also evaluate crowd regions (iscrowd == 1)")
     coco.add_argument("--min-area", type=float, default=0.0, metavar="A",
                       help="skip annotations whose `area` is below A pixels (default: 0)")
-    coco.add_argument("--out", type=Path, default=Path("eval_out"), metavar="DIR",
-                      help="output folder (default: ./eval_out)")
-    coco.add_argument("--no-progress", action="store_true", help="do not show a progress bar")
+    add_output_options(coco, "eval_out")
     coco.set_defaults(func=run_coco)
     from segapp.cli import eval_folder, eval_video
 
@@ -79,27 +70,16 @@ def _needs_dataset(args: argparse.Namespace) -> int:
 
 
 def _check_args(args: argparse.Namespace) -> None:
-    if args.clicks is not None:
-        if args.prompt != "clicks":
-            raise CLIError(f"--clicks applies to --prompt clicks, not --prompt {args.prompt}")
-        if args.clicks < 1:
-            raise CLIError(f"--clicks must be at least 1, got {args.clicks}")
-    if args.max_images is not None and args.max_images < 1:
-        raise CLIError(f"--max-images must be at least 1, got {args.max_images}")
+    from segapp.cli.models import bundled_fallback
+
+    check_clicks_and_limit(args)
     if args.min_area < 0:
         raise CLIError(f"--min-area must not be negative, got {args.min_area:g}")
     if not args.images.is_dir():
         raise CLIError(f"image folder not found: {args.images}")
-    if args.predictor and (args.checkpoint or args.model):
-        raise CLIError("give --model/--checkpoint (a model) or --predictor (a baseline), not both")
-    if args.predictor and args.prompt != "box":
-        raise CLIError(f"the {args.predictor} predictor needs a box prompt: it has no use for "
-                       f"clicks; use --prompt box, or a model (--checkpoint) for --prompt {args.prompt}")
-    if args.checkpoint and not args.checkpoint.is_file():
-        from segapp.cli.models import bundled_fallback
-
-        raise CLIError(f"checkpoint not found: {args.checkpoint} (get one with "
-                       f"`segapp download sam2.1_hiera_t`); {bundled_fallback()}")
+    check_model_or_baseline(args)
+    check_box_baseline(args)
+    check_checkpoint(args, f"; {bundled_fallback()}")
 
 
 def make_image_predictor(args: argparse.Namespace):
@@ -109,26 +89,13 @@ def make_image_predictor(args: argparse.Namespace):
 
         return BASELINES[args.predictor](), {"name": args.predictor, "model": None,
                                              "checkpoint": None}
-    import segapp
-    from segapp.checkpoint import CheckpointError
-    from segapp.cli.models import choose_model
+    from segapp.image_predictor import ImagePredictor
 
-    choice = choose_model(args.model, args.checkpoint)
-    print(choice.line, flush=True)
-    checkpoint = None if choice.checkpoint is None else {
-        "path": str(choice.checkpoint), "sha256": sha256_file(choice.checkpoint)}
-    info = {"name": "segapp.ImagePredictor", "model": choice.config, "bundled": choice.bundled,
-            "description": choice.description, "checkpoint": checkpoint}
-    try:
-        model = segapp.build_model(choice.config, checkpoint=choice.checkpoint, device=args.device)
-    except (CheckpointError, FileNotFoundError, ValueError) as err:
-        raise CLIError(f"cannot load model {choice.config!r} from {choice.checkpoint}: {err}",
-                       EXIT_USAGE) from err
-    return segapp.ImagePredictor(model), info
+    choice, info = choose_evaluated_model(args, "segapp.ImagePredictor")
+    return build_predictor(args, choice, ImagePredictor), info
 
 
 def run_coco(args: argparse.Namespace) -> int:
-    from segapp.evaluation import runner
     from segapp.evaluation.coco import BAD_INPUT_SKIPS, AnnotationFileError, load_coco_instances
 
     _check_args(args)
@@ -144,27 +111,34 @@ def run_coco(args: argparse.Namespace) -> int:
                 "right folder?)" if missing else "")
         raise CLIError(f"no instance to evaluate in {args.annotations}{hint}", EXIT_FAILED)
 
+    return evaluate_and_report(args, dataset, args.clicks, {"include_crowd": args.include_crowd,
+                                                            "min_area": args.min_area, "max_images": args.max_images},
+                               BAD_INPUT_SKIPS, "instances")
+
+
+def evaluate_and_report(args: argparse.Namespace, dataset, num_clicks: int | None, settings: dict,
+                        bad_input_reasons, what: str, file_names: dict[int, str] | None = None) -> int:
+    """Evaluate --predictor or the model on `dataset` with --prompt, write the report, the
+    per-instance CSV and the plot into --out, print the table -> the exit code: EXIT_FAILED when
+    nothing was evaluated (CLIError) or `what` (e.g. "instances") were skipped for bad input."""
+    from segapp.evaluation import runner
+
     predictor, predictor_info = make_image_predictor(args)
-    result = runner.evaluate(predictor, dataset, args.prompt, args.clicks,
-                             progress=not args.no_progress)
+    result = runner.evaluate(predictor, dataset, args.prompt, num_clicks, progress=not args.no_progress)
     if hasattr(predictor, "stats"):
         predictor_info.update(predictor.stats())
-    report = runner.build_report(
-        result, dataset, predictor_info,
-        {"include_crowd": args.include_crowd, "min_area": args.min_area,
-         "max_images": args.max_images})
+    report = runner.build_report(result, dataset, predictor_info, settings)
     title = f"{predictor_info['model'] or predictor_info['name']}, --prompt {args.prompt}"
-    paths = runner.write_outputs(args.out, result, report, title)
-
-    log_skipped(result.skipped)
+    paths = runner.write_outputs(args.out, result, report, title, file_names)
+    log_skipped(result.skipped, bad_input_reasons)
     if not result.instances:
         raise CLIError(f"no instance could be evaluated (see {paths['report']})", EXIT_FAILED)
     print(runner.format_table(result))
     print(f"wrote {paths['report']}, {paths['csv']}, {paths['plot']}")
-    bad = sum(s.reason in BAD_INPUT_SKIPS for s in result.skipped)
+    bad = sum(s.reason in bad_input_reasons for s in result.skipped)
     if bad:
-        logger.error("%d instances could not be evaluated because of bad input; see 'skipped' "
-                     "in %s", bad, paths["report"])
+        logger.error("%d %s could not be evaluated because of bad input; see 'skipped' in %s", bad, what,
+                     paths["report"])
         return EXIT_FAILED
     return EXIT_OK
 

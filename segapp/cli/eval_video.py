@@ -18,6 +18,8 @@ import logging
 from pathlib import Path
 
 from segapp.cli import EXIT_FAILED, EXIT_OK, EXIT_USAGE, CLIError
+from segapp.cli.eval_options import (add_model_options, add_output_options, build_predictor, check_checkpoint,
+                                     check_model_or_baseline, choose_evaluated_model)
 
 logger = logging.getLogger(__name__)
 
@@ -39,32 +41,22 @@ def register(datasets) -> None:
     video.add_argument("--prompt", choices=("mask", "box", "point"), default="mask",
                        help="first-frame prompt per object: its ground-truth mask "
                             "(semi-supervised, default), its box, or one click at its centre")
-    video.add_argument("--model", default=None, metavar="NAME",
-                       help="model config name or YAML path (default: sam2.1_hiera_t if "
-                            "downloaded)")
-    video.add_argument("--checkpoint", type=Path, metavar="PATH",
-                       help="model checkpoint (official .pt or segapp .safetensors)")
-    video.add_argument("--predictor", choices=BASELINES,
-                       help="first-mask: the baseline copying each first-frame mask to every "
-                            "frame (--prompt mask only)")
-    video.add_argument("--device", help="device for the model, e.g. cpu or cuda (default: best)")
-    video.add_argument("--out", type=Path, default=Path("eval_video"), metavar="DIR",
-                       help="output folder (default: ./eval_video)")
-    video.add_argument("--no-progress", action="store_true", help="do not show a progress bar")
+    add_model_options(video, BASELINES,
+                      model_help="model config name or YAML path (default: sam2.1_hiera_t if downloaded)",
+                      baseline_help="first-mask: the baseline copying each first-frame mask to every frame "
+                                    "(--prompt mask only)")
+    add_output_options(video, "eval_video")
     video.set_defaults(func=run_video)
 
 
 def _check_args(args: argparse.Namespace) -> None:
-    if args.predictor and (args.checkpoint or args.model):
-        raise CLIError("give --model/--checkpoint (a model) or --predictor (a baseline), not both")
+    check_model_or_baseline(args)
     if args.predictor == "first-mask" and args.prompt != "mask":
         raise CLIError(f"the first-mask baseline copies the first frame's mask: it needs --prompt "
                        f"mask, not --prompt {args.prompt}")
     if not args.videos.is_dir():
         raise CLIError(f"video folder not found: {args.videos}")
-    if args.checkpoint and not args.checkpoint.is_file():
-        raise CLIError(f"checkpoint not found: {args.checkpoint} (get one with "
-                       "`segapp download sam2.1_hiera_t`)")
+    check_checkpoint(args)
 
 
 def _make_tracker(args: argparse.Namespace):
@@ -75,26 +67,17 @@ def _make_tracker(args: argparse.Namespace):
         return FirstMaskTracker(), {"name": args.predictor, "model": None, "checkpoint": None}
     import segapp
     from segapp.bundled import ImageOnlyModelError
-    from segapp.checkpoint import CheckpointError
-    from segapp.formats.hashing import sha256_file
-    from segapp.cli.models import choose_model
 
-    choice = choose_model(args.model, args.checkpoint)
-    print(choice.line, flush=True)
-    checkpoint = None if choice.checkpoint is None else {
-        "path": str(choice.checkpoint), "sha256": sha256_file(choice.checkpoint)}
-    info = {"name": "segapp.VideoPredictor", "model": choice.config, "bundled": choice.bundled,
-            "description": choice.description, "checkpoint": checkpoint,
-            "non_overlap_masks": True}
-    try:
-        model = segapp.build_model(choice.config, checkpoint=choice.checkpoint, device=args.device)
-        predictor = segapp.VideoPredictor(model, non_overlap_masks=True)
-    except ImageOnlyModelError as err:
-        raise CLIError(f"{err}; or run the baseline with --predictor first-mask", EXIT_USAGE) from err
-    except (CheckpointError, FileNotFoundError, ValueError) as err:
-        raise CLIError(f"cannot load model {choice.config!r} from {choice.checkpoint}: {err}",
-                       EXIT_USAGE) from err
-    return PredictorTracker(predictor), info
+    choice, info = choose_evaluated_model(args, "segapp.VideoPredictor")
+    info["non_overlap_masks"] = True
+
+    def video_predictor(model):
+        try:
+            return segapp.VideoPredictor(model, non_overlap_masks=True)
+        except ImageOnlyModelError as err:
+            raise CLIError(f"{err}; or run the baseline with --predictor first-mask", EXIT_USAGE) from err
+
+    return PredictorTracker(build_predictor(args, choice, video_predictor)), info
 
 
 def run_video(args: argparse.Namespace) -> int:

@@ -34,7 +34,6 @@ from __future__ import annotations
 import math
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from segapp.modeling.hiera import Hiera, HieraBlock
