@@ -7,7 +7,7 @@ Colours: `palette_colour` gives the demo's distinct colours by object index (Tab
 from __future__ import annotations
 
 import colorsys
-from typing import Mapping
+from typing import Collection, Mapping
 
 import numpy as np
 
@@ -34,22 +34,33 @@ def id_colour(instance_id: int) -> tuple[int, int, int]:
 
 
 def tint(rgb: np.ndarray, id_map: np.ndarray, colours: Mapping[int, tuple[int, int, int]] | None = None,
-         alpha: float = OVERLAY_ALPHA) -> np.ndarray:
+         alpha: float = OVERLAY_ALPHA, *, alphas: Mapping[int, float] | None = None,
+         hidden: Collection[int] = ()) -> np.ndarray:
     """[H, W, 3] uint8 RGB (gray [H, W] is repeated) with each id's colour blended over its
-    pixels: (1 - alpha) * pixel + alpha * colour, rounded. colours: id -> RGB; ids not in it
-    (or all, when None) get `id_colour`. Background (0) pixels are unchanged."""
+    pixels: (1 - a) * pixel + a * colour, rounded, a = alphas[id] where given, else alpha.
+    colours: id -> RGB; ids not in it (or all, when None) get `id_colour`. Background (0)
+    pixels and those of the `hidden` ids are unchanged."""
     out = np.asarray(rgb, dtype=np.uint8)
     if out.ndim == 2:
         out = np.repeat(out[..., None], 3, axis=2)
+    alphas = alphas or {}
+    bad = [(i, a) for i, a in [(None, alpha), *alphas.items()] if not 0.0 <= a <= 1.0]
+    if bad:
+        where = "alpha" if bad[0][0] is None else f"alphas[{bad[0][0]}]"
+        raise ValueError(f"{where} must be in 0..1, got {bad[0][1]}")
     ids = np.unique(id_map)
     ids = ids[ids > 0]
     if not len(ids):
         return out.copy()
     colours = colours or {}
     lut = np.zeros((int(ids.max()) + 1, 3), dtype=np.float32)
+    opacity = np.zeros(int(ids.max()) + 1, dtype=np.float32)  # 0 leaves the background and hidden ids as they are
+    hidden = {int(i) for i in hidden}
     for i in ids:
         lut[i] = colours.get(int(i)) or id_colour(int(i))
+        opacity[i] = 0.0 if int(i) in hidden else alphas.get(int(i), alpha)
     blended = out.astype(np.float32)
-    fg = id_map > 0
-    blended[fg] = (1 - alpha) * blended[fg] + alpha * lut[id_map[fg]]
+    fg = opacity[id_map] > 0
+    a = opacity[id_map[fg]][:, None]
+    blended[fg] = (1 - a) * blended[fg] + a * lut[id_map[fg]]
     return blended.round().astype(np.uint8)
