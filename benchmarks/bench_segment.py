@@ -109,7 +109,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=REPO / "docs/benchmarks/segment.md")
     args = parser.parse_args()
 
-    from segapp.batch.pipeline import ModelSpec, build_model
+    from segapp.batch.config import ModelSpec
 
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
@@ -121,7 +121,7 @@ def main() -> None:
         ref = SAM2ImagePredictor(reference.build_reference_model(args.config, checkpoint=str(ckpt)))
         ref_build = time.perf_counter() - start
         start = time.perf_counter()
-        build_model(ModelSpec(args.config, str(ckpt), "cpu"))
+        ModelSpec(args.config, str(ckpt), "cpu").build()
         seg_build = time.perf_counter() - start
 
         ref_times, seg_times = [], []

@@ -108,6 +108,7 @@ def build_model(
     overrides: Sequence[str] = (),
     bf16: bool = False,
     random_init: bool = False,
+    seed: int | None = None,
 ):
     """Build a SAM 2 model in eval mode.
 
@@ -132,6 +133,9 @@ def build_model(
         1024 for the official ones). Everything derived from it follows.
       overrides: extra Hydra overrides, e.g. ["model.tracking.num_maskmem=5"].
       bf16: run the predictors' computations in bfloat16 autocast (weights stay fp32).
+      seed: draw the initial (random) weights from a generator seeded with this, so that every
+        process building the same config gets the same model; the global RNG is left as it was.
+        None: from the global RNG. Weights loaded from a checkpoint replace them either way.
     """
     from hydra.utils import instantiate
 
@@ -154,7 +158,12 @@ def build_model(
                          "`model:` to a top-level `predictor:` section (predictor: {box_zoom: 3.0})")
     presets = ModelInfo.presets(cfg.get("predictor"), str(name_or_path))
     try:
-        model = instantiate(cfg.model, _convert_="all")
+        if seed is None:
+            model = instantiate(cfg.model, _convert_="all")
+        else:
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(seed)
+                model = instantiate(cfg.model, _convert_="all")
     except InstantiationException as err:
         # Hydra wraps the part's own error; the user needs that message, about their config.
         cause = err.__cause__

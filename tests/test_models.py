@@ -147,3 +147,19 @@ def test_trunk_position_embedding_is_reused_at_inference_and_follows_the_weights
     torch.testing.assert_close(moved, first + 1.0)
     trunk.position_embedding(16, 16).sum().backward()  # training still gets gradients
     assert trunk.pos_embed.grad is not None and trunk.pos_embed.grad.abs().sum() > 0
+
+
+def test_seed_gives_the_same_random_weights_and_leaves_the_global_rng():
+    """build_model(seed=...): every process building the same config without a checkpoint gets
+    the same weights (segment's resumes and Ray actors rely on it); the global RNG is untouched."""
+    torch.manual_seed(123)
+    expected_next = torch.rand(3)
+    torch.manual_seed(123)
+    a = segapp.build_model("test_tiny", device="cpu", seed=7)
+    assert torch.equal(torch.rand(3), expected_next)
+    torch.manual_seed(456)
+    b = segapp.build_model("test_tiny", device="cpu", seed=7)
+    c = segapp.build_model("test_tiny", device="cpu", seed=8)
+    sa, sb, sc = a.state_dict(), b.state_dict(), c.state_dict()
+    assert all(torch.equal(sa[k], sb[k]) for k in sa)
+    assert any(not torch.equal(sa[k], sc[k]) for k in sa)

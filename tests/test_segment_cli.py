@@ -241,7 +241,8 @@ def test_video_bf16_attention_option(tmp_path):
     pytest.importorskip("segapp.video.predictor", reason="the video predictor has not landed")
     import torch
 
-    from segapp.batch.pipeline import ModelSpec, Options, Segmenter
+    from segapp.batch.config import ModelSpec, Options
+    from segapp.batch.segmenter import Segmenter
 
     src = tmp_path / "in"
     make_video(src / "clip.mp4")

@@ -190,7 +190,7 @@ def _error_lines(text: str) -> list[str]:
 def test_a_full_disk_mid_run_stops_keeps_what_is_done_and_a_rerun_continues(tmp_path, monkeypatch, capsys, number):
     import os
 
-    from segapp.batch import pipeline
+    from segapp.batch import writer
 
     src = tmp_path / "in"
     make_images(src, [f"img{i}.png" for i in range(6)], size=(32, 32))
@@ -198,7 +198,7 @@ def test_a_full_disk_mid_run_stops_keeps_what_is_done_and_a_rerun_continues(tmp_
     run = ["segment", str(src), "--out", str(out), "--batch-size", "2", "--points-per-side", "2",
            "--format", "png,coco,overlay", *TINY]
     # img0 and img1 write a PNG and an overlay each; img2 its PNG, then its overlay fails.
-    _fail_writes_after(monkeypatch, pipeline, calls=5, number=number)
+    _fail_writes_after(monkeypatch, writer, calls=5, number=number)
     assert main(run) == 1
     captured = capsys.readouterr()
     [line] = _error_lines(captured.err)

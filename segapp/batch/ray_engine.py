@@ -24,9 +24,10 @@ import numpy as np
 
 from segapp.batch.inputs import Input
 from segapp.batch.outputs import RunState
-from segapp.batch.pipeline import (ModelSpec, Options, RunSummary, Segmenter, chunks, prepare_chunk,
-                                   run_chunk)
+from segapp.batch.chunks import chunks, prepare_chunk, run_chunk
+from segapp.batch.config import ModelSpec, Options, RunSummary
 from segapp.batch.prompts import DEFAULT_CATEGORY, Prompts
+from segapp.batch.segmenter import Segmenter
 
 logger = logging.getLogger(__name__)
 

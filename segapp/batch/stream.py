@@ -26,9 +26,7 @@ from typing import Iterator
 
 import numpy as np
 
-from segapp.batch.outputs import overlay
-from segapp.batch.pipeline import InputWriter
-from segapp.formats.mp4 import Mp4Writer
+from segapp.batch.writer import InputWriter
 
 logger = logging.getLogger(__name__)
 
@@ -175,7 +173,8 @@ def run_stream(source: str, spec, options, out: Path, max_frames: int | None = N
     from segapp.batch.inputs import Input
     from segapp.batch.outputs import RunState, Segmentation
     from segapp.formats.id_maps import instance_id_map
-    from segapp.batch.pipeline import Decoded, Segmenter
+    from segapp.batch.decoding import Decoded
+    from segapp.batch.segmenter import Segmenter
 
     parsed = parse_source(source)
     reader = FrameReader(parsed, idle_timeout=idle_timeout)
@@ -250,20 +249,14 @@ def _track_first_frame_objects(segmenter, vp, frames, decoded):
 
 
 class _StreamWriter(InputWriter):
-    """segment's per-input writer, with overlays drawn on the stream's own frames (a stream
-    cannot be read a second time)."""
+    """segment's per-input writer (overlays drawn on the frames given to `add`, as for a video),
+    counting the frames written."""
 
     frames = 0  # frames written
 
     def _add(self, seg, frame, rgb) -> None:
-        self._rgb = rgb
         super()._add(seg, frame, rgb)
         self.frames += 1
-
-    def _video_frame(self, seg, frame: int) -> None:
-        if self._video is None:
-            self._video = Mp4Writer(self.state.out / f"{self.item.stem}.overlay.mp4", self.d.fps)
-        self._video.write(overlay(np.ascontiguousarray(self._rgb), seg.id_map))
 
 
 __all__ = ["StreamError", "FrameReader", "parse_source", "stream_name", "run_stream"]

@@ -99,8 +99,8 @@ def run(args: argparse.Namespace) -> int:
     from segapp import __version__
     from segapp.batch import inputs as inputs_mod
     from segapp.batch import prompts as prompts_mod
+    from segapp.batch.config import ModelSpec, Options
     from segapp.batch.outputs import MANIFEST, VIDEO_FORMATS, OutputStopped, RunState
-    from segapp.batch.pipeline import ModelSpec, Options
 
     formats = parse_formats(args.format)
     if args.batch_size < 1:
@@ -182,7 +182,7 @@ def run(args: argparse.Namespace) -> int:
             except RayMissing as err:
                 raise CLIError(str(err)) from err
         else:
-            from segapp.batch.pipeline import run_local
+            from segapp.batch.local_engine import run_local
 
             summary = run_local(items, spec, options, prompts, args.out)
     except OutputStopped as err:  # disk full or read-only mid-run; finished inputs are kept
@@ -207,8 +207,8 @@ def run(args: argparse.Namespace) -> int:
 
 def _run_stream(args: argparse.Namespace, formats: tuple[str, ...]) -> int:
     """segment --stream SOURCE (segapp.batch.stream)."""
+    from segapp.batch.config import ModelSpec, Options
     from segapp.batch.outputs import MANIFEST, OutputStopped
-    from segapp.batch.pipeline import ModelSpec, Options
     from segapp.batch.stream import StreamError, parse_source, run_stream
     from segapp.cli.models import choose_model
 
