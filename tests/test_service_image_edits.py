@@ -154,3 +154,15 @@ def test_downloads_follow_every_change(service, sid, tmp_path):
     third = service.downloads(sid, tmp_path)
     assert third.revision == undone.revision > second.revision
     assert [a["object_id"] for a in json.loads(third.files["coco_json"].read_text())["annotations"]] == [1]
+
+
+def test_coco_download_carries_the_class_labels_as_categories(service, sid, tmp_path):
+    for x, y in ((80, 90), (150, 60), (30, 140)):
+        service.select_object(sid, None)
+        service.click(sid, x, y, "positive")
+    service.set_label(sid, 1, "circle")
+    service.set_label(sid, 3, "circle")  # object 2 stays unlabelled
+    doc = json.loads(service.downloads(sid, tmp_path).files["coco_json"].read_text())
+    assert doc["categories"] == [{"id": 1, "name": "circle", "supercategory": "object"},
+                                 {"id": 2, "name": "object", "supercategory": "object"}]
+    assert [(a["object_id"], a["category_id"]) for a in doc["annotations"]] == [(1, 1), (2, 2), (3, 1)]

@@ -163,3 +163,16 @@ def test_objects_prompted_after_the_last_propagation_are_listed(video, sid):
     assert [o.obj_id for o in video.untracked_objects(sid)] == [2]
     list(video.propagate(sid, "both", start_frame=0))
     assert video.untracked_objects(sid) == []
+
+
+def test_video_coco_download_carries_the_class_labels_as_categories(video, sid, tmp_path):
+    video.click(sid, 0, 30, 35)
+    video.new_object(sid)
+    video.click(sid, 0, 70, 20)
+    video.set_label(sid, 2, "car")
+    list(video.propagate(sid, "forward", start_frame=0))
+    doc = json.loads(video.export(sid, tmp_path)["coco_json"].read_text())
+    assert doc["categories"] == [{"id": 1, "name": "object", "supercategory": "object"},
+                                 {"id": 2, "name": "car", "supercategory": "object"}]
+    pairs = {(a["image_id"], a["object_id"], a["category_id"]) for a in doc["annotations"]}
+    assert pairs == {(f + 1, o, o) for f in range(6) for o in (1, 2)}

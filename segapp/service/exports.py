@@ -44,11 +44,14 @@ def mask_to_png(mask: np.ndarray) -> bytes:
 
 def coco_json_for_image(masks: Sequence[np.ndarray], hw: tuple[int, int], *, file_name: str = "image.png",
                         names: Sequence[str] | None = None, scores: Sequence[float] | None = None,
-                        ids: Sequence[int] | None = None) -> str:
-    """COCO RLE JSON text for the masks of one image."""
+                        ids: Sequence[int] | None = None, labels: Sequence[str] | None = None) -> str:
+    """COCO RLE JSON text for the masks of one image. labels: each mask's class label (its
+    category, segapp.formats.coco.categories_from_labels; "" is the "object" category)."""
     image = coco.image_record(1, hw, file_name)
-    anns = coco.annotations(masks, image_id=1, names=names, scores=scores, ids=ids)
-    return json.dumps(coco.document([image], anns, DESCRIPTION))
+    categories = coco.categories_from_labels(labels) if labels else None
+    anns = coco.annotations(masks, image_id=1, names=names, scores=scores, ids=ids, labels=labels,
+                            categories=categories)
+    return json.dumps(coco.document([image], anns, DESCRIPTION, categories=categories))
 
 
 def overlay(image: np.ndarray, masks: Sequence[np.ndarray], colors: Sequence[tuple[int, int, int]],

@@ -17,11 +17,13 @@ def instance_png(session: ImageSession) -> bytes:
 
 
 def coco_json(session: ImageSession) -> str:
-    """COCO RLE JSON of the session's objects (one annotation per object with a mask)."""
+    """COCO RLE JSON of the session's objects (one annotation per object with a mask; the
+    categories are the objects' class labels, "object" for those without)."""
     objs = session.masked_objects
     return exports.coco_json_for_image(
         [o.mask for o in objs], session.image.shape[:2], file_name=session.image_name,
-        names=[o.name for o in objs], scores=[o.scores[o.chosen] for o in objs], ids=[o.obj_id for o in objs])
+        names=[o.name for o in objs], scores=[o.scores[o.chosen] for o in objs], ids=[o.obj_id for o in objs],
+        labels=[o.label for o in objs])
 
 
 def overlay_png(session: ImageSession) -> bytes:

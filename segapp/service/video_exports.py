@@ -12,15 +12,18 @@ from segapp.service.video_session import VideoUserSession
 
 def coco_document(session: VideoUserSession) -> dict:
     """The COCO document of every tracked frame: image id frame + 1, one annotation per object
-    with a mask on that frame (with its object id and name)."""
-    names = {o.obj_id: o.name for o in session.objects}
+    with a mask on that frame (with its object id and name); the categories are the objects'
+    class labels ("object" for those without), the same ids on every frame."""
+    objects = {o.obj_id: o for o in session.objects}
+    categories = coco.categories_from_labels(o.label for o in session.objects) or None
     images, anns = [], []
     for frame_idx in sorted(session.results):
         images.append(coco.image_record(frame_idx + 1, session.hw, f"{frame_idx:05d}.png", frame_index=frame_idx))
         ids = session.ids_on(frame_idx)
         anns += coco.annotations([session.mask(frame_idx, o) for o in ids], image_id=frame_idx + 1, ids=ids,
-                                 names=[names[o] for o in ids], start_id=len(anns) + 1)
-    return coco.document(images, anns, exports.DESCRIPTION)
+                                 names=[objects[o].name for o in ids], start_id=len(anns) + 1,
+                                 labels=[objects[o].label for o in ids], categories=categories)
+    return coco.document(images, anns, exports.DESCRIPTION, categories=categories)
 
 
 def write_all(session: VideoUserSession, out_dir: str | Path) -> dict[str, Path]:
