@@ -166,3 +166,36 @@ def test_coco_download_carries_the_class_labels_as_categories(service, sid, tmp_
     assert doc["categories"] == [{"id": 1, "name": "circle", "supercategory": "object"},
                                  {"id": 2, "name": "object", "supercategory": "object"}]
     assert [(a["object_id"], a["category_id"]) for a in doc["annotations"]] == [(1, 1), (2, 2), (3, 1)]
+
+
+def test_downloads_add_palette_png_coco_polygons_and_yolo_seg(service, sid, tmp_path):
+    from PIL import Image
+
+    from segapp.formats.polygons import polygons_to_mask
+
+    service.set_box(sid, (10, 10, 150, 150))
+    service.select_object(sid, None)
+    service.click(sid, 80, 90, "positive")
+    service.set_label(sid, 2, "circle")
+    objs = service.get_session(sid).objects
+    files = service.downloads(sid, tmp_path).files
+    assert {p.name for p in files.values()} == {
+        "shapes_instances.png", "shapes_coco_rle.json", "shapes_overlay.png", "shapes_palette.png",
+        "shapes_coco_polygons.json", "shapes.txt", "classes.txt"}
+    palette = Image.open(files["palette_png"])
+    ids = np.asarray(palette)
+    assert palette.mode == "P" and set(np.unique(ids)) <= {0, 1, 2}
+    np.testing.assert_array_equal(ids, exports.instance_id_map([o.mask for o in objs], (160, 160), [1, 2]))
+    assert tuple(palette.getpalette()[6:9]) == objs[1].color  # id 2 shows in object 2's colour
+    doc = json.loads(files["coco_polygons_json"].read_text())
+    assert doc["info"]["format"] == "COCO, segmentation as polygons"
+    ring_mask = polygons_to_mask(doc["annotations"][1]["segmentation"], (160, 160))
+    inter = (ring_mask & objs[1].mask).sum()
+    assert inter / (ring_mask | objs[1].mask).sum() > 0.9
+    assert files["yolo_classes"].read_text() == "object\ncircle\n"
+    lines = files["yolo_txt"].read_text().splitlines()
+    assert [line.split()[0] for line in lines] == ["0", "1"]
+    coords = np.array(lines[1].split()[1:], float)
+    assert len(coords) % 2 == 0 and 0 <= coords.min() and coords.max() <= 1
+    with pytest.raises(DemoError, match="unknown download 'tiff'"):
+        service.export(sid, tmp_path, kinds=("tiff",))

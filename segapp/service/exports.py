@@ -44,14 +44,16 @@ def mask_to_png(mask: np.ndarray) -> bytes:
 
 def coco_json_for_image(masks: Sequence[np.ndarray], hw: tuple[int, int], *, file_name: str = "image.png",
                         names: Sequence[str] | None = None, scores: Sequence[float] | None = None,
-                        ids: Sequence[int] | None = None, labels: Sequence[str] | None = None) -> str:
-    """COCO RLE JSON text for the masks of one image. labels: each mask's class label (its
-    category, segapp.formats.coco.categories_from_labels; "" is the "object" category)."""
+                        ids: Sequence[int] | None = None, labels: Sequence[str] | None = None,
+                        segmentation: str = "rle") -> str:
+    """COCO JSON text for the masks of one image. labels: each mask's class label (its
+    category, segapp.formats.coco.categories_from_labels; "" is the "object" category);
+    segmentation: "rle" (compressed RLE, exact) or "polygons" (segapp.formats.polygons)."""
     image = coco.image_record(1, hw, file_name)
     categories = coco.categories_from_labels(labels) if labels else None
     anns = coco.annotations(masks, image_id=1, names=names, scores=scores, ids=ids, labels=labels,
-                            categories=categories)
-    return json.dumps(coco.document([image], anns, DESCRIPTION, categories=categories))
+                            categories=categories, segmentation=segmentation)
+    return json.dumps(coco.document([image], anns, DESCRIPTION, categories=categories, segmentation=segmentation))
 
 
 def overlay(image: np.ndarray, masks: Sequence[np.ndarray], colors: Sequence[tuple[int, int, int]],

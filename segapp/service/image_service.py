@@ -391,24 +391,27 @@ class ImageService:
             self._require_image(session)
             return image_exports.overlay_png(session)
 
-    def export(self, sid: str, out_dir: str | Path) -> dict[str, Path]:
-        """Write the three downloads into out_dir: {"instance_png", "coco_json", "overlay_png"}."""
+    def export(self, sid: str, out_dir: str | Path,
+               kinds: Sequence[str] = image_exports.DEFAULT_KINDS) -> dict[str, Path]:
+        """Write downloads into out_dir (image_exports.KINDS; by default "instance_png",
+        "coco_json", "overlay_png"); returns {kind: path}."""
         with self._locked(sid) as session:
             self._require_image(session)
-            return image_exports.write_all(session, out_dir)
+            return image_exports.write_all(session, out_dir, kinds)
 
-    def downloads(self, sid: str, out_dir: str | Path) -> Downloads:
-        """The session's downloads as of its current revision, written into out_dir again only
-        when the objects changed since the last call (or the folder differs); no files while no
-        object has a mask. Call it after every action to keep the downloads fresh."""
-        out_dir = Path(out_dir)
+    def downloads(self, sid: str, out_dir: str | Path, kinds: Sequence[str] = image_exports.KINDS) -> Downloads:
+        """The session's downloads (every kind of image_exports.KINDS unless told) as of its
+        current revision, written into out_dir again only when the objects changed since the
+        last call (or the folder or kinds differ); no files while no object has a mask. Call
+        it after every action to keep the downloads fresh."""
+        out_dir, kinds = Path(out_dir), tuple(kinds)
         with self._locked(sid) as session:
             last = session.downloads
-            if last is not None and last.revision == session.revision and (
-                    not last.files or all(p.parent == out_dir and p.is_file() for p in last.files.values())):
+            if (last is not None and (last.revision, last.folder, last.kinds) == (session.revision, out_dir, kinds)
+                    and all(p.is_file() for p in last.files.values())):
                 return last
-            files = image_exports.write_all(session, out_dir) if session.masked_objects else {}
-            session.downloads = Downloads(session.revision, files)
+            files = image_exports.write_all(session, out_dir, kinds) if session.masked_objects else {}
+            session.downloads = Downloads(session.revision, files, out_dir, kinds)
             return session.downloads
 
     # ------------------------------------------------------------------ stateless API

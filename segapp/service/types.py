@@ -108,7 +108,10 @@ class Snapshot:
 @dataclass(frozen=True)
 class Downloads:
     """The download files of a session at one revision (written again when the revision
-    changes). files: {kind: path}; empty when there is nothing to download."""
+    changes). files: {kind: path}; empty when there is nothing to download. folder and kinds:
+    where they were written and which were asked for."""
 
     revision: int
     files: dict[str, Path]
+    folder: Path | None = None
+    kinds: tuple[str, ...] = ()
