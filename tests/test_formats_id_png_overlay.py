@@ -27,6 +27,10 @@ def test_palette_png_pixels_are_the_ids_and_its_palette_the_colours(tmp_path):
     gray = tmp_path / "gray.png"
     gray.write_bytes(encode_id_png(ids))
     np.testing.assert_array_equal(read_id_png(gray), read_id_png(path))
+    (tmp_path / "not.png").write_bytes(b"not a png")
+    for bad in (tmp_path / "not.png", tmp_path / "missing.png"):
+        with pytest.raises(ValueError, match="cannot read PNG"):
+            read_id_png(bad)
 
 
 def test_palette_png_refuses_ids_over_255():

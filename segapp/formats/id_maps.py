@@ -92,9 +92,12 @@ def read_id_png(path: str | Path) -> np.ndarray:
     import cv2
     from PIL import Image
 
-    with Image.open(path) as image:
-        if image.mode == "P":  # OpenCV would give the palette's colours, not the ids
-            return np.asarray(image).astype(np.uint16)
+    try:
+        with Image.open(path) as image:
+            if image.mode == "P":  # OpenCV would give the palette's colours, not the ids
+                return np.asarray(image).astype(np.uint16)
+    except OSError as err:  # missing, or not an image
+        raise ValueError(f"cannot read PNG {path}: {err}") from err
     arr = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
     if arr is None:
         raise ValueError(f"cannot read PNG {path}")
