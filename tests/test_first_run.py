@@ -315,7 +315,7 @@ def test_amg_that_finds_nothing_logs_a_hint_once(bundled_model, caplog):
 
 def test_demo_segment_everything_with_no_mask_says_so(bundled_model):
     pytest.importorskip("gradio")
-    from segapp.demo.service import DemoService
+    from segapp.service import DemoService
 
     service = DemoService(bundled_model)
     sid = service.create_session()
@@ -338,7 +338,7 @@ def test_demo_refused_input_is_one_log_line_not_a_traceback(tmp_path, capfd, cap
 
     import segapp
     from segapp.demo.app import launch
-    from segapp.demo.service import DemoService
+    from segapp.service import DemoService
 
     torch.manual_seed(0)
     service = DemoService(segapp.build_model("test_tiny", device="cpu"))

@@ -1,8 +1,9 @@
-"""The segapp web demo: `segapp demo` (Gradio UI) over a Gradio-free service layer.
+"""The segapp web demo: `segapp demo` (Gradio UI) over the Gradio-free service layer
+segapp.service.
 
-    from segapp.demo.service import DemoService   # image sessions: objects, undo/redo, exports
-    from segapp.demo.service import VideoService  # video sessions: clicks, propagation, exports
-    from segapp.demo.app import build_app         # the Gradio Blocks over a DemoService
+    from segapp.service import ImageService       # image sessions: objects, undo/redo, exports
+    from segapp.service import VideoService       # video sessions: clicks, propagation, exports
+    from segapp.demo.app import build_app         # the Gradio Blocks over an ImageService
 """
 
 # Where the demo listens unless told otherwise: this machine only.

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import gradio as gr
 
-from segapp.demo.cache import CacheJanitor
-from segapp.demo.service import VideoService
+from segapp.service.cache import CacheJanitor
+from segapp.service import VideoService
 from segapp.demo.widgets import CLICK_MODE_CHOICES, OutputFiles, guarded
 
 # Live preview during propagation: at most one frame per this many seconds.
