@@ -186,13 +186,20 @@ def batched_nms(boxes: torch.Tensor, scores: torch.Tensor, idxs: torch.Tensor,
 
 
 # ---------------------------------------------------------------------------- mask scores
-def count_above(logits: torch.Tensor, threshold: float) -> torch.Tensor:
-    """logits: [..., H, W] -> [...] int64 number of pixels with value > threshold."""
+def count_above(logits: torch.Tensor, threshold: float, use_numpy: bool | None = None) -> torch.Tensor:
+    """logits: [..., H, W] -> [...] int64 number of pixels with value > threshold.
+
+    use_numpy: count each plane with NumPy's count_nonzero (CPU tensors only), several times
+    faster than torch's reductions over bool on CPU, which matters as this runs once or twice
+    per candidate mask; False: torch's sum; None (default): NumPy on CPU. Exact counts either way.
+    """
     lead = logits.shape[:-2]
-    if logits.device.type != "cpu":
+    if use_numpy is None:
+        use_numpy = logits.device.type == "cpu"
+    elif use_numpy and logits.device.type != "cpu":
+        raise ValueError(f"use_numpy=True needs a CPU tensor, got one on {logits.device}")
+    if not use_numpy:
         return (logits > threshold).flatten(-2).sum(-1)
-    # NumPy's count_nonzero on one contiguous plane is several times faster than torch's
-    # reductions over bool on CPU, and this runs once or twice per candidate mask.
     planes = logits.detach().reshape(-1, logits.shape[-2] * logits.shape[-1]).numpy()
     counts = np.fromiter((np.count_nonzero(p > threshold) for p in planes), dtype=np.int64, count=len(planes))
     return torch.from_numpy(counts).reshape(lead)

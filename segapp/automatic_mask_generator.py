@@ -86,6 +86,11 @@ class AutomaticMaskGenerator:
       output_mode: "binary_mask" ([H, W] bool), "uncompressed_rle" or "coco_rle".
       use_m2m: refine every mask once by decoding its point again with the mask as input.
       multimask_output: three masks per point (else one).
+      cpu_decode_chunk: fast path on CPU: decode at most about CPU_DECODE_CHUNK_BYTES of image
+        tokens' worth of prompts per decoder call (fewer than points_per_batch at large image
+        sizes), so that the decoder's passes find them in cache. Every prompt is decoded on
+        its own row, so the masks are those of points_per_batch chunks up to float rounding;
+        False: chunks of points_per_batch everywhere (segapp's own argument, not official).
     """
 
     def __init__(
@@ -107,6 +112,7 @@ class AutomaticMaskGenerator:
         output_mode: str = "binary_mask",
         use_m2m: bool = False,
         multimask_output: bool = True,
+        cpu_decode_chunk: bool = True,
     ) -> None:
         if (points_per_side is None) == (point_grids is None):
             raise ValueError("give exactly one of points_per_side and point_grids "
@@ -151,6 +157,7 @@ class AutomaticMaskGenerator:
         self.output_mode = output_mode
         self.use_m2m = use_m2m
         self.multimask_output = multimask_output
+        self.cpu_decode_chunk = cpu_decode_chunk
         self._warned_empty = False
 
     # ------------------------------------------------------------------ public
@@ -236,7 +243,7 @@ class AutomaticMaskGenerator:
                        orig_hw: tuple[int, int]) -> MaskData:
         """points: [B, 2] float32 crop pixels -> the batch's surviving masks (crop frame)."""
         device = self.predictor.device
-        in_points = self.predictor._transforms.coords_to_input(points.to(device), crop_hw, normalize=True)
+        in_points = self.predictor.transforms.coords_to_input(points.to(device), crop_hw, normalize=True)
         # Masks that the IoU filter will drop need no pixels: without m2m (which refines every
         # mask), the decoder skips their upscaling.
         floor = self.pred_iou_thresh if self.pred_iou_thresh > 0.0 and not self.use_m2m else None
@@ -276,7 +283,7 @@ class AutomaticMaskGenerator:
         """One positive point per prompt, in chunks. in_points [M, 2] model pixels; mask_input
         [M, h, w] logits or None -> (low-res logits [M, C, h, w], iou predictions [M, C])."""
         step = self.points_per_batch
-        if self.predictor.device.type == "cpu":
+        if self.cpu_decode_chunk and self.predictor.device.type == "cpu":
             step = min(step, self._cpu_chunk())
         masks, ious = [], []
         for start in range(0, len(in_points), step):
@@ -291,7 +298,7 @@ class AutomaticMaskGenerator:
 
     def _cpu_chunk(self) -> int:
         """Prompts per decoder call on CPU: [chunk, N, C] image tokens of ~CPU_DECODE_CHUNK_BYTES."""
-        embed = self.predictor._embedding.image_embed  # [1, C, h, w]
+        embed = self.predictor.get_image_embedding()  # [1, C, h, w]
         per_prompt = embed[0].numel() * 4  # float32 image tokens of one prompt
         return max(1, CPU_DECODE_CHUNK_BYTES // per_prompt)
 

@@ -1,14 +1,15 @@
 """ImagePredictor: the official SAM2ImagePredictor interface over segapp's model.
 
-Two layers: a NumPy/PIL convenience layer (`set_image`, `predict`, ...) that validates
-input and returns NumPy arrays, over a tensor core (`_predict`, `decode_low_res`) that
-works in model-input coordinates and can decode many prompts in one decoder call.
+Two layers, as SAM v1's predictor: a NumPy/PIL convenience layer (`set_image`, `predict`,
+...) that validates input and returns NumPy arrays, over a public tensor core
+(`prompts_to_input`, `predict_torch`, `decode_low_res`) that works in model-input
+coordinates and can decode many prompts in one decoder call.
 """
 from __future__ import annotations
 
 import contextlib
 import logging
-from typing import Sequence
+from typing import NamedTuple, Sequence
 
 import numpy as np
 import torch
@@ -31,6 +32,17 @@ ZOOM_MIN_SIDE = 64
 ZOOM_BATCH = 8
 
 
+class ModelPrompts(NamedTuple):
+    """Prompts in model-input pixels, as `ImagePredictor.predict_torch` takes them (None: not
+    given). point_coords [B, N, 2] float, point_labels [B, N] int, boxes [B, 4] xyxy,
+    mask_input [B, 1, 4h, 4w] low-res logits."""
+
+    point_coords: torch.Tensor | None
+    point_labels: torch.Tensor | None
+    boxes: torch.Tensor | None
+    mask_input: torch.Tensor | None
+
+
 class ImagePredictor:
     """Computes an image's embedding once, then predicts masks for prompts on it.
 
@@ -42,10 +54,14 @@ class ImagePredictor:
       box_zoom: answer box-only prompts from a crop around each box, this many times the box's
         longer side (at least ZOOM_MIN_SIDE px), embedded on its own; 0 turns it off. Default:
         the model's `box_zoom` (0 for the official models, on for segapp_small).
+      zoom_batch: fast path of box zoom: crops embedded and decoded together, as one batch
+        through the encoder and one through the decoder (see `_predict_zoomed`); 1 is the
+        plain path, one crop at a time, with the same masks up to float rounding.
     """
 
     def __init__(self, model: SAM2Model, mask_threshold: float = 0.0, max_hole_area: float = 0.0,
-                 max_sprinkle_area: float = 0.0, box_zoom: float | None = None) -> None:
+                 max_sprinkle_area: float = 0.0, box_zoom: float | None = None,
+                 zoom_batch: int = ZOOM_BATCH) -> None:
         self.model = model
         self.mask_threshold = mask_threshold
         self.max_hole_area = max_hole_area
@@ -53,6 +69,9 @@ class ImagePredictor:
         self.box_zoom = float(model_info(model).box_zoom if box_zoom is None else box_zoom)
         if self.box_zoom < 0:
             raise ValueError(f"box_zoom must be >= 0, got {box_zoom}")
+        if zoom_batch < 1:
+            raise ValueError(f"zoom_batch must be >= 1 (1: one crop at a time), got {zoom_batch}")
+        self.zoom_batch = int(zoom_batch)
         self._transforms = ImageTransforms(model.image_size)
         self.reset_predictor()
 
@@ -64,6 +83,18 @@ class ImagePredictor:
     @property
     def is_image_set(self) -> bool:
         return self._embedding is not None
+
+    @property
+    def embedding(self) -> ImageEmbedding | None:
+        """The current image(s)' embedding (image_embed [B, C, h, w] and the high-resolution
+        features, float32), or None before `set_image`. Read-only: `set_image` replaces it."""
+        return self._embedding
+
+    @property
+    def transforms(self) -> ImageTransforms:
+        """The geometry between the images and the square model input (coordinates, boxes,
+        masks), for callers that build prompts in model-input pixels for `decode_low_res`."""
+        return self._transforms
 
     @property
     def embedding_nbytes(self) -> int:
@@ -164,8 +195,8 @@ class ImagePredictor:
         [C], low_res_masks [C, 256, 256]; with B prompts, each gains a leading B axis.
         """
         self._require_image()
-        return self._predict_one(point_coords, point_labels, box, mask_input, multimask_output,
-                                 return_logits, normalize_coords, img_idx=0 if not self._is_batch else -1)
+        return self._predict_numpy(point_coords, point_labels, box, mask_input, multimask_output=multimask_output,
+                                   return_logits=return_logits, normalize_coords=normalize_coords, img_idx=0)
 
     def predict_batch(
         self,
@@ -190,33 +221,35 @@ class ImagePredictor:
         outputs = ([], [], [])
         for i in range(n):
             pick = lambda seq: None if seq is None else seq[i]  # noqa: E731
-            result = self._predict_one(pick(point_coords_batch), pick(point_labels_batch), pick(box_batch),
-                                       pick(mask_input_batch), multimask_output, return_logits,
-                                       normalize_coords, img_idx=i)
+            result = self._predict_numpy(pick(point_coords_batch), pick(point_labels_batch), pick(box_batch),
+                                         pick(mask_input_batch), multimask_output=multimask_output,
+                                         return_logits=return_logits, normalize_coords=normalize_coords, img_idx=i)
             for out, r in zip(outputs, result):
                 out.append(r)
         return outputs
 
-    def _predict_one(self, point_coords, point_labels, box, mask_input, multimask_output, return_logits,
-                     normalize_coords, img_idx):
-        img_idx = 0 if img_idx < 0 else img_idx
-        coords, labels, boxes, masks_in = self._prep_prompts(point_coords, point_labels, box, mask_input,
-                                                             normalize_coords, img_idx)
-        if self.box_zoom > 0 and boxes is not None and coords is None and masks_in is None:
-            masks, ious, low_res = self._predict_zoomed(boxes, multimask_output, return_logits, img_idx)
-        else:
-            masks, ious, low_res = self._predict(coords, labels, boxes, masks_in, multimask_output,
-                                                 return_logits=return_logits, img_idx=img_idx)
+    def _predict_numpy(self, point_coords, point_labels, box, mask_input, *, multimask_output: bool,
+                       return_logits: bool, normalize_coords: bool, img_idx: int
+                       ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The NumPy layer of `predict` and `predict_batch`: prompts checked and moved to the
+        model input (`prompts_to_input`), `predict_torch`, and the results as NumPy arrays."""
+        prompts = self.prompts_to_input(point_coords=point_coords, point_labels=point_labels, box=box,
+                                        mask_input=mask_input, normalize_coords=normalize_coords, img_idx=img_idx)
+        masks, ious, low_res = self.predict_torch(**prompts._asdict(), multimask_output=multimask_output,
+                                                  return_logits=return_logits, img_idx=img_idx)
         # As the official predictor: float32 arrays (binary masks hold 0.0 / 1.0), and the
         # prompt-batch axis dropped when there is a single prompt.
         to_np = lambda t: (t.squeeze(0) if t.shape[0] == 1 else t).float().cpu().numpy()  # noqa: E731
         return to_np(masks), to_np(ious), to_np(low_res)
 
-    def _prep_prompts(self, point_coords, point_labels, box, mask_logits, normalize_coords, img_idx=0):
-        """Validate NumPy prompts and move them to model-input tensors:
-        (coords [B, N, 2] | None, labels [B, N] | None, boxes [B, 4] model pixels | None,
-        mask_input [B, 1, 4h, 4w] | None)."""
-        h, w = self._image_hw[img_idx]
+    def prompts_to_input(self, *, point_coords=None, point_labels=None, box=None, mask_input=None,
+                         normalize_coords: bool = True, img_idx: int = 0) -> ModelPrompts:
+        """Check NumPy prompts on image `img_idx` (as `predict` takes them: pixels of that image,
+        or relative with normalize_coords=False) and move them to the model input, for
+        `predict_torch`. Raises ValueError naming a bad prompt (outside the image, wrong shape,
+        unknown label). A single point set is repeated for every box."""
+        self._require_image()
+        h, w = self._image_hw[self._check_img_idx(img_idx)]
         coords = labels = boxes = masks = None
         if point_coords is not None:
             pc, pl = check_points(point_coords, point_labels, (h, w), normalize_coords)
@@ -229,14 +262,14 @@ class ImagePredictor:
             bx = check_boxes(box, (h, w), normalize_coords)
             boxes = self._transforms.boxes_to_input(
                 torch.as_tensor(bx, dtype=torch.float, device=self.device), (h, w), normalize_coords).reshape(-1, 4)
-        if mask_logits is not None:
-            m = np.asarray(mask_logits, dtype=np.float32)
+        if mask_input is not None:
+            m = np.asarray(mask_input, dtype=np.float32)
             expected = self.model.prompt_encoder.mask_input_size
             if m.ndim == 3:
                 m = m[None]
             if m.ndim != 4 or m.shape[1] != 1 or tuple(m.shape[2:]) != tuple(expected):
                 raise ValueError(f"mask_input must have shape [1, {expected[0]}, {expected[1]}] (low_res_masks of a "
-                                 f"previous prediction), got {np.shape(mask_logits)}")
+                                 f"previous prediction), got {np.shape(mask_input)}")
             check_finite(m, "mask_input")
             masks = torch.as_tensor(m, device=self.device)
         if coords is not None and boxes is not None and coords.shape[0] != boxes.shape[0]:
@@ -244,9 +277,43 @@ class ImagePredictor:
                 coords, labels = coords.expand(boxes.shape[0], -1, -1), labels.expand(boxes.shape[0], -1)
             else:
                 raise ValueError(f"{coords.shape[0]} point sets for {boxes.shape[0]} boxes")
-        return coords, labels, boxes, masks
+        return ModelPrompts(coords, labels, boxes, masks)
+
+    def _check_img_idx(self, img_idx: int) -> int:
+        n = len(self._image_hw)
+        if not 0 <= img_idx < n:
+            raise IndexError(f"img_idx {img_idx} is out of range: {n} image(s) set")
+        return img_idx
 
     # ------------------------------------------------------------------ tensor core
+    @torch.inference_mode()
+    def predict_torch(
+        self,
+        *,
+        point_coords: torch.Tensor | None = None,
+        point_labels: torch.Tensor | None = None,
+        boxes: torch.Tensor | None = None,
+        mask_input: torch.Tensor | None = None,
+        multimask_output: bool = True,
+        return_logits: bool = False,
+        img_idx: int = 0,
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Predict masks for prompts already in model-input pixels (`prompts_to_input` makes
+        them from NumPy prompts): the tensor core under `predict`, as SAM v1's `predict_torch`.
+
+        point_coords [B, N, 2] float, point_labels [B, N] int (1, 0, -1 padding), boxes [B, 4]
+        xyxy, mask_input [B, 1, 4h, 4w] low-res logits; img_idx: the image of `set_image_batch`.
+        Box-only prompts are answered by box zoom when the predictor has it on.
+        Returns (masks [B, C, H, W] at image size: bool, or float logits with return_logits;
+        iou predictions [B, C]; low-res logits [B, C, 4h, 4w], clamped to +-LOW_RES_LOGIT_CLAMP).
+        """
+        self._require_image()
+        img_idx = self._check_img_idx(img_idx)
+        if self.box_zoom > 0 and boxes is not None and point_coords is None and mask_input is None:
+            return self._predict_zoomed(boxes, multimask_output, return_logits, img_idx)
+        return self._predict(point_coords, point_labels, boxes, mask_input, multimask_output,
+                             return_logits=return_logits, img_idx=img_idx)
+
     @torch.inference_mode()
     def decode_low_res(
         self,
@@ -323,7 +390,7 @@ class ImagePredictor:
         each box is decoded on the embedding of its own crop; the crop's masks are pasted into
         the image (nothing outside the crop), and low-res logits are those of the whole image.
 
-        The crops go through the encoder and the decoder ZOOM_BATCH at a time, as one batch each
+        The crops go through the encoder and the decoder `zoom_batch` at a time, as one batch each
         (every crop is resized to the model's input size, so they stack). On CPU a small model
         spends much of a crop's time in per-operator overhead and thread hand-offs, which a batch
         pays once; the arithmetic per crop is the same, so the masks are those of one crop at a
@@ -340,8 +407,8 @@ class ImagePredictor:
             m, iou, low = self._predict(None, None, boxes.reshape(-1, 2, 2)[whole], None, multimask_output,
                                         return_logits=True, img_idx=img_idx)
             parts.append((whole, m, iou, low))
-        for start in range(0, len(cropped), ZOOM_BATCH):
-            rows = cropped[start: start + ZOOM_BATCH]
+        for start in range(0, len(cropped), self.zoom_batch):
+            rows = cropped[start: start + self.zoom_batch]
             parts.append((rows, *self._decode_crops([boxes_px[i] for i in rows], [windows[i] for i in rows],
                                                     multimask_output, img_idx)))
         order = torch.tensor([i for rows, *_ in parts for i in rows], device=self.device).argsort()

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 import segapp
-from segapp.image_predictor import LOW_RES_LOGIT_CLAMP, ZOOM_MIN_SIDE
+from segapp.image_predictor import LOW_RES_LOGIT_CLAMP, ZOOM_BATCH, ZOOM_MIN_SIDE
 
 
 @pytest.fixture(scope="module")
@@ -104,13 +104,11 @@ def test_zoom_can_be_turned_on_after_set_image(model, image):
     np.testing.assert_array_equal(late.predict(box=box)[0], zoomed(model, image).predict(box=box)[0])
 
 
-def test_many_boxes_go_in_batches_and_keep_their_order(model, image, monkeypatch):
-    """Crops are embedded and decoded ZOOM_BATCH at a time; boxes whose crop is the whole image
+def test_many_boxes_go_in_batches_and_keep_their_order(model, image):
+    """Crops are embedded and decoded `zoom_batch` at a time; boxes whose crop is the whole image
     use the image's embedding. Whatever the grouping, box i's result is that of box i alone."""
-    import segapp.image_predictor as image_predictor
-
-    monkeypatch.setattr(image_predictor, "ZOOM_BATCH", 2)
-    pred = zoomed(model, image)
+    pred = segapp.ImagePredictor(model, box_zoom=3.0, zoom_batch=2)
+    pred.set_image(image)
     boxes = np.array([[150, 100, 200, 140], [0, 0, 320, 240], [10, 10, 40, 60], [200, 150, 300, 230],
                       [5, 100, 60, 200]], dtype=np.float32)
     masks, ious, low = pred.predict(box=boxes, multimask_output=True, return_logits=True)
@@ -120,3 +118,19 @@ def test_many_boxes_go_in_batches_and_keep_their_order(model, image, monkeypatch
         np.testing.assert_allclose(one, masks[i], atol=1e-4)
         np.testing.assert_allclose(one_iou, ious[i], atol=1e-5)
         np.testing.assert_allclose(one_low, low[i], atol=1e-4)
+
+
+def test_zoom_batch_fast_path_equals_one_crop_at_a_time(model, image):
+    """zoom_batch (default ZOOM_BATCH crops per encoder and decoder call) against the plain
+    path, zoom_batch=1: the same masks, scores and low-res logits."""
+    boxes = np.array([[150, 100, 200, 140], [10, 10, 40, 60], [200, 150, 300, 230], [5, 100, 60, 200],
+                      [0, 0, 320, 240]], dtype=np.float32)
+    results = []
+    for zoom_batch in (ZOOM_BATCH, 1):
+        pred = segapp.ImagePredictor(model, box_zoom=3.0, zoom_batch=zoom_batch)
+        pred.set_image(image)
+        results.append(pred.predict(box=boxes, multimask_output=True, return_logits=True))
+    for fast, plain in zip(*results):
+        torch.testing.assert_close(torch.from_numpy(fast), torch.from_numpy(plain), rtol=1e-5, atol=1e-4)
+    with pytest.raises(ValueError, match="zoom_batch must be >= 1"):
+        segapp.ImagePredictor(model, zoom_batch=0)

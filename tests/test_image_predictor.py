@@ -167,3 +167,21 @@ def test_model_built_under_inference_mode(image):
         pe.pe_layer.positional_encoding_gaussian_matrix.mul_(2.0)
         assert not torch.equal(pe.get_dense_pe(), before)
     assert first.shape[1:] == image.shape[:2]
+
+
+def test_embedding_and_transforms_are_public(image):
+    """What other modules read from a predictor (segment everything's prompt geometry, the
+    demo's memory accounting) is public: the embedding, None until an image is set, and the
+    transforms that put image pixels into model-input pixels."""
+    predictor = segapp.ImagePredictor(segapp.build_model("test_tiny", device="cpu"))
+    assert predictor.embedding is None
+    predictor.set_image(image)
+    side = predictor.model.image_size // 16
+    assert predictor.embedding.image_embed.shape == (1, 32, side, side)
+    assert predictor.embedding.image_embed is predictor.get_image_embedding()
+    assert len(predictor.embedding.high_res_feats) == 2
+    size = predictor.model.image_size
+    xy = predictor.transforms.coords_to_input(torch.tensor([[120.0, 90.0]]), (90, 120))
+    torch.testing.assert_close(xy, torch.tensor([[float(size), float(size)]]))
+    predictor.reset_predictor()
+    assert predictor.embedding is None

@@ -49,6 +49,13 @@ class MaskDecoder(nn.Module):
     Token 0 is the single-mask output; tokens 1..3 are the multimask outputs. With
     `dynamic_multimask_via_stability` (SAM 2's default at inference), a single-mask
     request whose mask is unstable falls back to the best multimask output.
+
+    share_image_side: fast path for many prompts on one image (`repeat_image` with one image
+    embedding and one dense embedding for all prompts, i.e. no mask prompts; a dense batch
+    of one, or one row broadcast with batch stride 0). The image side then stays at batch 1
+    into the transformer, which broadcasts it: the image-side work of its first block runs
+    once instead of once per prompt (and the transformer may use its factorised attention).
+    The same outputs up to float rounding; False: the image embedding is repeated per prompt.
     """
 
     def __init__(
@@ -67,8 +74,10 @@ class MaskDecoder(nn.Module):
         pred_obj_scores: bool = False,
         pred_obj_scores_mlp: bool = False,
         use_multimask_token_for_obj_ptr: bool = False,
+        share_image_side: bool = True,
     ) -> None:
         super().__init__()
+        self.share_image_side = share_image_side
         if getattr(transformer, "embedding_dim", transformer_dim) != transformer_dim:
             raise ValueError(
                 f"the transformer's width {transformer.embedding_dim} differs from transformer_dim {transformer_dim}"
@@ -159,8 +168,8 @@ class MaskDecoder(nn.Module):
         tokens = torch.cat([tokens, sparse], dim=1)
         batch = tokens.shape[0]
 
-        shared = repeat_image and image_embeddings.shape[0] == 1 and dense.shape[0] in (1, batch) \
-            and (dense.shape[0] == 1 or dense.stride(0) == 0)
+        shared = self.share_image_side and repeat_image and image_embeddings.shape[0] == 1 \
+            and dense.shape[0] in (1, batch) and (dense.shape[0] == 1 or dense.stride(0) == 0)
         if shared:
             # One image and one dense embedding (no mask prompts) for every prompt: keep the
             # image side at batch 1 and let the transformer broadcast it (same result, the

@@ -207,9 +207,26 @@ class MemoryAttentionLayer(nn.Module):
 class MemoryAttention(nn.Module):
     """`num_layers` MemoryAttentionLayers and a final LayerNorm.
 
-    The layer arguments are given flat (see MemoryAttentionLayer); the defaults are the values
-    of every official SAM 2 / 2.1 config. With `pos_enc_at_input`, INPUT_POS_SCALE times the
-    current frame's position encoding is added to its tokens before the first layer.
+    Args:
+      d_model: width of the current frame's tokens; kv_in_dim: width of the memory.
+      num_layers: how many layers, all built with the same arguments.
+      pos_enc_at_input: add INPUT_POS_SCALE times the current frame's position encoding to
+        its tokens before the first layer.
+      reuse_broadcast_frame: fast path, at inference with a batch of several objects. When the
+        current frame's tokens and their position encoding are one row broadcast over the
+        batch (batch stride 0, as `expand` makes them when several objects are tracked on one
+        frame; only the layout is checked), everything before the memory is first read is the
+        same for every object: the input position term and the first layer's self-attention
+        then run once and are broadcast. False: always the plain per-row path (same outputs).
+      per_object_on_cpu: fast path, at inference on CPU with a batch of several objects: run
+        the layers one object at a time. Each object's memory (several frames of keys and
+        values) then stays in cache longer, about 8% faster than the batch at 1024 px; every
+        row is independent, so the outputs are those of the batch. False: the whole batch.
+      **layer_args: the other MemoryAttentionLayer arguments (num_heads, downsample_rate,
+        dim_feedforward, dropout, activation, rope_theta, pos_enc_at_attn,
+        pos_enc_at_cross_attn_keys, pos_enc_at_cross_attn_queries, use_sdpa), given flat and
+        passed to every layer; their defaults are those of MemoryAttentionLayer, the values of
+        every official SAM 2 / 2.1 config. An unknown name is a TypeError naming it.
     """
 
     def __init__(
@@ -218,38 +235,19 @@ class MemoryAttention(nn.Module):
         num_layers: int = 4,
         pos_enc_at_input: bool = True,
         kv_in_dim: int = 64,
-        num_heads: int = 1,
-        downsample_rate: int = 1,
-        dim_feedforward: int = 2048,
-        dropout: float = 0.1,
-        activation: str = "relu",
-        rope_theta: float = 10000.0,
-        pos_enc_at_attn: bool = False,
-        pos_enc_at_cross_attn_keys: bool = True,
-        pos_enc_at_cross_attn_queries: bool = False,
-        use_sdpa: bool = True,
+        reuse_broadcast_frame: bool = True,
+        per_object_on_cpu: bool = True,
+        **layer_args,
     ) -> None:
         super().__init__()
         self.d_model = d_model
         self.kv_in_dim = kv_in_dim
         self.num_layers = num_layers
         self.pos_enc_at_input = pos_enc_at_input
+        self.reuse_broadcast_frame = reuse_broadcast_frame
+        self.per_object_on_cpu = per_object_on_cpu
         self.layers = nn.ModuleList(
-            MemoryAttentionLayer(
-                d_model=d_model,
-                kv_in_dim=kv_in_dim,
-                num_heads=num_heads,
-                downsample_rate=downsample_rate,
-                dim_feedforward=dim_feedforward,
-                dropout=dropout,
-                activation=activation,
-                rope_theta=rope_theta,
-                pos_enc_at_attn=pos_enc_at_attn,
-                pos_enc_at_cross_attn_keys=pos_enc_at_cross_attn_keys,
-                pos_enc_at_cross_attn_queries=pos_enc_at_cross_attn_queries,
-                use_sdpa=use_sdpa,
-            )
-            for _ in range(num_layers)
+            MemoryAttentionLayer(d_model=d_model, kv_in_dim=kv_in_dim, **layer_args) for _ in range(num_layers)
         )
         self.norm = nn.LayerNorm(d_model)
 
@@ -282,7 +280,7 @@ class MemoryAttention(nn.Module):
             )
         batch = curr.shape[1]
         # Objects tracked on one frame start from the same frame features (a broadcast batch).
-        shared = (batch > 1 and not self.training and len(self.layers) > 0
+        shared = (self.reuse_broadcast_frame and batch > 1 and not self.training and len(self.layers) > 0
                   and _broadcast_batch(curr) and _broadcast_batch(curr_pos))
         if self.pos_enc_at_input and curr_pos is not None:
             if shared:
@@ -315,9 +313,8 @@ class MemoryAttention(nn.Module):
                           grid_hw=grid_hw, kernel_dtype=kernel_dtype)
             return x
 
-        if batch > 1 and not self.training and out.device.type == "cpu":
-            # On CPU, one object at a time: each object's memory (7 frames of keys and values)
-            # then stays in cache longer; ~8% faster than the batch at 1024 px, same results.
+        if self.per_object_on_cpu and batch > 1 and not self.training and out.device.type == "cpu":
+            # See per_object_on_cpu in the class docstring.
             out = torch.cat([run(slice(i, i + 1)) for i in range(batch)])
         else:
             out = run(slice(None))

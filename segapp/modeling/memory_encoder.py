@@ -95,22 +95,12 @@ class CXBlock(nn.Module):
 
 
 class Fuser(nn.Module):
-    """`num_layers` CXBlocks in sequence, stored as `layers.{i}`."""
+    """`num_layers` CXBlocks in sequence, stored as `layers.{i}`; `block_args` (kernel_size,
+    padding, layer_scale_init_value, use_dwconv) go to every block, CXBlock's defaults otherwise."""
 
-    def __init__(
-        self,
-        dim: int,
-        num_layers: int = 2,
-        kernel_size: int = 7,
-        padding: int = 3,
-        layer_scale_init_value: float = 1e-6,
-        use_dwconv: bool = True,
-    ) -> None:
+    def __init__(self, dim: int, num_layers: int = 2, **block_args) -> None:
         super().__init__()
-        self.layers = nn.ModuleList(
-            CXBlock(dim, kernel_size, padding, layer_scale_init_value, use_dwconv)
-            for _ in range(num_layers)
-        )
+        self.layers = nn.ModuleList(CXBlock(dim, **block_args) for _ in range(num_layers))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         for layer in self.layers:
@@ -133,6 +123,11 @@ class MemoryEncoder(nn.Module):
     map is added to the projected image features); the position encoding is out_dim wide
     (it is added to the memory). `out_proj` is a 1x1 conv, or the identity (no parameters)
     when out_dim == in_dim.
+
+    reuse_broadcast_frame: fast path for several objects on one frame. When the image features
+    are one frame broadcast over the batch (batch stride 0, as `expand` makes them; only the
+    layout is checked), their 1x1 projection runs once and is broadcast to every object's
+    mask map. False: always project every row (same outputs).
     """
 
     def __init__(
@@ -149,10 +144,12 @@ class MemoryEncoder(nn.Module):
         layer_scale_init_value: float = 1e-6,
         use_dwconv: bool = True,
         pos_temperature: float = 10000.0,
+        reuse_broadcast_frame: bool = True,
     ) -> None:
         super().__init__()
         self.in_dim = in_dim
         self.out_dim = out_dim
+        self.reuse_broadcast_frame = reuse_broadcast_frame
         self.mask_downsampler = MaskDownSampler(
             embed_dim=in_dim,
             kernel_size=downsampler_kernel_size,
@@ -190,7 +187,7 @@ class MemoryEncoder(nn.Module):
                 f"masks of size {tuple(masks.shape[-2:])} shrink to {tuple(mask_map.shape[-2:])}, "
                 f"not to the feature map's {tuple(pix_feat.shape[-2:])}"
             )
-        if pix_feat.shape[0] > 1 and pix_feat.stride(0) == 0:
+        if self.reuse_broadcast_frame and pix_feat.shape[0] > 1 and pix_feat.stride(0) == 0:
             # One frame's features broadcast over several objects: project them once.
             projected = self.pix_feat_proj(pix_feat[:1])
         else:

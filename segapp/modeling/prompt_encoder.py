@@ -15,6 +15,21 @@ BOX_MASK_LOGIT = 8.0
 CLICK_MAP_CHANNELS = 2
 
 
+def downscaler(in_chans: int, mask_in_chans: int, embed_dim: int, activation: str) -> nn.Sequential:
+    """[B, in_chans, 4h, 4w] -> [B, embed_dim, h, w]: two stride-2 convs (to mask_in_chans / 4,
+    then mask_in_chans channels), each with a LayerNorm2d and the activation, then a 1x1 conv.
+    The layout of the official `mask_downscaling` (checkpoint keys `.0`, `.1`, `.3`, `.4`, `.6`)."""
+    return nn.Sequential(
+        nn.Conv2d(in_chans, mask_in_chans // 4, kernel_size=2, stride=2),
+        LayerNorm2d(mask_in_chans // 4),
+        activation_layer(activation),
+        nn.Conv2d(mask_in_chans // 4, mask_in_chans, kernel_size=2, stride=2),
+        LayerNorm2d(mask_in_chans),
+        activation_layer(activation),
+        nn.Conv2d(mask_in_chans, embed_dim, kernel_size=1),
+    )
+
+
 class PromptEncoder(nn.Module):
     """Embeds prompts for the mask decoder.
 
@@ -71,26 +86,10 @@ class PromptEncoder(nn.Module):
         self.pe_layer = RandomFourierEncoding(embed_dim // 2)
         self.point_embeddings = nn.ModuleList(nn.Embedding(1, embed_dim) for _ in range(4))
         self.not_a_point_embed = nn.Embedding(1, embed_dim)
-        self.mask_downscaling = nn.Sequential(
-            nn.Conv2d(1, mask_in_chans // 4, kernel_size=2, stride=2),
-            LayerNorm2d(mask_in_chans // 4),
-            activation_layer(activation),
-            nn.Conv2d(mask_in_chans // 4, mask_in_chans, kernel_size=2, stride=2),
-            LayerNorm2d(mask_in_chans),
-            activation_layer(activation),
-            nn.Conv2d(mask_in_chans, embed_dim, kernel_size=1),
-        )
+        self.mask_downscaling = downscaler(1, mask_in_chans, embed_dim, activation)
         self.no_mask_embed = nn.Embedding(1, embed_dim)
         if self.click_map_sigma > 0:
-            self.click_downscaling = nn.Sequential(
-                nn.Conv2d(CLICK_MAP_CHANNELS, mask_in_chans // 4, kernel_size=2, stride=2),
-                LayerNorm2d(mask_in_chans // 4),
-                activation_layer(activation),
-                nn.Conv2d(mask_in_chans // 4, mask_in_chans, kernel_size=2, stride=2),
-                LayerNorm2d(mask_in_chans),
-                activation_layer(activation),
-                nn.Conv2d(mask_in_chans, embed_dim, kernel_size=1),
-            )
+            self.click_downscaling = downscaler(CLICK_MAP_CHANNELS, mask_in_chans, embed_dim, activation)
             nn.init.zeros_(self.click_downscaling[-1].weight)
             nn.init.zeros_(self.click_downscaling[-1].bias)
         self._dense_pe: torch.Tensor | None = None

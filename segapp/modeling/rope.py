@@ -55,17 +55,21 @@ def _rotations(head_dim: int, theta: float, height: int, width: int, device: tor
         return torch.polar(torch.ones_like(angles), angles).to(device)
 
 
-def rotate_pairs(x: torch.Tensor, rotations: torch.Tensor) -> torch.Tensor:
+def rotate_pairs(x: torch.Tensor, rotations: torch.Tensor, complex_kernels: bool | None = None) -> torch.Tensor:
     """Turn each channel pair (2j, 2j+1) of x by the matching unit complex number.
 
     x: [..., C, N, D] where C >= 1 copies of an N-token grid may be folded into the token
     axis ([..., C * N, D]); rotations: [N, D/2] complex. Reading a pair (a, b) as a + ib, the
-    turn is one complex product, computed in float32 and returned in x's dtype. Devices
-    without complex kernels (MPS) use the same arithmetic on real and imaginary parts.
+    turn is one complex product, computed in float32 and returned in x's dtype.
+    complex_kernels: True, one complex multiply (torch's complex kernels); False, the same
+    arithmetic written on real and imaginary parts, for devices without complex kernels;
+    None (default): the complex kernels everywhere but on MPS.
     """
     n = rotations.shape[0]
     pairs = x.float().unflatten(-2, (-1, n)).unflatten(-1, (-1, 2))  # [..., C, N, D/2, 2]
-    if x.device.type == "mps":
+    if complex_kernels is None:
+        complex_kernels = x.device.type != "mps"
+    if not complex_kernels:
         a, b = pairs[..., 0], pairs[..., 1]
         c, s = rotations.real, rotations.imag
         turned = torch.stack((a * c - b * s, a * s + b * c), dim=-1)

@@ -156,12 +156,20 @@ class TwoWayTransformer(nn.Module):
     image-side projections once instead of once per prompt (the image tokens only start to
     differ between prompts when they attend to the prompt tokens).
     Returns (tokens [B, N, C], image tokens [B, h*w, C]).
+
+    factorized_attention: fast path, at inference with one shared image embedding (batch 1)
+    and several prompts: the cross-attentions use their factorised forms
+    (Attention.tokens_to_image and image_to_tokens), which fold the projections of the many
+    image tokens into the few token-side vectors, about half the arithmetic per prompt. The
+    same attention up to float rounding; False: always the plain attentions.
     """
 
     def __init__(self, depth: int, embedding_dim: int, num_heads: int, mlp_dim: int,
-                 activation: str = "relu", attention_downsample_rate: int = 2) -> None:
+                 activation: str = "relu", attention_downsample_rate: int = 2,
+                 factorized_attention: bool = True) -> None:
         super().__init__()
         self.embedding_dim = embedding_dim
+        self.factorized_attention = factorized_attention
         self.layers = nn.ModuleList(
             TwoWayAttentionBlock(embedding_dim, num_heads, mlp_dim, activation, attention_downsample_rate,
                                  skip_first_layer_pe=i == 0)
@@ -174,9 +182,9 @@ class TwoWayTransformer(nn.Module):
         keys = image_embedding.flatten(2).transpose(1, 2)
         key_pe = image_pe.flatten(2).transpose(1, 2)
         queries = point_embedding
-        # Many prompts on one image at inference: the factorised attentions do about half the
-        # arithmetic per prompt (the same results up to float rounding).
-        factorized = not self.training and image_embedding.shape[0] == 1 and point_embedding.shape[0] > 1
+        # Many prompts on one image at inference: see factorized_attention in the class docstring.
+        factorized = (self.factorized_attention and not self.training and image_embedding.shape[0] == 1
+                      and point_embedding.shape[0] > 1)
         for layer in self.layers:
             queries, keys = layer(queries, keys, point_embedding, key_pe, factorized)
         if factorized and keys.shape[0] == queries.shape[0]:
