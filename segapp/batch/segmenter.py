@@ -132,13 +132,15 @@ class Segmenter:
                         labels[row, :len(objects[k].points)] = objects[k].labels
             if has_box:
                 boxes = np.stack([objects[k].box for k in members])
-            m, iou, _ = self.predictor._predict_one(coords, labels, boxes, None, multimask, False, True,
-                                                    img_idx=batch_idx)
-            m = m.reshape(len(members), -1, *hw)
-            iou = iou.reshape(len(members), -1)
+            prompts = self.predictor.prompts_to_input(point_coords=coords, point_labels=labels, box=boxes,
+                                                      img_idx=batch_idx)
+            m, iou, _ = self.predictor.predict_torch(**prompts._asdict(), multimask_output=multimask,
+                                                     img_idx=batch_idx)
+            m = m.reshape(len(members), -1, *hw).cpu().numpy()  # bool
+            iou = iou.reshape(len(members), -1).float().cpu().numpy()
             best = iou.argmax(axis=1)
             for row, k in enumerate(members):
-                masks[k] = m[row, best[row]] > 0.5
+                masks[k] = m[row, best[row]]
                 scores[k] = float(iou[row, best[row]])
         ids = [o.obj_id for o in objects]
         return Segmentation(instance_id_map(masks, hw, ids), [
