@@ -8,9 +8,11 @@ predictor all call these, so that a mask is encoded, boxed, painted and written 
     rle         COCO run-length encoding: compressed (str counts) and uncompressed (int counts)
     boxes       box of a mask: inclusive pixel corners, COCO [x, y, w, h], pixel-edge xyxy
     components  8-connected components of a binary mask (small holes and islands)
-    id_maps     overlapping masks -> one instance-id map (the overlap rule), id PNGs
-    overlay     object colours (palette, per id) blended over an image
-    coco        COCO annotation fields, records and documents
+    id_maps     overlapping masks -> one instance-id map (the overlap rule), id PNGs (gray, palette)
+    overlay     object colours (palette, per id) blended over an image (per-object opacity, hidden)
+    polygons    masks as polygon rings on pixel edges (holes filled, fragments dropped) and back
+    coco        COCO annotation fields (RLE or polygons), categories from class labels, documents
+    yolo        YOLO-seg label lines and the class list
     mp4         the H.264 MP4 writer (PyAV; OpenCV mp4v without it), atomic
     hashing     SHA-256 of a file
 
