@@ -176,3 +176,19 @@ def test_video_coco_download_carries_the_class_labels_as_categories(video, sid, 
                                  {"id": 2, "name": "car", "supercategory": "object"}]
     pairs = {(a["image_id"], a["object_id"], a["category_id"]) for a in doc["annotations"]}
     assert pairs == {(f + 1, o, o) for f in range(6) for o in (1, 2)}
+
+
+def test_stop_ends_track_everything_between_frames(video, clip):
+    auto = VideoService(Runtime(video.runtime.model, amg_options={"pred_iou_thresh": 0.0,
+                                                                   "stability_score_thresh": 0.0}))
+    sid = auto.create_session()
+    auto.open_video(sid, clip)
+    steps = auto.track_everything(sid, every=2, points_per_side=4)
+    assert next(steps)[:3] == (0, 1, 6)
+    auto.stop(sid)
+    assert list(steps) == []
+    session = auto.get_session(sid)
+    assert set(session.results) == {0}
+    assert session.timings[0].warning == "stopped after 1 of 6 frames"
+    assert auto.undo(sid) and session.results == {} and session.objects == []
+    auto.close_session(sid)

@@ -30,7 +30,7 @@ import numpy as np
 from segapp.service import exports, image_exports
 from segapp.service.api import ApiEndpoints
 from segapp.service.image_session import ImageSession, masks_nbytes
-from segapp.service.limits import CLICK_MODES, DemoError, Limits, check_point_count, check_text
+from segapp.service.limits import CLICK_MODES, DemoError, Limits, check_point, check_point_count, check_text
 from segapp.service.runtime import Runtime, nothing_found_note
 from segapp.service.sessions import SessionGuard, SessionTable, delete_owned_files
 from segapp.service.types import Downloads, ObjectState, Response, Snapshot, Timing
@@ -225,14 +225,7 @@ class ImageService:
 
     @staticmethod
     def _check_xy(session: ImageSession, x, y) -> tuple[float, float]:
-        h, w = session.image.shape[:2]
-        try:
-            x, y = float(x), float(y)
-        except (TypeError, ValueError) as err:
-            raise DemoError(f"coordinates must be numbers, got {x!r}, {y!r}") from err
-        if not (0 <= x <= w and 0 <= y <= h):
-            raise DemoError(f"({x:g}, {y:g}) is outside the {w}x{h} image")
-        return x, y
+        return check_point(x, y, session.image.shape[:2], "image")
 
     # ------------------------------------------------------------------ objects
     def new_object(self, sid: str, name: str | None = None) -> int:

@@ -101,3 +101,16 @@ def check_text(value, what: str, *, allow_empty: bool = False, limit: int = 100)
     if len(text) > limit:
         raise DemoError(f"a {what} is limited to {limit} characters")
     return text
+
+
+def check_point(x, y, hw: tuple[int, int], where: str) -> tuple[float, float]:
+    """(x, y) as floats inside an [H, W] picture (`where`: "image" or "video", for the
+    message); DemoError for non-numbers and points outside."""
+    h, w = hw
+    try:
+        x, y = float(x), float(y)
+    except (TypeError, ValueError) as err:
+        raise DemoError(f"coordinates must be numbers, got {x!r}, {y!r}") from err
+    if not (0 <= x <= w and 0 <= y <= h):
+        raise DemoError(f"({x:g}, {y:g}) is outside the {w}x{h} {where}")
+    return x, y

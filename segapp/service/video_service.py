@@ -24,7 +24,7 @@ import numpy as np
 
 from segapp.service import exports, video_exports
 from segapp.service.image_service import ImageService
-from segapp.service.limits import DemoError, Limits, check_point_count, check_text
+from segapp.service.limits import DemoError, Limits, check_point, check_point_count, check_text
 from segapp.service.runtime import Runtime
 from segapp.service.sessions import SessionGuard, SessionTable, delete_owned_files
 from segapp.service.types import Response, Timing
@@ -207,14 +207,7 @@ class VideoService:
 
     @staticmethod
     def _check_xy(session: VideoUserSession, x, y) -> tuple[float, float]:
-        h, w = session.hw
-        try:
-            x, y = float(x), float(y)
-        except (TypeError, ValueError) as err:
-            raise DemoError(f"coordinates must be numbers, got {x!r}, {y!r}") from err
-        if not (0 <= x <= w and 0 <= y <= h):
-            raise DemoError(f"({x:g}, {y:g}) is outside the {w}x{h} video")
-        return x, y
+        return check_point(x, y, session.hw, "video")
 
     # ------------------------------------------------------------------ edits
     def delete_object(self, sid: str, obj_id: int | None = None) -> Response:
