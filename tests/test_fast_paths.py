@@ -264,3 +264,37 @@ def test_amg_cpu_decode_chunk_equals_points_per_batch(tiny_model, monkeypatch):
     for a, b in zip(fast, plain):
         assert np.array_equal(a["segmentation"], b["segmentation"])
         assert a["predicted_iou"] == pytest.approx(b["predicted_iou"], rel=1e-5, abs=1e-5)
+
+
+def test_video_tracking_of_several_objects_fast_equals_plain(tiny_model, monkeypatch):
+    """Tracking two objects: their frame features are one row expanded over the objects, which
+    takes the memory encoder's and memory attention's broadcast paths (and, on CPU, attention
+    one object at a time); with every switch off, the same masks on every frame."""
+    from segapp.video.predictor import VideoPredictor
+
+    rng = np.random.default_rng(8)
+    frames = [rng.integers(0, 255, (48, 64, 3), dtype=np.uint8) for _ in range(4)]
+    fast_model = copy.deepcopy(tiny_model)
+    with torch.no_grad():  # objects predicted present, so that tracking has masks to carry
+        fast_model.mask_decoder.pred_obj_score_head.layers[-1].bias.fill_(5.0)
+    plain_model = copy.deepcopy(fast_model)
+    plain_model.memory_attention.reuse_broadcast_frame = False
+    plain_model.memory_attention.per_object_on_cpu = False
+    plain_model.memory_encoder.reuse_broadcast_frame = False
+    plain_model.mask_decoder.share_image_side = False
+    plain_model.mask_decoder.transformer.factorized_attention = False
+    projections = Spy(monkeypatch, fast_model.memory_encoder, "pix_feat_proj")
+    self_attentions = Spy(monkeypatch, fast_model.memory_attention.layers[0], "self_attention_block")
+    outputs = []
+    for model in (fast_model, plain_model):
+        predictor = VideoPredictor(model)
+        state = predictor.init_state(frames)
+        predictor.add_new_points_or_box(state, 0, 1, points=[[15, 20]], labels=[1])
+        predictor.add_new_points_or_box(state, 0, 2, box=[30, 10, 60, 40])
+        outputs.append([(f, list(ids), m) for f, ids, m in predictor.propagate_in_video(state)])
+    fast, plain = outputs
+    assert projections.batches and set(projections.batches) == {1}  # each frame projected once for both
+    assert self_attentions.batches == [1, 1, 1]  # frames 1-3: once per frame, not once per object
+    assert [(f, ids) for f, ids, _ in fast] == [(f, ids) for f, ids, _ in plain] == [(i, [1, 2]) for i in range(4)]
+    for (_, _, a), (_, _, b) in zip(fast, plain):
+        torch.testing.assert_close(a, b, **TIGHT)
