@@ -1,5 +1,6 @@
 """The video tab's downloads: a zip of instance-id PNGs (one per tracked frame), a COCO RLE
-document (one image entry per frame, segapp.formats.coco records) and an overlay MP4."""
+document (one image entry per frame, segapp.formats.coco records) and an overlay MP4; and the
+tab's playback of the masks found so far (a small preview MP4, no download needed)."""
 from __future__ import annotations
 
 import json
@@ -8,6 +9,10 @@ from pathlib import Path
 from segapp.formats import coco
 from segapp.service import exports
 from segapp.service.video_session import VideoUserSession
+
+# Long side of the preview video, pixels (smaller videos keep their size): the preview is
+# written after every propagation, so it stays cheap to encode and to send.
+PREVIEW_MAX_SIDE = 480
 
 
 def coco_document(session: VideoUserSession) -> dict:
@@ -45,3 +50,22 @@ def write_all(session: VideoUserSession, out_dir: str | Path) -> dict[str, Path]
               if session.state.frames.get(f) is not None)
     mp4 = exports.write_mp4(frames, out_dir / f"{stem}_overlay.mp4", session.fps)
     return {"png_zip": png_zip, "coco_json": coco_path, "overlay_mp4": mp4}
+
+
+def write_preview(session: VideoUserSession, path: str | Path, max_side: int = PREVIEW_MAX_SIDE) -> Path:
+    """An H.264 MP4 of every frame with the masks known on it (frames not tracked yet are
+    plain), scaled down to at most max_side pixels on the long side, at the video's frame rate."""
+    import cv2
+
+    h, w = session.hw
+    scale = min(1.0, max_side / max(h, w))
+    size = (max(2, round(w * scale)), max(2, round(h * scale)))
+
+    def frames():
+        for frame_idx in range(session.num_frames):
+            if session.state.frames.get(frame_idx) is None:
+                continue
+            rgb = session.render(frame_idx, prompts=False)
+            yield rgb if scale == 1.0 else cv2.resize(rgb, size, interpolation=cv2.INTER_AREA)
+
+    return exports.write_mp4(frames(), path, session.fps)

@@ -403,6 +403,19 @@ class VideoService:
             self._require_video(session)
             return session.render(self._check_frame(session, frame_idx), prompts=True)
 
+    def preview(self, sid: str, out_dir: str | Path,
+                max_side: int = video_exports.PREVIEW_MAX_SIDE) -> Path | None:
+        """Write the playback of the masks found so far: an MP4 of every frame (those not
+        tracked yet plain), at most max_side px on the long side, into out_dir (named with
+        the session's revision). None while no frame has a mask."""
+        with self._locked(sid) as session:
+            self._require_video(session)
+            if not session.results:
+                return None
+            stem = session.path.stem or "video"
+            return video_exports.write_preview(session, Path(out_dir) / f"{stem}_preview_{session.revision}.mp4",
+                                             max_side)
+
     def export(self, sid: str, out_dir: str | Path) -> dict[str, Path]:
         """Write {"png_zip": instance-id PNG per frame (zip), "coco_json": COCO RLE JSON,
         "overlay_mp4": H.264 overlay video} into out_dir."""
