@@ -16,13 +16,13 @@ import torch
 from PIL import Image
 
 from segapp.cli import main
-from segapp.evaluation import video as video_lib
+from segapp.evaluation import davis as davis_lib
 from segapp.evaluation.boundary import (boundary_f, boundary_map, boundary_precision_recall,
                                         tolerance_radius)
-from segapp.evaluation.labels import LabelMaskError, read_label_mask
+from segapp.formats.label_masks import LabelMaskError, read_label_mask
 from segapp.evaluation.metrics import mask_iou
-from segapp.evaluation.video import (FirstMaskTracker, PredictorTracker, evaluate_video,
-                                     load_davis, summary_stats)
+from segapp.evaluation.davis import load_davis
+from segapp.evaluation.video import FirstMaskTracker, PredictorTracker, evaluate_video, summary_stats
 
 IMAGE_ONLY = ("segapp_small (bundled) is trained for images only; video tracking needs an official "
               "checkpoint: segapp download sam2.1_hiera_t")
@@ -293,9 +293,9 @@ def test_dataset_checks_name_the_file(tmp_path):
     assert reasons["sizes"][0] == "size_mismatch" and "00000.jpg is 120x100" in reasons["sizes"][1]
     assert reasons["unreadable"][0] == "unreadable_frame" and "00001.jpg" in reasons["unreadable"][1]
     assert reasons["badmask"][0] == "bad_mask" and "00001.png has values 7" in reasons["badmask"][1]
-    with pytest.raises(video_lib.VideoDatasetError, match="no sequence nope"):
+    with pytest.raises(davis_lib.VideoDatasetError, match="no sequence nope"):
         load_davis(root, ["ok", "nope"])
-    with pytest.raises(video_lib.VideoDatasetError, match="no JPEGImages"):
+    with pytest.raises(davis_lib.VideoDatasetError, match="no JPEGImages"):
         load_davis(tmp_path)
 
 

@@ -81,12 +81,12 @@ def _make_tracker(args: argparse.Namespace):
 
 
 def run_video(args: argparse.Namespace) -> int:
-    from segapp.evaluation import video
+    from segapp.evaluation import davis, video
 
     _check_args(args)
     try:
-        dataset = video.load_davis(args.videos, video.read_sequence_list(args.sequences))
-    except video.VideoDatasetError as err:
+        dataset = davis.load_davis(args.videos, davis.read_sequence_list(args.sequences))
+    except davis.VideoDatasetError as err:
         raise CLIError(str(err), EXIT_USAGE) from err
     for s in dataset.skipped:
         logger.error("sequence %s not evaluated: %s", s.sequence, s.detail)
@@ -108,7 +108,7 @@ def run_video(args: argparse.Namespace) -> int:
           f"{paths['plot']}")
     if result.bad_input:
         logger.error("%d sequence(s) could not be evaluated because of bad input; see 'skipped' "
-                     "in %s", sum(s.reason not in video.PROTOCOL_SKIPS for s in result.skipped),
+                     "in %s", sum(s.reason not in davis.PROTOCOL_SKIPS for s in result.skipped),
                      paths["report"])
         return EXIT_FAILED
     return EXIT_OK

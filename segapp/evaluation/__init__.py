@@ -7,8 +7,8 @@ with mask folders (`segapp eval folder`) and DAVIS-layout videos (`segapp eval v
 - `baselines`: model-free predictors (filled box, GrabCut) with the predictor interface
 - `runner`: the evaluation loop and its outputs (report.json, per_instance.csv, plot)
 - `folder`: img/ + gt/ benchmarks as instances for the same loop
-- `labels`: palette and 0/255 mask files as object-id maps
-- `video`: DAVIS sequences, trackers (first-mask baseline, any SAM2VideoPredictor), J, F, J&F
+- `davis`: DAVIS-layout folders as checked sequences (skips naming the file)
+- `video`: trackers (first-mask baseline, any SAM2VideoPredictor), J, F, J&F
 - `boundary`: the DAVIS boundary F-measure
 - `outputs`: versions, report.json, console tables and charts shared by all protocols
 

@@ -4,7 +4,7 @@
     images/  a.jpg  b.jpg ...      masks/  a.png  b.png ...   (matched by file stem)
 
 Each mask file is a palette PNG (one instance per index, 255 = void read as background) or a
-0/255 grayscale mask (one instance), read by segapp.evaluation.labels. Every instance is
+0/255 grayscale mask (one instance), read by segapp.formats.label_masks. Every instance is
 evaluated as `segapp eval coco` evaluates a COCO instance (same prompts, clicks, metrics and
 outputs, segapp.evaluation.runner); its box is the mask's box on pixel edges and its `area`,
 which decides small / medium / large, is its pixel count.
@@ -21,7 +21,7 @@ import numpy as np
 from segapp.evaluation.coco import (BAD_INPUT_SKIPS, SKIP_EMPTY_MASK, SKIP_IMAGE_SIZE,
                                     SKIP_MALFORMED, SKIP_MISSING_IMAGE, SKIP_UNREADABLE_IMAGE,
                                     ImageEntry, Instance, Skipped, read_image_or_skip)
-from segapp.evaluation.labels import LabelMaskError, object_ids, read_label_mask
+from segapp.formats.label_masks import LabelMaskError, object_ids, read_label_mask
 from segapp.formats.boxes import mask_to_edge_box
 from segapp.formats.media import IMAGE_SUFFIXES
 from segapp.video.frames import natural_key

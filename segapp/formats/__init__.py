@@ -8,6 +8,7 @@ predictor all call these, so that a mask is encoded, boxed, painted and written 
     rle         COCO run-length encoding: compressed (str counts) and uncompressed (int counts)
     boxes       box of a mask: inclusive pixel corners, COCO [x, y, w, h], pixel-edge xyxy
     components  8-connected components of a binary mask (small holes and islands)
+    label_masks mask files (DAVIS, benchmark gt/, training id masks) as object-id maps
     id_maps     overlapping masks -> one instance-id map (the overlap rule), id PNGs (gray, palette)
     overlay     object colours (palette, per id) blended over an image (per-object opacity, hidden)
     polygons    masks as polygon rings on pixel edges (holes filled, fragments dropped) and back
