@@ -19,8 +19,8 @@ from segapp.build import build_model
 from segapp.build_info import model_info, set_model_info
 from segapp.checkpoint import save_safetensors
 from segapp.cli import main
-from segapp.training.video_data import (ClipAugment, CocoPseudoClips, VideoDataError, VideoFolderClips,
-                                        affine_matrix, warp)
+from segapp.training.clip_augment import ClipAugment, affine_matrix, warp
+from segapp.training.video_data import CocoPseudoClips, VideoDataError, VideoFolderClips
 from segapp.training.video_trainer import MEMORY_PARTS, VideoTrainConfig, VideoTrainer
 from segapp.transforms import PIXEL_MEAN, PIXEL_STD
 from segapp.video.predictor import VideoPredictor

@@ -26,7 +26,7 @@ AUGMENT_PRESETS = ("strong", "light", "object", "none", "copy-paste", "strong+co
 
 
 def register(subparsers) -> None:
-    recipe = recipe_defaults("segapp.training.trainer:TrainConfig")
+    recipe = recipe_defaults("segapp.training.recipe:TrainConfig")
     parser = subparsers.add_parser(
         "train", help="train or fine-tune on COCO-format instance masks",
         description="Train the image path (image encoder, prompt encoder, mask decoder) on "
@@ -117,8 +117,8 @@ _RECIPE_OPTIONS = ("epochs", "batch_size", "instances_per_image", "lr", "encoder
 
 
 def _train_config(args: argparse.Namespace):
-    from segapp.training.data import AugmentConfig
-    from segapp.training.trainer import TrainConfig
+    from segapp.training.augment import AugmentConfig
+    from segapp.training.recipe import TrainConfig
 
     values = recipe_values(args, _RECIPE_OPTIONS)
     augment = args.augment or ("light" if args.init is not None else "strong")
@@ -135,7 +135,8 @@ def _train_config(args: argparse.Namespace):
 def run(args: argparse.Namespace) -> int:
     from segapp.evaluation.coco import AnnotationFileError
     from segapp.training.data import CocoInstanceDataset, load_coco_sources
-    from segapp.training.trainer import ResumeError, Trainer
+    from segapp.training.state import ResumeError
+    from segapp.training.trainer import Trainer
 
     _check_args(args)
     config = _train_config(args)

@@ -119,7 +119,7 @@ def _check_args(args: argparse.Namespace) -> None:
 
 
 def _train_config(args: argparse.Namespace):
-    from segapp.training.video_data import ClipAugment
+    from segapp.training.clip_augment import ClipAugment
     from segapp.training.video_trainer import VideoTrainConfig
 
     values = recipe_values(args, _RECIPE_OPTIONS)
@@ -166,7 +166,7 @@ def _datasets(args: argparse.Namespace, config, image_size: int):
 def run(args: argparse.Namespace) -> int:
     from segapp.build import is_bundled_config
     from segapp.build_info import model_info
-    from segapp.training.trainer import ResumeError
+    from segapp.training.state import ResumeError
     from segapp.training.video_trainer import IMAGE_PATH_PARTS, MEMORY_PARTS, VideoTrainer
 
     _check_args(args)

@@ -36,7 +36,8 @@ from segapp.training.image_folders import ImageFolderDataset
 from segapp.training.mae import MaskedAutoencoder
 from segapp.training.state import (RunMetadata, optimisation_state, read_state, restore_model, restore_optimiser,
                                    save_state)
-from segapp.training.steps import AMP_MODES, autocast, autocast_dtype, cosine_scheduler, step_generator
+from segapp.training.steps import (autocast, autocast_dtype, check_amp, check_at_least_one, cosine_scheduler,
+                                   step_generator)
 from segapp.training.run_log import append_row, trim_rows
 
 logger = logging.getLogger(__name__)
@@ -76,17 +77,14 @@ class PretrainConfig:
 
     def __post_init__(self) -> None:
         self.crop_scale = tuple(self.crop_scale)
-        for name in ("epochs", "batch_size", "log_every", "decoder_dim", "decoder_depth", "decoder_heads"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
+        check_at_least_one(self, ("epochs", "batch_size", "log_every", "decoder_dim", "decoder_depth", "decoder_heads"))
         if not 0.0 < self.mask_ratio < 1.0:
             raise ValueError(f"mask ratio must be in (0, 1), got {self.mask_ratio}")
         if self.lr <= 0:
             raise ValueError(f"lr must be positive, got {self.lr}")
         if self.warmup_steps < 0 or self.save_every < 0 or self.workers < 0:
             raise ValueError("warmup_steps, save_every and workers must not be negative")
-        if self.amp not in AMP_MODES:
-            raise ValueError(f"amp must be one of {AMP_MODES}, got {self.amp!r}")
+        check_amp(self.amp)
 
     def to_dict(self) -> dict:
         return asdict(self)

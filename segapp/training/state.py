@@ -18,6 +18,11 @@ import torch
 from segapp.training.steps import follow_schedule
 
 
+class ResumeError(ValueError):
+    """A last.pt that does not belong to this run (other input size or frozen parts, or another
+    recipe without allow_changed_recipe)."""
+
+
 def save_state(path: Path, state: dict) -> None:
     """torch.save `state` to `path`, atomically."""
     path = Path(path)

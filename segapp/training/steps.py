@@ -4,7 +4,8 @@
   (`warmup_cosine`, `cosine_scheduler`), and `follow_schedule` after a resume;
 - the autocast mode: bf16 on CUDA for `amp="auto"`, on any device for `"bf16"`, none for `"off"`;
 - the per-step random generator, seeded by (seed, step), so that a resumed run draws the same
-  prompts and masks as an uninterrupted one.
+  prompts and masks as an uninterrupted one;
+- the checks their recipes share (`check_amp`, `check_at_least_one`).
 """
 from __future__ import annotations
 
@@ -52,6 +53,18 @@ def follow_schedule(scheduler: torch.optim.lr_scheduler.LambdaLR) -> None:
     loaded step (the same value when the schedule is unchanged; `--epochs` may change on resume)."""
     for group, base, factor in zip(scheduler.optimizer.param_groups, scheduler.base_lrs, scheduler.lr_lambdas):
         group["lr"] = base * factor(scheduler.last_epoch)
+
+
+def check_at_least_one(config, names: tuple[str, ...]) -> None:
+    """ValueError naming the first of the fields `names` of `config` that is below 1."""
+    for name in names:
+        if getattr(config, name) < 1:
+            raise ValueError(f"{name} must be at least 1, got {getattr(config, name)}")
+
+
+def check_amp(amp: str) -> None:
+    if amp not in AMP_MODES:
+        raise ValueError(f"amp must be one of {AMP_MODES}, got {amp!r}")
 
 
 def autocast_dtype(amp: str, device: torch.device) -> torch.dtype | None:

@@ -28,9 +28,8 @@ from __future__ import annotations
 import json
 import logging
 import math
-import os
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -41,34 +40,22 @@ from torch import nn
 from segapp.checkpoint import save_safetensors
 from segapp.image_predictor import LOW_RES_LOGIT_CLAMP
 from segapp.training import prompts as P
-from segapp.training.data import AugmentConfig, Batch, CocoInstanceDataset, EpochSampler, collate
-from segapp.training.losses import LossWeights, multimask_loss
+from segapp.training.data import Batch, CocoInstanceDataset, EpochSampler, collate
+from segapp.training.losses import multimask_loss
+from segapp.training.parts import IMAGE_PATH_PARTS, decay_groups
+from segapp.training.recipe import DATA_SETTINGS, TrainConfig, default_workers, recipe_changes
 from segapp.training.run_log import append_row, trim_rows
-from segapp.training.state import (RunMetadata, check_same_model, optimisation_state, read_state, restore_optimisation,
-                                   restore_rng, rng_state, save_state)
-from segapp.training.steps import AMP_MODES, autocast, autocast_dtype, cosine_scheduler, step_generator
+from segapp.training.state import (ResumeError, RunMetadata, check_same_model, optimisation_state, read_state,
+                                   restore_optimisation, restore_rng, rng_state, save_state)
+from segapp.training.steps import autocast, autocast_dtype, cosine_scheduler, step_generator
 
 logger = logging.getLogger(__name__)
 
-FREEZABLE = ("image_encoder", "prompt_encoder", "mask_decoder")
-# Parts of SAM2Model the image path uses; everything else (memory) is never trained here.
-IMAGE_PATH_PARTS = ("image_encoder", "prompt_encoder", "mask_decoder", "no_mem_embed")
 LAST_NAME, BEST_NAME, FINAL_NAME, LOG_NAME = "last.pt", "best.safetensors", "final.safetensors", "log.csv"
 LOG_FIELDS = ("epoch", "step", "lr", "loss", "focal", "dice", "iou", "object_score",
               "train_iou_first", "train_iou_last", "val_miou", "seconds")
-VAL_PROMPTS = ("box", "point", "clicks")
-LOSS_RESOLUTIONS = ("mask", "input")
-# Data-loading processes by default: one per spare core, at most this many.
-MAX_DEFAULT_WORKERS = 8
 # Samples each worker prepares ahead of the step that needs them.
 PREFETCH_FACTOR = 4
-
-
-def default_workers() -> int:
-    """Data-loading processes when none are asked for: one per core beside the training
-    process (at most MAX_DEFAULT_WORKERS); 0 (load in the training process) on one core."""
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    return min(MAX_DEFAULT_WORKERS, max(cores - 1, 0))
 
 
 def loss_targets_at(masks: torch.Tensor, size: int) -> torch.Tensor:
@@ -78,110 +65,13 @@ def loss_targets_at(masks: torch.Tensor, size: int) -> torch.Tensor:
     return F.interpolate(masks[:, None].float(), size=(size, size), mode="area")
 
 
-class ResumeError(ValueError):
-    """A last.pt that does not belong to this run (other input size or frozen parts, or another
-    recipe without allow_changed_recipe)."""
-
-
-# Recipe settings a resumed run may change freely: they do not change what is trained.
-RESUMABLE_SETTINGS = ("epochs", "workers", "log_every", "val_prompt", "val_clicks")
-# Facts about the data in `recipe_extra` that a resumed run must keep (or be allowed to change).
-DATA_SETTINGS = ("train_annotations", "train_images", "max_images", "train_image_count")
-
-
-def recipe_changes(saved: dict, current: dict) -> list[str]:
-    """'name: saved -> current' for every setting that differs between two recipes (flattened
-    one level: augment.copy_paste_prob), other than RESUMABLE_SETTINGS."""
-    def flat(recipe: dict) -> dict:
-        out = {}
-        for key, value in recipe.items():
-            if isinstance(value, dict):
-                out.update({f"{key}.{k}": v for k, v in value.items()})
-            else:
-                out[key] = list(value) if isinstance(value, tuple) else value
-        return out
-
-    old, new = flat(saved), flat(current)
-    return [f"{k}: {old.get(k, '-')} -> {new.get(k, '-')}" for k in sorted(set(old) | set(new))
-            if k.split(".")[0] not in RESUMABLE_SETTINGS and old.get(k) != new.get(k)]
-
-
-@dataclass
-class TrainConfig:
-    """The recipe. Defaults follow SAM 2's image training where it applies."""
-
-    epochs: int = 20
-    batch_size: int = 4  # images per step
-    instances_per_image: int = 8
-    lr: float = 1e-4
-    encoder_lr_scale: float = 1.0  # the image encoder's lr is lr * this
-    weight_decay: float = 0.1
-    warmup_steps: int = 100
-    min_lr_ratio: float = 0.01  # the cosine decays to lr * this
-    grad_clip: float = 0.1  # max gradient norm (SAM 2's value)
-    correction_rounds: int = 7  # SAM 2's num_correction_pt_per_frame
-    prob_box: float = 0.5  # first prompt: a box with this probability, else a point
-    freeze: tuple[str, ...] = ()
-    amp: str = "auto"  # auto: bf16 on CUDA, fp32 elsewhere
-    seed: int = 0
-    workers: int | None = None  # data-loading processes; None: default_workers()
-    loss_resolution: str = "mask"  # "mask": the decoder's low-res logits; "input": upsampled to the input
-    max_steps_per_epoch: int | None = None
-    val_prompt: str = "box"
-    val_clicks: int = 3
-    log_every: int = 10
-    loss: LossWeights = field(default_factory=LossWeights)
-    augment: AugmentConfig = field(default_factory=AugmentConfig)
-
-    def __post_init__(self) -> None:
-        self.freeze = tuple(self.freeze)
-        unknown = sorted(set(self.freeze) - set(FREEZABLE))
-        if unknown:
-            raise ValueError(f"cannot freeze {unknown}; choose from {FREEZABLE}")
-        if self.amp not in AMP_MODES:
-            raise ValueError(f"amp must be one of {AMP_MODES}, got {self.amp!r}")
-        if self.loss_resolution not in LOSS_RESOLUTIONS:
-            raise ValueError(f"loss_resolution must be one of {LOSS_RESOLUTIONS}, got {self.loss_resolution!r}")
-        if self.workers is not None and self.workers < 0:
-            raise ValueError(f"workers must not be negative, got {self.workers}")
-        if self.val_prompt not in VAL_PROMPTS:
-            raise ValueError(f"val_prompt must be one of {VAL_PROMPTS}, got {self.val_prompt!r}")
-        for name in ("epochs", "batch_size", "instances_per_image"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
-        if self.correction_rounds < 0 or self.warmup_steps < 0:
-            raise ValueError("correction_rounds and warmup_steps must not be negative")
-        if set(FREEZABLE) <= set(self.freeze):
-            raise ValueError("every part is frozen: nothing to train")
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-
 def parameter_groups(model: nn.Module, config: TrainConfig) -> list[dict]:
-    """AdamW groups over the trained parameters; marks every other parameter frozen.
-
-    Weight decay applies to the weights of linear and convolution layers only: biases, norms,
-    embeddings and position tables keep their scale.
-    """
-    trained = {n for n in IMAGE_PATH_PARTS if n not in config.freeze}
-    decay_types = (nn.Linear, nn.Conv2d, nn.ConvTranspose2d)
-    groups: dict[tuple[bool, bool], list[nn.Parameter]] = {}
-    for module_name, module in model.named_modules():
-        for name, param in module.named_parameters(recurse=False):
-            full = f"{module_name}.{name}" if module_name else name
-            part = full.split(".", 1)[0]
-            param.requires_grad_(part in trained)
-            if part not in trained:
-                continue
-            decay = isinstance(module, decay_types) and name == "weight"
-            groups.setdefault((part == "image_encoder", decay), []).append(param)
-    out = []
-    for (encoder, decay), params in sorted(groups.items()):
-        scale = config.encoder_lr_scale if encoder else 1.0
-        out.append({"params": params, "lr": config.lr * scale,
-                    "weight_decay": config.weight_decay if decay else 0.0})
-    return out
+    """AdamW groups over the image path's unfrozen parts (`parts.decay_groups`), the image
+    encoder at lr * encoder_lr_scale; marks every other parameter frozen (the memory parts are
+    never trained here)."""
+    trained = [n for n in IMAGE_PATH_PARTS if n not in config.freeze]
+    return decay_groups(model, trained, config.lr, config.weight_decay, lambda part: part == "image_encoder",
+                        config.encoder_lr_scale)
 
 
 STAT_NAMES = ("loss", "focal", "dice", "iou", "object_score", "train_iou_first", "train_iou_last")

@@ -4,17 +4,15 @@ Two sources, both yielding `Clip`s at the model input (S x S, stretched as
 `segapp.transforms.ImageTransforms` does):
 - `VideoFolderClips`: folders in the DAVIS layout, `JPEGImages/<seq>/*.jpg` with
   `Annotations/<seq>/*.png` of the same names (0/255 single-object masks, or palette / id masks
-  whose non-zero values are object ids; 255 is "void" when other ids are present). A clip is
+  whose non-zero values are object ids; 255 is "void" when other ids are present: the id-mask
+  rule of `segapp.formats.label_masks`). A clip is
   N consecutive frames from a random start.
 - `CocoPseudoClips`: COCO images as pseudo-clips, the same image under a progressive affine
   jitter (a small random translation, scale and rotation added frame after frame), the masks
   warped by the very same sampling grid, so an object drifts, turns and may leave the view.
 
-Geometry: every frame of a clip is resized to S x S first, then warped by an affine map in
-normalised coordinates ([-1, 1] over the S x S grid) with `F.affine_grid` + `F.grid_sample`.
-The masks are sampled on the same grid as float images and thresholded at 0.5, so a warped
-mask stays on the pixels of its warped object. Outside the source the image is the mean pixel
-(0 after normalisation) and the masks are empty. Augmentation of real videos is consistent
+Geometry (`clip_augment`): every frame of a clip is resized to S x S first, then warped by an
+affine map, the masks on the same sampling grid. Augmentation of real videos is consistent
 over the clip (one flip, one affine map, one colour jitter for every frame).
 
 Randomness comes from a NumPy generator seeded by (seed, epoch, index): a clip is the same
@@ -30,7 +28,6 @@ counted in `skip_counts`, with a warning naming the file.
 from __future__ import annotations
 
 import logging
-import math
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,48 +35,22 @@ from typing import Sequence
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
+from segapp.formats.label_masks import LabelMaskError, UnreadableMaskError, read_label_mask
 from segapp.formats.media import FRAME_SUFFIXES
-from segapp.training.data import colour_jitter, load_coco_sources, normalise, resize_to_input
+from segapp.training.augment import colour_jitter, normalise, resize_to_input
+from segapp.training.clip_augment import ClipAugment, drift, random_affine, warp
+from segapp.training.data import load_coco_sources
 
 logger = logging.getLogger(__name__)
 
 MASK_SUFFIX = ".png"
-# In palette / id masks, 255 marks "void" (ignored) when other object ids are present.
-VOID_ID = 255
-# Warped masks are kept where at least half a pixel is covered (as resized masks are).
-MASK_WARP_THRESHOLD = 0.5
 # Starts tried when a clip's first frame has no usable object, before moving to the next item.
 MAX_CLIP_ATTEMPTS = 4
 
 
 class VideoDataError(ValueError):
     """A video folder that cannot be used as it is (named in the message, with what is wrong)."""
-
-
-@dataclass(frozen=True)
-class ClipAugment:
-    """Augmentation of clips: one flip, affine map and colour jitter per clip (real videos and
-    the first frame of pseudo-clips), plus the per-frame drift of pseudo-clips."""
-
-    hflip_prob: float = 0.5
-    scale_range: tuple[float, float] = (0.8, 1.25)  # >1 zooms in
-    max_rotation: float = 10.0  # degrees
-    max_translation: float = 0.1  # fraction of the side
-    colour_prob: float = 0.8
-    brightness: float = 0.3
-    contrast: float = 0.3
-    saturation: float = 0.3
-    # Pseudo-clips: per-frame steps, accumulated (so the motion drifts, as objects move).
-    step_translation: float = 0.04
-    step_scale: float = 0.04
-    step_rotation: float = 4.0
-
-    @classmethod
-    def none(cls) -> "ClipAugment":
-        """No augmentation of real videos; pseudo-clips keep their drift (it makes the motion)."""
-        return cls(hflip_prob=0.0, scale_range=(1.0, 1.0), max_rotation=0.0, max_translation=0.0, colour_prob=0.0)
 
 
 @dataclass
@@ -90,64 +61,6 @@ class Clip:
     frames: torch.Tensor
     masks: torch.Tensor
     name: str
-
-
-# ------------------------------------------------------------------------------------ geometry
-def affine_matrix(scale: float = 1.0, rotation_deg: float = 0.0, tx: float = 0.0, ty: float = 0.0,
-                  flip: bool = False) -> np.ndarray:
-    """[3, 3] forward map of normalised coordinates: flip x, then scale and rotate about the
-    centre, then translate by (tx, ty) (fractions of the half side, as [-1, 1] coordinates)."""
-    a = math.radians(rotation_deg)
-    flip_m = np.diag([-1.0 if flip else 1.0, 1.0, 1.0])
-    rot = np.array([[math.cos(a), -math.sin(a), 0.0], [math.sin(a), math.cos(a), 0.0], [0.0, 0.0, 1.0]])
-    m = np.diag([scale, scale, 1.0]) @ rot @ flip_m
-    m[0, 2], m[1, 2] = tx, ty
-    return m
-
-
-def warp(images: torch.Tensor, masks: torch.Tensor, forward: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
-    """Apply forward maps to frames and their masks.
-
-    images: [T, 3, S, S] in [0, 1] (not normalised); masks: [T, K, S, S] bool;
-    forward: [T, 3, 3] (output = forward @ input, normalised coordinates).
-    `affine_grid` wants, for each output pixel, where to sample the input: the inverse map.
-    """
-    t, _, h, w = images.shape
-    theta = torch.from_numpy(np.linalg.inv(forward)[:, :2, :]).float()
-    grid = F.affine_grid(theta, [t, 1, h, w], align_corners=False)
-    mean = torch.tensor((0.485, 0.456, 0.406)).view(1, 3, 1, 1)
-    # Sampling (image - mean) with zero padding fills the outside with the mean pixel.
-    out = F.grid_sample(images - mean, grid, mode="bilinear", padding_mode="zeros", align_corners=False) + mean
-    if masks.shape[1]:
-        m = F.grid_sample(masks.float(), grid, mode="bilinear", padding_mode="zeros", align_corners=False)
-        masks = m > MASK_WARP_THRESHOLD
-    return out.clamp(0, 1), masks
-
-
-def random_affine(aug: ClipAugment, rng: np.random.Generator) -> np.ndarray:
-    """One random augmentation map of a clip (flip, scale, rotation, translation)."""
-    lo, hi = np.log(aug.scale_range[0]), np.log(aug.scale_range[1])
-    return affine_matrix(scale=float(np.exp(rng.uniform(lo, hi))),
-                         rotation_deg=float(rng.uniform(-aug.max_rotation, aug.max_rotation)),
-                         tx=float(rng.uniform(-1, 1) * 2 * aug.max_translation),
-                         ty=float(rng.uniform(-1, 1) * 2 * aug.max_translation),
-                         flip=bool(rng.random() < aug.hflip_prob))
-
-
-def drift(num_frames: int, aug: ClipAugment, rng: np.random.Generator, start: np.ndarray) -> np.ndarray:
-    """[T, 3, 3] maps of a pseudo-clip: frame 0 is `start`, each next frame adds a small random
-    step (a constant velocity plus noise, so the motion is smooth but not straight)."""
-    def step(strength: float) -> float:
-        return float(rng.uniform(-1, 1) * strength)
-
-    velocity = (step(aug.step_translation), step(aug.step_translation), step(aug.step_scale), step(aug.step_rotation))
-    maps = [start]
-    for _ in range(num_frames - 1):
-        tx, ty = velocity[0] + step(aug.step_translation / 2), velocity[1] + step(aug.step_translation / 2)
-        scale = math.exp(velocity[2] + step(aug.step_scale / 2))
-        rot = velocity[3] + step(aug.step_rotation / 2)
-        maps.append(affine_matrix(scale=scale, rotation_deg=rot, tx=2 * tx, ty=2 * ty) @ maps[-1])
-    return np.stack(maps)
 
 
 def choose_objects(first: torch.Tensor, min_pixels: int, max_objects: int, rng: np.random.Generator | None
@@ -171,26 +84,6 @@ class VideoSequence:
     name: str
     frames: list[Path]
     masks: list[Path]
-
-
-def read_mask_ids(path: Path) -> np.ndarray:
-    """A mask PNG as [H, W] uint8 object ids (0 background): 0/255 or 0/1 gray masks give one
-    object (id 1); palette and other gray masks keep their values, 255 read as void (0) when
-    other ids are present. Raises OSError/ValueError when unreadable or of an unsupported mode."""
-    from PIL import Image
-
-    with Image.open(path) as im:
-        if im.mode not in ("1", "L", "P", "I;16", "I"):
-            raise VideoDataError(f"mask {path} is a {im.mode} image; masks must be palette or gray PNGs "
-                                 "(0 background, object ids or 255 for one object)")
-        ids = np.asarray(im.convert("L") if im.mode == "1" else im).astype(np.int64)
-    values = set(np.unique(ids).tolist()) - {0}
-    if values <= {VOID_ID} or values <= {1}:
-        return (ids > 0).astype(np.uint8)
-    if max(values - {VOID_ID}) > 254:
-        raise VideoDataError(f"mask {path} has object id {max(values)}; at most 254 objects are supported")
-    ids[ids == VOID_ID] = 0
-    return ids.astype(np.uint8)
 
 
 def _image_size(path: Path) -> tuple[int, int] | None:
@@ -367,10 +260,10 @@ class VideoFolderClips(ClipDataset):
         try:
             with Image.open(seq.frames[i]) as im:
                 rgb = np.asarray(im.convert("RGB"))
-            ids = read_mask_ids(seq.masks[i])
-        except VideoDataError:
-            raise
+            ids = read_label_mask(seq.masks[i], gray_ids=True)
         except (OSError, ValueError) as err:
+            if isinstance(err, LabelMaskError) and not isinstance(err, UnreadableMaskError):
+                raise VideoDataError(str(err)) from err  # a malformed mask: fix the data
             self.skip_counts["unreadable_frame"] += 1
             logger.warning("skipped (unreadable) frame %s of sequence %s: %s", seq.frames[i].name, seq.name, err)
             del seq.frames[i], seq.masks[i]

@@ -47,23 +47,19 @@ from segapp.checkpoint import save_safetensors
 from segapp.image_predictor import LOW_RES_LOGIT_CLAMP
 from segapp.training import prompts as P
 from segapp.training.losses import LossWeights, mask_iou, multimask_loss
-from segapp.training.state import (RunMetadata, check_same_model, optimisation_state, read_state, restore_optimisation,
-                                   save_state)
-from segapp.training.steps import AMP_MODES, autocast, autocast_dtype, cosine_scheduler, step_generator
-from segapp.training.trainer import ResumeError
-from segapp.training.video_data import Clip, ClipAugment, collate_clip
+from segapp.training.parts import IMAGE_PATH_PARTS, MEMORY_PARTS, check_freeze, decay_groups
+from segapp.training.state import (ResumeError, RunMetadata, check_same_model, optimisation_state, read_state,
+                                   restore_optimisation, save_state)
+from segapp.training.steps import (autocast, autocast_dtype, check_amp, check_at_least_one, cosine_scheduler,
+                                   step_generator)
+from segapp.training.clip_augment import ClipAugment
+from segapp.training.video_data import Clip, collate_clip
 from segapp.video.session import ObjectTrack
 from segapp.video.tracker import FrameFeatures, StepOutput, Tracker, select_memory
 from segapp.training.run_log import append_row, trim_rows
 
 logger = logging.getLogger(__name__)
 
-FREEZABLE = ("image_encoder", "prompt_encoder", "mask_decoder")
-# The image path's parts (always trained unless frozen; no_mem_embed goes with the image path).
-IMAGE_PATH_PARTS = ("image_encoder", "prompt_encoder", "mask_decoder", "no_mem_embed")
-# Every other top-level part of a SAM2Model is video memory, trained here.
-MEMORY_PARTS = ("memory_attention", "memory_encoder", "obj_ptr_proj", "obj_ptr_tpos_proj", "maskmem_tpos_enc",
-                "no_mem_pos_enc", "no_obj_ptr", "no_obj_embed_spatial", "mask_downsample")
 LAST_NAME, BEST_NAME, FINAL_NAME, LOG_NAME = "last.pt", "best.safetensors", "final.safetensors", "log.csv"
 LOG_FIELDS = ("epoch", "step", "lr", "loss", "focal", "dice", "iou", "object_score", "train_j", "val_j",
               "clips", "seconds")
@@ -99,15 +95,9 @@ class VideoTrainConfig:
     augment: ClipAugment = field(default_factory=ClipAugment)
 
     def __post_init__(self) -> None:
-        self.freeze = tuple(self.freeze)
-        unknown = sorted(set(self.freeze) - set(FREEZABLE))
-        if unknown:
-            raise ValueError(f"cannot freeze {unknown}; choose from {FREEZABLE}")
-        if self.amp not in AMP_MODES:
-            raise ValueError(f"amp must be one of {AMP_MODES}, got {self.amp!r}")
-        for name in ("epochs", "max_objects", "val_frames"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
+        self.freeze = check_freeze(self.freeze)
+        check_amp(self.amp)
+        check_at_least_one(self, ("epochs", "max_objects", "val_frames"))
         if self.clip_frames < 2:
             raise ValueError(f"clip_frames must be at least 2, got {self.clip_frames}")
         for name in ("prob_mask", "prob_box", "prob_correct_frame"):
@@ -120,32 +110,16 @@ class VideoTrainConfig:
         return asdict(self)
 
 
-def part_of(name: str) -> str:
-    """The top-level part of a parameter name ("memory_attention.layers.0..." -> "memory_attention")."""
-    return name.split(".", 1)[0]
-
-
 def trained_parts_here(config: VideoTrainConfig) -> tuple[str, ...]:
     """Parts this run trains: the memory parts and the image path's unfrozen parts."""
     return tuple(p for p in IMAGE_PATH_PARTS if p not in config.freeze) + MEMORY_PARTS
 
 
 def parameter_groups(model: nn.Module, config: VideoTrainConfig) -> list[dict]:
-    """AdamW groups over the trained parameters (frozen ones get requires_grad False): weight
-    decay on linear and convolution weights only; the image path at lr * image_lr_scale."""
-    trained = set(trained_parts_here(config))
-    decay_types = (nn.Linear, nn.Conv2d, nn.ConvTranspose2d)
-    groups: dict[tuple[bool, bool], list[nn.Parameter]] = {}
-    for module_name, module in model.named_modules():
-        for name, param in module.named_parameters(recurse=False):
-            part = part_of(f"{module_name}.{name}" if module_name else name)
-            param.requires_grad_(part in trained)
-            if part in trained:
-                decay = isinstance(module, decay_types) and name == "weight"
-                groups.setdefault((part in IMAGE_PATH_PARTS, decay), []).append(param)
-    return [{"params": params, "lr": config.lr * (config.image_lr_scale if image else 1.0),
-             "weight_decay": config.weight_decay if decay else 0.0}
-            for (image, decay), params in sorted(groups.items())]
+    """AdamW groups over the trained parts (`parts.decay_groups`; frozen ones get requires_grad
+    False), the image path at lr * image_lr_scale."""
+    return decay_groups(model, trained_parts_here(config), config.lr, config.weight_decay,
+                        lambda part: part in IMAGE_PATH_PARTS, config.image_lr_scale)
 
 
 @dataclass
