@@ -188,7 +188,7 @@ def test_video_tab_and_separate_sessions_in_chromium(chromium, server, tmp_path)
             expect(other.locator("#objects_legend")).to_contain_text("No objects yet")
 
             page.click("#video_propagate_both")
-            expect(status).to_contain_text("masks on 5 frame")
+            expect(status).to_contain_text("masks on 5 of 5 frame")
             expect(status).to_contain_text("propagate both (5 frames)")
             page.click("#video_export_button")
             link = page.locator("#video_downloads tr", has_text="masks").locator("a").first
@@ -196,7 +196,7 @@ def test_video_tab_and_separate_sessions_in_chromium(chromium, server, tmp_path)
                 link.click()
             target = tmp_path / "masks.zip"
             download_info.value.save_as(target)
-            expect(page.locator("#video_overlay video")).to_be_attached()
+            expect(page.locator("#video_preview video")).to_be_attached()  # the tracked result plays in the tab
             page.screenshot(path=str(ARTIFACTS / "demo_browser_video.png"), full_page=True)
         finally:
             browser.close()

@@ -1,0 +1,221 @@
+"""The video tab driven as an annotator would, in Debian's chromium (Playwright), issue 16:
+clicks and a two-click box, rename and class label, the warning for objects not propagated,
+Stop during a propagation (the frames done keep their masks), playback of the tracked result
+without downloading, delete / undo / redo / clear, and the downloads' content. One page load
+drives every step (the browser costs CPU). A screenshot of the tab is kept in
+test-artifacts/demo_video_tab.png (demo/README.md).
+"""
+from __future__ import annotations
+
+import io
+import json
+import socket
+import time
+import zipfile
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+import segapp
+from segapp.service import DemoService, examples, exports
+from test_demo_browser import ARTIFACTS, CHROMIUM_ARGS, TIMEOUT_MS, chromium, content_position  # noqa: F401
+
+pytest.importorskip("gradio")
+pytest.importorskip("playwright")
+av = pytest.importorskip("av")
+
+FRAMES, SIDE = 8, 96
+# Seconds each tracked frame takes while `slow` is on: long enough to press Stop mid-run.
+SLOW_FRAME_S = 0.6
+
+
+@pytest.fixture(scope="module")
+def video_server():
+    """The demo on a test model whose object-score head says "object present" (random weights
+    otherwise find no object on any frame); `slow["on"]` makes each tracked frame take SLOW_FRAME_S."""
+    from segapp.demo.app import launch
+
+    torch.manual_seed(0)
+    model = segapp.build_model("test_tiny", device="cpu")
+    head = model.mask_decoder.pred_obj_score_head
+    with torch.no_grad():
+        (head.layers[-1] if hasattr(head, "layers") else head).bias += 20.0
+    service = DemoService(model)
+    predictor = service.runtime.video_predictor
+    walk, slow = predictor.propagate_in_video, {"on": False}
+
+    def paced(*args, **kwargs):
+        for step in walk(*args, **kwargs):
+            if slow["on"]:
+                time.sleep(SLOW_FRAME_S)
+            yield step
+
+    predictor.propagate_in_video = paced
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    demo = launch(service, host="127.0.0.1", port=port, block=False)
+    try:
+        yield f"http://127.0.0.1:{port}/", slow
+    finally:
+        demo.close()
+
+
+def download(page, name_part: str, target):
+    link = page.locator("#video_downloads tr", has_text=name_part).locator("a").first
+    with page.expect_download() as info:
+        link.click()
+    info.value.save_as(target)
+    return target
+
+
+@pytest.mark.slow
+def test_video_tab_edits_stop_and_playback_in_chromium(chromium, video_server, tmp_path):
+    from playwright.sync_api import expect, sync_playwright
+
+    url, slow = video_server
+    clip = tmp_path / "clip.mp4"
+    exports.write_mp4([np.roll(examples.synthetic_image(SIDE), 4 * i, axis=1) for i in range(FRAMES)], clip, fps=8)
+    ARTIFACTS.mkdir(exist_ok=True)
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=chromium, headless=True, args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page(viewport={"width": 1400, "height": 1100}, accept_downloads=True)
+            page.set_default_timeout(TIMEOUT_MS)
+            expect.set_options(timeout=TIMEOUT_MS)
+            page.goto(url, wait_until="load")
+            page.click("#video_tab-button")
+            status, objects, warning = page.locator("#video_status"), page.locator("#video_objects"), \
+                page.locator("#video_warning")
+            button = lambda name: page.locator(f"#video_{name}")  # noqa: E731
+
+            page.set_input_files("#video_input input[type=file]", str(clip))
+            expect(status).to_contain_text(f"{FRAMES} frames, {SIDE}x{SIDE}")
+            page.wait_for_function("() => { const e = document.querySelector('#video_frame img');"
+                                   f" return e && e.complete && e.naturalWidth === {SIDE}; }}")
+            # Controls that cannot act yet are disabled.
+            for name in ("undo_button", "redo_button", "delete_button", "clear_button", "propagate_both",
+                         "stop_button", "export_button", "preview_button", "rename_button"):
+                expect(button(name)).to_be_disabled()
+            expect(button("new_object_button")).to_be_enabled()
+            frame = page.locator("#video_frame img").first
+
+            # A click starts object 1, which is flagged as not propagated.
+            frame.click(position=content_position(frame, 30, 35))
+            expect(status).to_contain_text("click on frame 0")
+            expect(objects).to_contain_text("object 1 (id 1) ⚠ not propagated")
+            expect(warning).to_contain_text("not propagated since their last prompts: object 1")
+            expect(button("undo_button")).to_be_enabled()
+            expect(page.locator("#video_name textarea, #video_name input").first).to_have_value("object 1")
+
+            # A box for a new object: two clicks on the frame in box mode.
+            button("new_object_button").click()
+            expect(objects).to_contain_text("object 2 (id 2)")
+            page.locator("#video_click_mode label", has_text="Box").click()
+            frame.click(position=content_position(frame, 55, 8))
+            expect(status).to_contain_text("now click the opposite corner")
+            frame.click(position=content_position(frame, 90, 40))
+            expect(status).to_contain_text("box on frame 0")
+            expect(status).not_to_contain_text("opposite corner")
+
+            # Rename and label it (a label typed in, offered again afterwards).
+            name = page.locator("#video_name textarea, #video_name input").first
+            name.fill("crate")
+            button("rename_button").click()
+            expect(objects).to_contain_text("crate (id 2)")
+            label = page.locator("#video_label input").first
+            label.fill("car")
+            label.press("Enter")
+            button("label_button").click()
+            expect(objects).to_contain_text("crate [car] (id 2) ⚠ not propagated")
+
+            # Stop during a slow propagation: the frames done keep their masks, the status says how many.
+            slow["on"] = True
+            button("propagate_both").click()
+            expect(button("stop_button")).to_be_enabled()
+            expect(button("undo_button")).to_be_disabled()  # nothing else acts while it runs
+            button("stop_button").click()
+            expect(status).to_contain_text("stopped: the other frames keep the masks they had")
+            slow["on"] = False
+            text = status.inner_text()
+            done = int(text.split("propagate both (")[1].split(" of ")[0])
+            assert 1 <= done < FRAMES, text
+            assert f"of {FRAMES} frames)" in text and f"masks on {done} of {FRAMES} frame(s)" in text, text
+            expect(warning).to_contain_text("not propagated since their last prompts: object 1, crate")
+            expect(button("stop_button")).to_be_disabled()
+            button("export_button").click()
+            with zipfile.ZipFile(download(page, "masks", tmp_path / "stopped.zip")) as zf:
+                assert sorted(zf.namelist()) == [f"frames/{f:05d}.png" for f in range(done)]
+
+            # The tracked result plays in the page without downloading: every frame, tinted where tracked.
+            played = wait_playable(page)
+            assert played["duration"] > 0 and played["width"] == SIDE, played
+            frames = decode(page.request.get(played["src"]).body())
+            assert len(frames) == FRAMES
+
+            # A complete propagation tracks both objects on every frame; the warning goes.
+            button("propagate_both").click()
+            expect(status).to_contain_text(f"propagate both ({FRAMES} frames)")
+            expect(status).to_contain_text(f"masks on {FRAMES} of {FRAMES} frame(s)")
+            expect(warning).to_be_hidden()
+            expect(objects).not_to_contain_text("not propagated")
+            page.wait_for_function("(src) => { const v = document.querySelector('#video_preview video');"
+                                   " return v && v.src && v.src !== src; }", arg=played["src"])
+            wait_playable(page)
+
+            # Delete the selected object, undo brings it back, redo deletes it again, undo again.
+            button("delete_button").click()
+            expect(objects).not_to_contain_text("crate")
+            expect(objects).to_contain_text("object 1")
+            expect(button("delete_button")).to_be_disabled()  # nothing selected now
+            button("undo_button").click()
+            expect(objects).to_contain_text("crate [car] (id 2)")
+            button("redo_button").click()
+            expect(objects).not_to_contain_text("crate")
+            button("undo_button").click()
+            expect(objects).to_contain_text("crate [car] (id 2)")
+
+            # Clear, then undo it.
+            button("clear_button").click()
+            expect(objects).not_to_contain_text("object 1")
+            expect(status).to_contain_text(f"masks on 0 of {FRAMES} frame(s)")
+            expect(button("clear_button")).to_be_disabled()
+            button("undo_button").click()
+            expect(objects).to_contain_text("crate [car] (id 2)")
+            expect(status).to_contain_text(f"masks on {FRAMES} of {FRAMES} frame(s)")
+
+            assert page.locator(".error").count() == 0  # warnings are toasts, never error badges
+            button("export_button").click()
+            expect(page.locator("#video_downloads tr", has_text="coco")).to_be_visible()
+            coco = json.loads(download(page, "coco", tmp_path / "coco.json").read_text())
+            with zipfile.ZipFile(download(page, "masks", tmp_path / "masks.zip")) as zf:
+                names = sorted(zf.namelist())
+                last = np.asarray(Image.open(io.BytesIO(zf.read(names[-1]))))
+            page.locator("#video_tab").screenshot(path=str(ARTIFACTS / "demo_video_tab.png"))
+        finally:
+            browser.close()
+    assert names == [f"frames/{f:05d}.png" for f in range(FRAMES)]
+    assert set(np.unique(last)) <= {0, 1, 2} and (last == 2).any(), np.unique(last)
+    assert {c["name"] for c in coco["categories"]} == {"object", "car"}
+    car = next(c["id"] for c in coco["categories"] if c["name"] == "car")
+    crates = [a for a in coco["annotations"] if a["object_id"] == 2]
+    assert len(crates) == FRAMES and {a["category_id"] for a in crates} == {car}
+    assert {a["name"] for a in crates} == {"crate"}
+
+
+def wait_playable(page) -> dict:
+    """Wait until the preview <video> has loaded its metadata (Chromium can decode it);
+    its src, duration and width."""
+    page.wait_for_function("() => { const v = document.querySelector('#video_preview video');"
+                           " return v && v.src && v.readyState >= 1 && v.duration > 0; }")
+    return page.evaluate("() => { const v = document.querySelector('#video_preview video');"
+                         " return {src: v.src, duration: v.duration, width: v.videoWidth}; }")
+
+
+def decode(data: bytes) -> list[np.ndarray]:
+    with av.open(io.BytesIO(data)) as container:
+        stream = container.streams.video[0]
+        assert stream.codec_context.name == "h264"
+        return [f.to_ndarray(format="rgb24") for f in container.decode(stream)]
