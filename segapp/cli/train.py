@@ -95,7 +95,7 @@ def register(subparsers) -> None:
 
 
 def _check_args(args: argparse.Namespace) -> None:
-    from segapp.training.trainer import LAST_NAME
+    from segapp.training.epochs import LAST_NAME
 
     if len(args.annotations) != len(args.images):
         raise CLIError(f"{len(args.annotations)} --annotations for {len(args.images)} --images: "

@@ -98,7 +98,7 @@ def register(subparsers) -> None:
 
 
 def _check_args(args: argparse.Namespace) -> None:
-    from segapp.training.video_trainer import LAST_NAME
+    from segapp.training.epochs import LAST_NAME
 
     if not args.videos and not args.annotations:
         raise CLIError("no training data: give --videos DIR (DAVIS layout) and/or --annotations JSON --images DIR")

@@ -11,6 +11,7 @@ on clips (`segapp train-video`) and the trunk as a masked autoencoder (`segapp p
 - `parts`: the model's parts, which may be frozen, and the AdamW groups over the trained ones
 - `steps`: what every trainer's step shares (lr schedule, autocast, per-step generator)
 - `state`: last.pt (atomic save, resume, RNG state) and the weights' metadata, for all trainers
+- `epochs`: the outputs after each epoch (best, log row, last.pt) and at the end (final)
 
 How to use it: docs/training.md.
 """

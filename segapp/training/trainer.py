@@ -37,21 +37,20 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from segapp.checkpoint import save_safetensors
 from segapp.image_predictor import LOW_RES_LOGIT_CLAMP
 from segapp.training import prompts as P
 from segapp.training.data import Batch, CocoInstanceDataset, EpochSampler, collate
 from segapp.training.losses import multimask_loss
 from segapp.training.parts import IMAGE_PATH_PARTS, decay_groups
 from segapp.training.recipe import DATA_SETTINGS, TrainConfig, default_workers, recipe_changes
-from segapp.training.run_log import append_row, trim_rows
+from segapp.training.epochs import LAST_NAME, LOG_NAME, EpochOutputs
+from segapp.training.run_log import trim_rows
 from segapp.training.state import (ResumeError, RunMetadata, check_same_model, optimisation_state, read_state,
                                    restore_optimisation, restore_rng, rng_state, save_state)
 from segapp.training.steps import autocast, autocast_dtype, cosine_scheduler, step_generator
 
 logger = logging.getLogger(__name__)
 
-LAST_NAME, BEST_NAME, FINAL_NAME, LOG_NAME = "last.pt", "best.safetensors", "final.safetensors", "log.csv"
 LOG_FIELDS = ("epoch", "step", "lr", "loss", "focal", "dice", "iou", "object_score",
               "train_iou_first", "train_iou_last", "val_miou", "seconds")
 # Samples each worker prepares ahead of the step that needs them.
@@ -99,7 +98,7 @@ def check_finite(loss: float, first_step: int, end_step: int) -> None:
         raise FloatingPointError(f"loss is {loss} in steps {first_step}..{end_step - 1}; lower --lr")
 
 
-class Trainer:
+class Trainer(EpochOutputs):
     """Trains a SAM2Model's image path on a CocoInstanceDataset; see the module docstring.
 
     Args:
@@ -111,6 +110,9 @@ class Trainer:
       config_name: the model config (name or path), written into the checkpoints' metadata.
       recipe_extra: more recipe facts for the metadata (data paths, init checkpoint).
     """
+
+    log_fields = LOG_FIELDS
+    val_field = "val_miou"
 
     def __init__(self, model, train_data: CocoInstanceDataset, config: TrainConfig, out_dir: str | Path,
                  val_data=None, config_name: str = "", recipe_extra: dict | None = None) -> None:
@@ -315,30 +317,15 @@ class Trainer:
                 read_window()
             means = {k: v / max(count, 1) for k, v in sums.items()}
             val = self.validate()
-            self.epoch = epoch
-            metric = val if val is not None else -means.get("loss", math.inf)
-            improved = metric > self.best
-            if improved:
-                self.best = metric
-                self.save_weights(self.out / BEST_NAME, {"epoch": str(epoch), "val_miou": str(val)})
-            # The log row first: a run stopped before last.pt is written redoes the epoch on
-            # --resume, and trim_rows drops the row.
-            append_row(self.out / LOG_NAME, LOG_FIELDS,
-                       {"epoch": epoch, "step": self.step, "lr": self.scheduler.get_last_lr()[0],
-                        **means, "val_miou": val, "seconds": round(time.time() - start, 2)})
-            self.save_state(self.out / LAST_NAME)
+            improved = self.end_epoch(epoch, means, val, start)
             logger.info("epoch %d done: loss %.4f, train IoU %.3f, val mIoU %s%s", epoch,
                         means.get("loss", float("nan")), means.get("train_iou_last", float("nan")),
                         "-" if val is None else f"{val:.4f}", " (best)" if improved else "")
-        final = self.save_weights(self.out / FINAL_NAME, {"epoch": str(self.epoch)})
-        return {"epochs": self.epoch, "steps": self.step, "best": self.best, "final": final}
+        return self.finish()
 
     # ------------------------------------------------------------------------- outputs
     def metadata(self) -> dict[str, str]:
         return self._metadata({**self.config.to_dict(), **self.recipe_extra})
-
-    def save_weights(self, path: Path, extra: dict[str, str]) -> Path:
-        return save_safetensors(self.model, path, {**self.metadata(), **extra})
 
     def save_state(self, path: Path) -> None:
         """Everything --resume needs, written atomically."""

@@ -43,7 +43,6 @@ import torch.nn.functional as F
 from torch import nn
 
 from segapp.bundled import TRAINED_PARTS_KEY
-from segapp.checkpoint import save_safetensors
 from segapp.image_predictor import LOW_RES_LOGIT_CLAMP
 from segapp.training import prompts as P
 from segapp.training.losses import LossWeights, mask_iou, multimask_loss
@@ -56,11 +55,11 @@ from segapp.training.clip_augment import ClipAugment
 from segapp.training.video_data import Clip, collate_clip
 from segapp.video.session import ObjectTrack
 from segapp.video.tracker import FrameFeatures, StepOutput, Tracker, select_memory
-from segapp.training.run_log import append_row, trim_rows
+from segapp.training.epochs import LAST_NAME, LOG_NAME, EpochOutputs
+from segapp.training.run_log import trim_rows
 
 logger = logging.getLogger(__name__)
 
-LAST_NAME, BEST_NAME, FINAL_NAME, LOG_NAME = "last.pt", "best.safetensors", "final.safetensors", "log.csv"
 LOG_FIELDS = ("epoch", "step", "lr", "loss", "focal", "dice", "iou", "object_score", "train_j", "val_j",
               "clips", "seconds")
 PROMPTS = ("mask", "box", "point")
@@ -132,7 +131,7 @@ class ClipResult:
     ious: torch.Tensor
 
 
-class VideoTrainer:
+class VideoTrainer(EpochOutputs):
     """Trains a SAM2Model's memory (and, unless frozen, image path) on clips; see the module
     docstring.
 
@@ -147,6 +146,9 @@ class VideoTrainer:
         checkpoint; () from scratch); the written `trained_parts` is their union with this run's.
       recipe_extra: more recipe facts for the metadata (data folders, init checkpoint).
     """
+
+    log_fields = LOG_FIELDS
+    val_field = "val_j"
 
     def __init__(self, model, train_data, config: VideoTrainConfig, out_dir: str | Path, val_data=None,
                  config_name: str = "", prior_parts: tuple[str, ...] = (), recipe_extra: dict | None = None) -> None:
@@ -358,21 +360,11 @@ class VideoTrainer:
                                 self.scheduler.get_last_lr()[0], (time.time() - start) / (i + 1))
             means = {k: v / max(count, 1) for k, v in sums.items()}
             val = self.validate()
-            self.epoch = epoch
-            metric = val if val is not None else -means.get("loss", math.inf)
-            improved = metric > self.best
-            if improved:
-                self.best = metric
-                self.save_weights(self.out / BEST_NAME, {"epoch": str(epoch), "val_j": str(val)})
-            append_row(self.out / LOG_NAME, LOG_FIELDS,
-                       {"epoch": epoch, "step": self.step, "lr": self.scheduler.get_last_lr()[0], **means,
-                        "val_j": val, "clips": count, "seconds": round(time.time() - start, 2)})
-            self.save_state(self.out / LAST_NAME)
+            improved = self.end_epoch(epoch, means, val, start, clips=count)
             logger.info("epoch %d done: loss %.4f, tracked IoU %.3f, val J %s%s", epoch,
                         means.get("loss", float("nan")), means.get("train_j", float("nan")),
                         "-" if val is None else f"{val:.4f}", " (best)" if improved else "")
-        final = self.save_weights(self.out / FINAL_NAME, {"epoch": str(self.epoch)})
-        return {"epochs": self.epoch, "steps": self.step, "best": self.best, "final": final}
+        return self.finish()
 
     # ------------------------------------------------------------------------- outputs
     def trained_parts(self) -> tuple[str, ...]:
@@ -382,9 +374,6 @@ class VideoTrainer:
     def metadata(self) -> dict[str, str]:
         return {**self._metadata({"stage": "video", **self.config.to_dict(), **self.recipe_extra}),
                 TRAINED_PARTS_KEY: ",".join(self.trained_parts())}
-
-    def save_weights(self, path: Path, extra: dict[str, str]) -> Path:
-        return save_safetensors(self.model, path, {**self.metadata(), **extra})
 
     def save_state(self, path: Path) -> None:
         """Everything --resume needs, written atomically."""
