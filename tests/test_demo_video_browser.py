@@ -146,6 +146,7 @@ def test_video_tab_edits_stop_and_playback_in_chromium(chromium, video_server, t
             expect(warning).to_contain_text("not propagated since their last prompts: object 1, crate")
             expect(button("stop_button")).to_be_disabled()
             button("export_button").click()
+            expect(page.get_by_text("Downloads made, but not propagated").first).to_be_visible()
             with zipfile.ZipFile(download(page, "masks", tmp_path / "stopped.zip")) as zf:
                 assert sorted(zf.namelist()) == [f"frames/{f:05d}.png" for f in range(done)]
 
@@ -185,6 +186,11 @@ def test_video_tab_edits_stop_and_playback_in_chromium(chromium, video_server, t
             button("undo_button").click()
             expect(objects).to_contain_text("crate [car] (id 2)")
             expect(status).to_contain_text(f"masks on {FRAMES} of {FRAMES} frame(s)")
+            src = wait_playable(page)["src"]
+            button("preview_button").click()  # the tracked result again, after the edits
+            page.wait_for_function("(src) => { const v = document.querySelector('#video_preview video');"
+                                   " return v && v.src && v.src !== src; }", arg=src)
+            wait_playable(page)
 
             assert page.locator(".error").count() == 0  # warnings are toasts, never error badges
             button("export_button").click()
@@ -194,6 +200,13 @@ def test_video_tab_edits_stop_and_playback_in_chromium(chromium, video_server, t
                 names = sorted(zf.namelist())
                 last = np.asarray(Image.open(io.BytesIO(zf.read(names[-1]))))
             page.locator("#video_tab").screenshot(path=str(ARTIFACTS / "demo_video_tab.png"))
+
+            # Track everything replaces the objects (segment everything on frame 0 here), undoably.
+            button("track_everything").click()
+            expect(status).to_contain_text(f"track everything ({FRAMES} frames")
+            expect(objects).not_to_contain_text("crate")
+            button("undo_button").click()
+            expect(objects).to_contain_text("crate [car] (id 2)")
         finally:
             browser.close()
     assert names == [f"frames/{f:05d}.png" for f in range(FRAMES)]
