@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from segapp.service import VideoService, video_exports
+from segapp.service import VideoService, exports, video_exports
 from test_service_video_edits import clip, sid, video  # noqa: F401  (the fixtures)
 
 av = pytest.importorskip("av")
@@ -46,3 +46,11 @@ def test_preview_is_scaled_down_to_its_long_side(video: VideoService, sid, tmp_p
     list(video.propagate(sid, "forward", start_frame=0))
     _, frames = decoded(video.preview(sid, tmp_path, max_side=48))
     assert len(frames) == 6 and frames[0].shape == (48, 48, 3)
+
+
+def test_a_half_drawn_box_corner_is_marked_on_the_frame(video: VideoService, sid):  # noqa: F811
+    plain = video.frame(sid, 2)
+    marked = video.frame(sid, 2, pending_corner=(40, 50))
+    assert tuple(marked[50, 40]) == exports.BOX_COLOR and tuple(plain[50, 40]) != exports.BOX_COLOR
+    changed = np.argwhere((marked != plain).any(axis=2))
+    assert np.abs(changed - (50, 40)).max() <= 20  # a marker there, nothing drawn elsewhere

@@ -64,7 +64,7 @@ def video_tab(video: VideoService, outputs: OutputFiles, janitor: CacheJanitor) 
                     + (" ⚠ not propagated" if o.obj_id in untracked else ""), str(o.obj_id)) for o in session.objects]
         sel = next((o for o in session.objects if o.obj_id == session.selected), None)
         warning = video.untracked_warning(vsid)
-        return (corner, vsid, video.frame(vsid, frame_idx),
+        return (corner, vsid, video.frame(vsid, frame_idx, corner[1:] if corner is not None else None),
                 gr.Radio(choices=choices, value=str(sel.obj_id) if sel is not None else None),
                 status_text(session, frame_idx, corner),
                 gr.Markdown(f"⚠ {warning}" if warning else "", visible=bool(warning)),

@@ -55,17 +55,9 @@ def write_all(session: VideoUserSession, out_dir: str | Path) -> dict[str, Path]
 def write_preview(session: VideoUserSession, path: str | Path, max_side: int = PREVIEW_MAX_SIDE) -> Path:
     """An H.264 MP4 of every frame with the masks known on it (frames not tracked yet are
     plain), scaled down to at most max_side pixels on the long side, at the video's frame rate."""
-    import cv2
-
     h, w = session.hw
     scale = min(1.0, max_side / max(h, w))
     size = (max(2, round(w * scale)), max(2, round(h * scale)))
-
-    def frames():
-        for frame_idx in range(session.num_frames):
-            if session.state.frames.get(frame_idx) is None:
-                continue
-            rgb = session.render(frame_idx, prompts=False)
-            yield rgb if scale == 1.0 else cv2.resize(rgb, size, interpolation=cv2.INTER_AREA)
-
-    return exports.write_mp4(frames(), path, session.fps)
+    frames = (session.render(f, prompts=False, size=size) for f in range(session.num_frames)
+              if session.state.frames.get(f) is not None)
+    return exports.write_mp4(frames, path, session.fps)

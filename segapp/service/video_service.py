@@ -397,11 +397,12 @@ class VideoService:
                                       warning=f"stopped after {done} of {session.num_frames} frames" if stopped else "")]
 
     # ------------------------------------------------------------------ views and exports
-    def frame(self, sid: str, frame_idx: int) -> np.ndarray:
-        """[H, W, 3] uint8 frame with the masks known on it and the selected object's prompts."""
+    def frame(self, sid: str, frame_idx: int, pending_corner: Sequence[float] | None = None) -> np.ndarray:
+        """[H, W, 3] uint8 frame with the masks known on it and the selected object's prompts;
+        pending_corner: the first corner (x, y) of a box being drawn, marked."""
         with self._locked(sid) as session:
             self._require_video(session)
-            return session.render(self._check_frame(session, frame_idx), prompts=True)
+            return session.render(self._check_frame(session, frame_idx), prompts=True, pending_corner=pending_corner)
 
     def preview(self, sid: str, out_dir: str | Path,
                 max_side: int = video_exports.PREVIEW_MAX_SIDE) -> Path | None:

@@ -118,9 +118,14 @@ class VideoUserSession:
         known = self.results.get(frame_idx, {})
         return [o.obj_id for o in self.objects if o.obj_id in known]
 
-    def render(self, frame_idx: int, prompts: bool) -> np.ndarray:
+    def render(self, frame_idx: int, prompts: bool, size: tuple[int, int] | None = None,
+               pending_corner: tuple[float, float] | None = None) -> np.ndarray:
         """[H, W, 3] uint8: the frame with the masks known on it (and, with prompts, the
-        selected object's clicks and box on that frame)."""
+        selected object's clicks and box on that frame, and pending_corner, the first corner of
+        a half-drawn box, marked). size: (width, height) to scale the frame, masks and prompts
+        to before drawing (much cheaper than drawing a large frame and scaling the picture)."""
+        import cv2
+
         image = self.state.frames.get(frame_idx)
         if image is None:
             raise DemoError(f"frame {frame_idx} cannot be decoded")
@@ -133,7 +138,17 @@ class VideoUserSession:
         prompt = FramePrompt()
         if prompts and self.selected is not None:
             prompt = self.prompts.get((self.selected, frame_idx), prompt)
-        return exports.overlay(image, masks, colors, points=prompt.points, labels=prompt.labels, box=prompt.box)
+        points, box = prompt.points, prompt.box
+        if size is not None and tuple(size) != (image.shape[1], image.shape[0]):
+            sx, sy = size[0] / image.shape[1], size[1] / image.shape[0]
+            image = cv2.resize(image, tuple(size), interpolation=cv2.INTER_AREA)
+            masks = [cv2.resize(m.astype(np.uint8), tuple(size), interpolation=cv2.INTER_NEAREST).astype(bool)
+                     for m in masks]
+            points = tuple((x * sx, y * sy) for x, y in points)
+            box = None if box is None else (box[0] * sx, box[1] * sy, box[2] * sx, box[3] * sy)
+            pending_corner = None if pending_corner is None else (pending_corner[0] * sx, pending_corner[1] * sy)
+        return exports.overlay(image, masks, colors, points=points, labels=prompt.labels, box=box,
+                               pending_corner=pending_corner if prompts else None)
 
     # ------------------------------------------------------------------ history
     def snapshot(self) -> VideoSnapshot:
