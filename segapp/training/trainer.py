@@ -43,11 +43,11 @@ from segapp.training.data import Batch, CocoInstanceDataset, EpochSampler, colla
 from segapp.training.losses import multimask_loss
 from segapp.training.parts import IMAGE_PATH_PARTS, decay_groups
 from segapp.training.recipe import DATA_SETTINGS, TrainConfig, default_workers, recipe_changes
-from segapp.training.epochs import LAST_NAME, LOG_NAME, EpochOutputs
+from segapp.training.epochs import LAST_NAME, LOG_NAME, EpochRun
 from segapp.training.run_log import trim_rows
-from segapp.training.state import (ResumeError, RunMetadata, check_same_model, optimisation_state, read_state,
+from segapp.training.state import (ResumeError, check_same_model, optimisation_state, read_state,
                                    restore_optimisation, restore_rng, rng_state, save_state)
-from segapp.training.steps import autocast, autocast_dtype, cosine_scheduler, step_generator
+from segapp.training.steps import autocast, step_generator
 
 logger = logging.getLogger(__name__)
 
@@ -98,7 +98,7 @@ def check_finite(loss: float, first_step: int, end_step: int) -> None:
         raise FloatingPointError(f"loss is {loss} in steps {first_step}..{end_step - 1}; lower --lr")
 
 
-class Trainer(EpochOutputs):
+class Trainer(EpochRun):
     """Trains a SAM2Model's image path on a CocoInstanceDataset; see the module docstring.
 
     Args:
@@ -116,29 +116,8 @@ class Trainer(EpochOutputs):
 
     def __init__(self, model, train_data: CocoInstanceDataset, config: TrainConfig, out_dir: str | Path,
                  val_data=None, config_name: str = "", recipe_extra: dict | None = None) -> None:
-        self.model = model
-        self.data = train_data
-        self.config = config
-        self.out = Path(out_dir)
-        self.val_data = val_data
-        self.config_name = config_name
-        self.recipe_extra = dict(recipe_extra or {})
-        self.device = model.device
-        self.image_size = model.image_size
-        if train_data.image_size != self.image_size:
-            raise ValueError(f"the dataset makes {train_data.image_size} px samples for a "
-                             f"{self.image_size} px model")
-        self.optimizer = torch.optim.AdamW(parameter_groups(model, config), lr=config.lr)
-        self.steps_per_epoch = math.ceil(len(train_data) / config.batch_size)
-        if config.max_steps_per_epoch:
-            self.steps_per_epoch = min(self.steps_per_epoch, config.max_steps_per_epoch)
-        self.scheduler = cosine_scheduler(self.optimizer, config.warmup_steps, self.steps_per_epoch * config.epochs,
-                                          config.min_lr_ratio)
-        self.epoch = 0  # epochs completed
-        self.step = 0  # optimizer steps taken
-        self.best = -math.inf
-        self.autocast_dtype = autocast_dtype(config.amp, self.device)
-        self._metadata = RunMetadata(config_name, self.image_size)
+        self.set_up(model, train_data, config, out_dir, val_data, config_name, recipe_extra, parameter_groups,
+                    math.ceil(len(train_data) / config.batch_size), "samples")
         self._loader: torch.utils.data.DataLoader | None = None
 
     # ------------------------------------------------------------------------- one step
@@ -325,7 +304,7 @@ class Trainer(EpochOutputs):
 
     # ------------------------------------------------------------------------- outputs
     def metadata(self) -> dict[str, str]:
-        return self._metadata({**self.config.to_dict(), **self.recipe_extra})
+        return self.run_metadata({**self.config.to_dict(), **self.recipe_extra})
 
     def save_state(self, path: Path) -> None:
         """Everything --resume needs, written atomically."""

@@ -32,7 +32,6 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
-import math
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -47,15 +46,14 @@ from segapp.image_predictor import LOW_RES_LOGIT_CLAMP
 from segapp.training import prompts as P
 from segapp.training.losses import LossWeights, mask_iou, multimask_loss
 from segapp.training.parts import IMAGE_PATH_PARTS, MEMORY_PARTS, check_freeze, decay_groups
-from segapp.training.state import (ResumeError, RunMetadata, check_same_model, optimisation_state, read_state,
+from segapp.training.state import (ResumeError, check_same_model, optimisation_state, read_state,
                                    restore_optimisation, save_state)
-from segapp.training.steps import (autocast, autocast_dtype, check_amp, check_at_least_one, cosine_scheduler,
-                                   step_generator)
+from segapp.training.steps import autocast, check_amp, check_at_least_one, step_generator
 from segapp.training.clip_augment import ClipAugment
 from segapp.training.video_data import Clip, collate_clip
 from segapp.video.session import ObjectTrack
 from segapp.video.tracker import FrameFeatures, StepOutput, Tracker, select_memory
-from segapp.training.epochs import LAST_NAME, LOG_NAME, EpochOutputs
+from segapp.training.epochs import LAST_NAME, LOG_NAME, EpochRun
 from segapp.training.run_log import trim_rows
 
 logger = logging.getLogger(__name__)
@@ -131,7 +129,7 @@ class ClipResult:
     ious: torch.Tensor
 
 
-class VideoTrainer(EpochOutputs):
+class VideoTrainer(EpochRun):
     """Trains a SAM2Model's memory (and, unless frozen, image path) on clips; see the module
     docstring.
 
@@ -152,30 +150,10 @@ class VideoTrainer(EpochOutputs):
 
     def __init__(self, model, train_data, config: VideoTrainConfig, out_dir: str | Path, val_data=None,
                  config_name: str = "", prior_parts: tuple[str, ...] = (), recipe_extra: dict | None = None) -> None:
-        self.model = model
-        self.data = train_data
-        self.config = config
-        self.out = Path(out_dir)
-        self.val_data = val_data
-        self.config_name = config_name
+        self.set_up(model, train_data, config, out_dir, val_data, config_name, recipe_extra, parameter_groups,
+                    len(train_data), "clips")
         self.prior_parts = tuple(prior_parts)
-        self.recipe_extra = dict(recipe_extra or {})
-        self.device = model.device
-        self.image_size = model.image_size
-        if train_data.image_size != self.image_size:
-            raise ValueError(f"the dataset makes {train_data.image_size} px clips for a {self.image_size} px model")
         self.tracker = Tracker(model)
-        self.optimizer = torch.optim.AdamW(parameter_groups(model, config), lr=config.lr)
-        self.steps_per_epoch = len(train_data)
-        if config.max_steps_per_epoch:
-            self.steps_per_epoch = min(self.steps_per_epoch, config.max_steps_per_epoch)
-        self.scheduler = cosine_scheduler(self.optimizer, config.warmup_steps, self.steps_per_epoch * config.epochs,
-                                          config.min_lr_ratio)
-        self.epoch = 0
-        self.step = 0
-        self.best = -math.inf
-        self.autocast_dtype = autocast_dtype(config.amp, self.device)
-        self._metadata = RunMetadata(config_name, self.image_size)
 
     # ------------------------------------------------------------------------- one clip
     def _autocast(self):
@@ -372,7 +350,7 @@ class VideoTrainer(EpochOutputs):
         return tuple(dict.fromkeys(self.prior_parts + trained_parts_here(self.config)))
 
     def metadata(self) -> dict[str, str]:
-        return {**self._metadata({"stage": "video", **self.config.to_dict(), **self.recipe_extra}),
+        return {**self.run_metadata({"stage": "video", **self.config.to_dict(), **self.recipe_extra}),
                 TRAINED_PARTS_KEY: ",".join(self.trained_parts())}
 
     def save_state(self, path: Path) -> None:
