@@ -166,12 +166,17 @@ def video_tab(video: VideoService, outputs: OutputFiles, janitor: CacheJanitor) 
                     if preview is not None:
                         update[view_outputs.index(frame_view)] = preview
                     yield tuple(update)
-        except DemoError as err:
+        except DemoError as err:  # refused before it began (e.g. no prompts yet)
             gr.Warning(str(err))
+            yield (*view(vsid, start), gr.Slider(interactive=session.num_frames > 1), gr.skip())
+            return
+        except Exception:  # a bug: give the controls back, then let Gradio report it
+            yield (*view(vsid, start), gr.Slider(interactive=session.num_frames > 1), gr.skip())
+            raise
+        for timing in session.timings:
+            warn(timing)  # e.g. stopped after N of M frames
         start = 0 if direction == "everything" else start
-        for timing in video.get_session(vsid).timings:
-            warn(timing)
-        played = make_preview(vsid) if session.state is not None else None
+        played = make_preview(vsid)
         yield (*view(vsid, start), gr.Slider(value=start, interactive=session.num_frames > 1),
                str(played) if played is not None else None)
 
