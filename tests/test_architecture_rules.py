@@ -113,15 +113,6 @@ def read(predictor, nt):
                      "9: getattr(predictor, '_cache')"]
 
 
-# Modules over the limit in the last commit when this check was written; other issue-15 work
-# is splitting them (its uncommitted splits were all under the limit).
-OVER_LIMIT_AT_WRITING = [
-    "segapp/evaluation/video.py (512)", "segapp/training/data.py (456)", "segapp/training/trainer.py (487)",
-    "segapp/training/video_data.py (487)",
-]
-
-
-@pytest.mark.xfail(strict=False, reason="modules over 450 lines not yet split: " + ", ".join(OVER_LIMIT_AT_WRITING))
 def test_no_module_outside_modeling_is_over_the_limit():
     modeling = PACKAGE / "modeling"
     over = []
