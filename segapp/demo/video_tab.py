@@ -200,11 +200,15 @@ def video_tab(video: VideoService, outputs: OutputFiles, janitor: CacheJanitor) 
         video.stop(vsid)
         return gr.Button(interactive=False, value="Stopping…")
 
-    def make_preview(vsid):
-        """The tracked result's MP4 in a fresh downloads folder of the session (None: no masks yet)."""
+    def session_folder(vsid):
+        """A fresh folder for files handed to the browser, deleted with the session."""
         folder = outputs.folder()
         video.adopt_file(vsid, folder)
-        played = video.preview(vsid, folder)
+        return folder
+
+    def make_preview(vsid):
+        """The tracked result's MP4 (None: no masks yet)."""
+        played = video.preview(vsid, session_folder(vsid))
         janitor.prune()
         return played
 
@@ -218,9 +222,7 @@ def video_tab(video: VideoService, outputs: OutputFiles, janitor: CacheJanitor) 
     @guarded
     def on_export(vsid):
         vsid = video.ensure_session(vsid)
-        folder = outputs.folder()
-        video.adopt_file(vsid, folder)
-        files = video.export(vsid, folder)
+        files = video.export(vsid, session_folder(vsid))
         janitor.prune()
         untracked = video.untracked_warning(vsid)
         if untracked:  # the downloads have those objects only on the frames they were prompted on
