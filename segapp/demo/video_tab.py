@@ -41,15 +41,15 @@ def video_tab(video: VideoService, outputs: OutputFiles, janitor: CacheJanitor) 
         return f"{text}  \nundo {len(session.undo_stack)} · redo {len(session.redo_stack)}"
 
     def controls(session, running: bool = False) -> list:
-        """Buttons in view order (see `buttons`): enabled only where they can act."""
-        has_video, sel = session.state is not None and not running, session.selected is not None
-        can = lambda ok: gr.Button(interactive=bool(ok) and not running)  # noqa: E731
-        return [can(has_video and session.undo_stack), can(has_video and session.redo_stack),
-                can(has_video and sel), can(has_video and sel), can(has_video and sel),
-                can(has_video and (session.objects or session.results)), can(has_video),
-                *[can(has_video and session.prompts)] * 3, can(has_video),
-                gr.Button(interactive=running, value="■ Stop"), can(has_video and session.results),
-                can(has_video and session.results)]
+        """An update for each of `buttons`: enabled only where it can act (only Stop while a run
+        holds the session)."""
+        ready, sel, prompted = session.state is not None and not running, session.selected is not None, session.prompts
+        can_act = {undo_btn: session.undo_stack, redo_btn: session.redo_stack, delete_btn: sel, rename_btn: sel,
+                   label_btn: sel, clear_btn: session.objects or session.results, new_btn: True,
+                   back_btn: prompted, both_btn: prompted, fwd_btn: prompted, track_all_btn: True,
+                   export_btn: session.results, preview_btn: session.results}
+        return [gr.Button(interactive=running, value="■ Stop") if b is stop_btn
+                else gr.Button(interactive=ready and bool(can_act[b])) for b in buttons]
 
     def view(vsid, frame_idx, corner=None):
         """Every output of `view_outputs`, in its order."""
