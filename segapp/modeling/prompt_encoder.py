@@ -177,7 +177,11 @@ class PromptEncoder(nn.Module):
         xy = coords.float() + 0.5
         dx2 = (centres.view(1, 1, side) - xy[..., 0:1]).square()  # [B, N, side]
         dy2 = (centres.view(1, 1, side) - xy[..., 1:2]).square()
-        bumps = torch.exp(-(dy2.unsqueeze(-1) + dx2.unsqueeze(-2)) / (2 * self.click_map_sigma ** 2))
+        # The bump is separable, exp(-(dy^2 + dx^2) / 2s^2) = exp(-dy^2 / 2s^2) exp(-dx^2 / 2s^2):
+        # 2 x side exponentials per click and an outer product rather than side^2 exponentials
+        # (the exponentials were ~15% of a training step's CPU time with 8 prompt rounds).
+        scale = -1.0 / (2 * self.click_map_sigma ** 2)
+        bumps = torch.exp(dy2 * scale).unsqueeze(-1) * torch.exp(dx2 * scale).unsqueeze(-2)  # [B, N, side, side]
         maps = [torch.where((labels == label).view(*labels.shape, 1, 1), bumps, 0.0).amax(dim=1)
                 for label in (LABEL_POSITIVE, LABEL_NEGATIVE)]
         return torch.stack(maps, dim=1).to(dtype)
