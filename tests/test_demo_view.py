@@ -37,3 +37,16 @@ def test_render_opacity_and_hidden_objects(service):
     assert len(service.get_session(sid).objects) == 1  # hiding is the view's only
     with pytest.raises(DemoError, match="opacity must be between 0 and 1"):
         service.render(sid, alpha=1.5)
+
+
+def test_legend_flags_low_quality_masks_and_shows_labels():
+    from segapp.demo.widgets import legend_html
+    from segapp.service import ObjectState
+
+    masks = np.zeros((2, 8, 8), bool)
+    poor = ObjectState(obj_id=1, name="cup", color=(255, 0, 0), candidates=masks, scores=(0.08, 0.9), label="kitchen")
+    good = ObjectState(obj_id=2, name="plate", color=(0, 255, 0), candidates=masks, scores=(0.93,))
+    html = legend_html([poor, good], selected=2)
+    first, second = html.split("</li>")[:2]
+    assert "cup [kitchen]" in first and "predicted IoU 0.08 is low" in first and "add a click" in first
+    assert "plate" in second and "(selected)" in second and "low" not in second

@@ -1,6 +1,6 @@
-"""The segapp web demo (Gradio Blocks): thin handlers over `segapp.demo.service`.
+"""The segapp web demo (Gradio Blocks): thin handlers over `segapp.service`.
 
-Every handler only translates between Gradio values and a DemoService call; all state
+Every handler only translates between Gradio values and an ImageService call; all state
 lives in the service, keyed by the session id that each browser holds in a gr.State.
 Two endpoints are public and documented for `gradio_client`:
 
@@ -21,24 +21,24 @@ from pathlib import Path
 import gradio as gr
 
 from segapp.demo import DEFAULT_HOST, DEFAULT_PORT
-from segapp.demo import exports
-from segapp.demo.cache import CacheJanitor
+from segapp.demo import assets
 from segapp.demo.image_tab import image_tab
-from segapp.demo.service import DemoService, VideoService
 from segapp.demo.video_tab import video_tab
 from segapp.demo.widgets import CACHE_PREFIX, OutputFiles, api_guarded
+from segapp.service import ImageService, VideoService, exports
+from segapp.service.cache import CacheJanitor
 
 PROMPTS_EXAMPLE = '{"points": [[100, 100]], "labels": [1]}'
 
 
-def build_app(service: DemoService, *, title: str = "segapp demo", model_note: str = "",
+def build_app(service: ImageService, *, title: str = "segapp demo", model_note: str = "",
               outputs: OutputFiles | None = None, video: bool = True,
               cache_dirs: tuple[str | Path, ...] = ()):
     """The Gradio Blocks of the demo over `service` (not launched); video: add the video tab.
 
     cache_dirs: folders owned by this app only (`launch` passes its private Gradio cache),
     pruned with the downloads folder by age and size (Limits.max_cache_bytes); uploads and
-    downloads found there are the session's and go when it closes (segapp.demo.cache)."""
+    downloads found there are the session's and go when it closes (segapp.service.cache)."""
     from segapp.bundled import ImageOnlyModelError
 
     video_service, video_off = None, "The video tab is switched off in this app."
@@ -119,13 +119,13 @@ def build_app(service: DemoService, *, title: str = "segapp demo", model_note: s
     return demo
 
 
-def launch(service: DemoService, *, host: str = DEFAULT_HOST, port: int = DEFAULT_PORT, share: bool = False,
+def launch(service: ImageService, *, host: str = DEFAULT_HOST, port: int = DEFAULT_PORT, share: bool = False,
            model_note: str = "", block: bool = True, concurrency: int = 8, **build_kwargs):
     """Build and launch the demo; returns the Blocks (already serving when block=False).
 
     The app gets a private cache folder (see private_cache_root): Gradio's copies of uploads
     and rendered views and the downloads live there, are pruned while the app runs
-    (segapp.demo.cache) and are deleted when the process exits."""
+    (segapp.service.cache) and are deleted when the process exits."""
     os.environ["GRADIO_ANALYTICS_ENABLED"] = "False"
     root = private_cache_root()
     # Gradio reads its cache folder from the environment when components and the server are
@@ -139,7 +139,7 @@ def launch(service: DemoService, *, host: str = DEFAULT_HOST, port: int = DEFAUL
                 show_error=True, quiet=not block,
                 # Gradio refuses larger uploads before they reach the service (which checks again).
                 max_file_size=max(service.limits.max_upload_bytes, service.limits.max_video_bytes),
-                footer_links=["api"], ssr_mode=False)
+                footer_links=["api"], ssr_mode=False, css=assets.CSS, head=assets.HEAD)
     return demo
 
 

@@ -19,7 +19,7 @@ from pathlib import Path
 import gradio as gr
 import numpy as np
 
-from segapp.demo.service import DemoError
+from segapp.service import DemoError
 
 logger = logging.getLogger(__name__)
 
@@ -73,7 +73,8 @@ def thumb(array: np.ndarray, nearest: bool = False) -> np.ndarray:
 
 
 def legend_html(objects=(), selected: int | None = None) -> str:
-    """The objects with their colours, as HTML."""
+    """The objects with their colours and class labels, as HTML; a low-quality mask (the
+    model's own predicted IoU is low) gets its hint: add a click."""
     if not objects:
         return "<p id='objects_empty'>No objects yet: click on the image.</p>"
     rows = []
@@ -81,11 +82,20 @@ def legend_html(objects=(), selected: int | None = None) -> str:
         color = "#%02x%02x%02x" % obj.color
         mark = " (selected)" if selected == obj.obj_id else ""
         area = int(obj.mask.sum()) if obj.mask is not None else 0
+        label = f" [{html.escape(obj.label)}]" if obj.label else ""
+        hint = f"<br><small class='quality_hint'>⚠ {html.escape(obj.quality_hint)}</small>" if obj.low_quality else ""
         rows.append(f"<li><span style='display:inline-block;width:0.9em;height:0.9em;background:{color};"
-                    f"border:1px solid #333;margin-right:0.4em'></span>{html.escape(obj.name)} "
-                    f"(id {obj.obj_id}, {area} px){mark}</li>")
+                    f"border:1px solid #333;margin-right:0.4em'></span>{html.escape(obj.name)}{label} "
+                    f"(id {obj.obj_id}, {area} px){mark}{hint}</li>")
     return "<ul style='list-style:none;padding-left:0'>" + "".join(rows) + "</ul>"
 
+
+def warn(result) -> None:
+    """Show a service response's warning (an action that found nothing to do, a propagation
+    stopped early, ...) as a toast on the action; nothing when it has none."""
+    message = getattr(result, "warning", "")
+    if message:
+        gr.Warning(message)
 
 
 def guarded(fn):

@@ -1,0 +1,169 @@
+"""The image tab driven as an annotator would, in Debian's chromium (Playwright): keyboard
+shortcuts, right-click, a dragged box, Esc, the help panel, disabled controls, warnings
+instead of error badges, mask opacity and show/hide, and a canvas larger than a small image
+that keeps its aspect ratio. One page load drives every step (the browser costs CPU).
+A screenshot of the tab is kept in test-artifacts/demo_image_tab.png (demo/README.md).
+"""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from segapp.service import examples
+from test_demo_browser import ARTIFACTS, CHROMIUM_ARGS, TIMEOUT_MS, chromium, content_position, server, shot  # noqa: F401
+
+pytest.importorskip("gradio")
+pytest.importorskip("playwright")
+
+# The picture is wider than tall and small, so the canvas has to scale it up evenly.
+WIDTH, HEIGHT = 320, 200
+
+
+def image_session(service):
+    return next(s for s in (service.get_session(i) for i in service.session_ids()) if s.image is not None)
+
+
+def error_badges(page) -> int:
+    """Gradio's "Error" status on a component (or an error toast)."""
+    return page.locator(".error").count()
+
+
+@pytest.mark.slow
+def test_image_tab_shortcuts_and_view_in_chromium(chromium, server, tmp_path):
+    from playwright.sync_api import expect, sync_playwright
+
+    url, service = server
+    image_path = tmp_path / "wide.png"
+    Image.fromarray(examples.synthetic_image(WIDTH)[:HEIGHT]).save(image_path)
+    ARTIFACTS.mkdir(exist_ok=True)
+
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=chromium, headless=True, args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page(viewport={"width": 1400, "height": 1000})
+            page.set_default_timeout(TIMEOUT_MS)
+            expect.set_options(timeout=TIMEOUT_MS)
+            page.goto(url, wait_until="load")
+            page.wait_for_selector("#image_canvas input[type=file]", state="attached")
+            status, legend = page.locator("#status"), page.locator("#objects_legend")
+
+            # The help panel lists the shortcuts.
+            page.get_by_text("Keyboard and mouse shortcuts").click()
+            table = page.locator("#shortcuts_table")
+            for keys in ("Ctrl+Shift+Z", "Shift+N", "Right-click", "Esc", "Delete"):
+                expect(table).to_contain_text(keys)
+
+            # Controls that cannot act are disabled.
+            for button in ("#undo_button", "#redo_button", "#delete_object_button", "#export_button"):
+                expect(page.locator(button)).to_be_disabled()
+
+            page.set_input_files("#image_canvas input[type=file]", str(image_path))
+            img = page.locator("#image_canvas img").first
+            expect(status).to_contain_text("image embedding")
+            page.wait_for_function("() => { const e = document.querySelector('#image_canvas img');"
+                                   f" return e && e.complete && e.naturalWidth === {WIDTH}; }}")
+            expect(page.locator("#export_button")).to_be_enabled()
+            expect(page.locator("#undo_button")).to_be_disabled()
+
+            # A larger canvas: the picture is drawn bigger than its pixels, evenly (aspect kept).
+            box = img.bounding_box()
+            fit = img.evaluate("e => getComputedStyle(e).objectFit")
+            scale = min(box["width"] / WIDTH, box["height"] / HEIGHT)
+            assert fit == "contain" and scale > 2, (box, fit)
+            before = shot(img)
+
+            # Delete with nothing selected: a warning on the action; no error badges, image kept.
+            page.keyboard.press("Delete")
+            toast = page.locator("[data-testid=toast-body].warning")
+            expect(toast.first).to_contain_text("select an object to delete")
+            assert error_badges(page) == 0
+            expect(img).to_be_visible()
+            expect(status).to_contain_text("image embedding")
+
+            # P / N / B switch the click mode.
+            checked = "() => document.querySelector('#click_mode input:checked').value"
+            for key, mode in (("n", "negative"), ("b", "box"), ("p", "positive")):
+                page.keyboard.press(key)
+                assert page.evaluate(checked) == mode
+
+            # A click, then a right-click (negative, whatever the mode).
+            img.click(position=content_position(img, 80, 90))
+            expect(legend).to_contain_text("object 1")
+            expect(page.locator("#undo_button")).to_be_enabled()
+            img.click(position=content_position(img, 250, 40), button="right")
+            expect(status).to_contain_text("undo 2")
+            obj = image_session(service).objects[0]
+            assert obj.labels == (1, 0)
+            assert abs(obj.points[1][0] - 250) <= 2 and abs(obj.points[1][1] - 40) <= 2, obj.points
+
+            # Ctrl+Z / Ctrl+Shift+Z.
+            page.keyboard.press("Control+z")
+            expect(status).to_contain_text("redo 1")
+            assert image_session(service).objects[0].labels == (1,)
+            expect(page.locator("#redo_button")).to_be_enabled()
+            page.keyboard.press("Control+Shift+z")
+            expect(status).to_contain_text("redo 0")
+            assert image_session(service).objects[0].labels == (1, 0)
+
+            # Shift+N: a new object; a drag draws its box.
+            page.keyboard.press("Shift+N")
+            expect(page.locator("#objects_list")).to_contain_text("object 2")
+            box = img.bounding_box()
+            start, end = content_position(img, 40, 30), content_position(img, 200, 150)
+            page.mouse.move(box["x"] + start["x"], box["y"] + start["y"])
+            page.mouse.down()
+            page.mouse.move(box["x"] + end["x"], box["y"] + end["y"], steps=6)
+            page.mouse.up()
+            expect(status).to_contain_text("decoder (box)")
+            second = image_session(service).objects[1]
+            assert second.points == () and second.box is not None
+            assert np.allclose(second.box, (40, 30, 200, 150), atol=2), second.box
+
+            # Box mode: one corner, then Esc forgets it.
+            page.keyboard.press("b")
+            img.click(position=content_position(img, 20, 20))
+            expect(status).to_contain_text("opposite corner")
+            page.keyboard.press("Escape")
+            expect(status).not_to_contain_text("opposite corner")
+            assert image_session(service).pending_corner is None
+            page.keyboard.press("p")
+
+            # Mask opacity: 0 shows the picture (but outlines and marks), 1 the colours.
+            def set_opacity(value: str) -> np.ndarray:
+                old = img.get_attribute("src")
+                page.locator("#mask_opacity input[type=number]").fill(value)
+                page.locator("#mask_opacity input[type=number]").press("Enter")
+                page.wait_for_function("old => document.querySelector('#image_canvas img').src !== old", arg=old)
+                page.wait_for_timeout(300)
+                return shot(img)
+
+            def differ(a: np.ndarray, b: np.ndarray) -> float:  # mean colour change
+                return float(np.abs(a - b).mean())
+
+            opaque, clear, half = set_opacity("1"), set_opacity("0"), set_opacity("0.5")
+            span = differ(opaque, clear)  # the outlines and marks are the same in all three
+            assert span > 5, span
+            assert differ(half, clear) < span and differ(half, opaque) < span
+            assert differ(half, clear) > span / 4 and differ(half, opaque) > span / 4
+
+            # Show/hide per object: untick both, the masks go from the view, not the session.
+            shown = page.locator("#shown_objects")
+            for name in ("object 1", "object 2"):
+                old = img.get_attribute("src")
+                shown.get_by_label(name, exact=False).uncheck()
+                page.wait_for_function("old => document.querySelector('#image_canvas img').src !== old", arg=old)
+            page.wait_for_timeout(300)
+            assert differ(shot(img), before) < differ(half, before) / 2  # only the prompts' marks stay
+            assert len(image_session(service).objects) == 2
+            shown.get_by_label("object 1", exact=False).check()
+            expect(page.locator("#shown_objects input:checked")).to_have_count(1)
+            page.screenshot(path=str(ARTIFACTS / "demo_image_tab.png"), full_page=True)
+
+            # Delete deletes the selected object (object 2).
+            page.keyboard.press("Delete")
+            expect(page.locator("#objects_list")).not_to_contain_text("object 2")
+            assert [o.name for o in image_session(service).objects] == ["object 1"]
+            assert error_badges(page) == 0
+        finally:
+            browser.close()
