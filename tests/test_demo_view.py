@@ -50,3 +50,15 @@ def test_legend_flags_low_quality_masks_and_shows_labels():
     first, second = html.split("</li>")[:2]
     assert "cup [kitchen]" in first and "predicted IoU 0.08 is low" in first and "add a click" in first
     assert "plate" in second and "(selected)" in second and "low" not in second
+
+
+def test_every_shortcut_is_in_the_readme_table():
+    from pathlib import Path
+
+    from segapp.demo.assets import SHORTCUTS, shortcuts_markdown
+
+    readme = (Path(__file__).resolve().parents[1] / "demo" / "README.md").read_text()
+    table = shortcuts_markdown()
+    for keys, _ in SHORTCUTS:
+        assert f"| {keys} |" in readme, keys
+        assert f"| {keys} |" in table, keys
