@@ -6,6 +6,8 @@ A screenshot of the tab is kept in test-artifacts/demo_image_tab.png (demo/READM
 """
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 from PIL import Image
@@ -41,7 +43,7 @@ def test_image_tab_shortcuts_and_view_in_chromium(chromium, server, tmp_path):
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=chromium, headless=True, args=CHROMIUM_ARGS)
         try:
-            page = browser.new_page(viewport={"width": 1400, "height": 1000})
+            page = browser.new_page(viewport={"width": 1400, "height": 1000}, accept_downloads=True)
             page.set_default_timeout(TIMEOUT_MS)
             expect.set_options(timeout=TIMEOUT_MS)
             page.goto(url, wait_until="load")
@@ -63,8 +65,9 @@ def test_image_tab_shortcuts_and_view_in_chromium(chromium, server, tmp_path):
             expect(status).to_contain_text("image embedding")
             page.wait_for_function("() => { const e = document.querySelector('#image_canvas img');"
                                    f" return e && e.complete && e.naturalWidth === {WIDTH}; }}")
-            expect(page.locator("#export_button")).to_be_enabled()
-            expect(page.locator("#undo_button")).to_be_disabled()
+            expect(page.locator("#new_object_button")).to_be_enabled()
+            for button in ("#undo_button", "#export_button", "#label_button"):
+                expect(page.locator(button)).to_be_disabled()
 
             # A larger canvas: the picture is drawn bigger than its pixels, evenly (aspect kept).
             box = img.bounding_box()
@@ -106,9 +109,20 @@ def test_image_tab_shortcuts_and_view_in_chromium(chromium, server, tmp_path):
             expect(status).to_contain_text("redo 0")
             assert image_session(service).objects[0].labels == (1, 0)
 
+            # A class label for object 1, then downloads, which follow later edits.
+            page.locator("#label_picker input").fill("cup")
+            page.locator("#label_picker input").press("Enter")
+            page.click("#label_button")
+            expect(legend).to_contain_text("object 1 [cup]")
+            page.click("#export_button")
+            files = page.locator("#download_files")
+            for name in ("wide_instances", "wide_coco_rle", "wide_palette", "wide_coco_polygons", "classes"):
+                expect(files).to_contain_text(name)
+
             # Shift+N: a new object; a drag draws its box.
             page.keyboard.press("Shift+N")
             expect(page.locator("#objects_list")).to_contain_text("object 2")
+            page.evaluate("() => window.scrollTo(0, 0)")  # the export click scrolled the canvas away
             box = img.bounding_box()
             start, end = content_position(img, 40, 30), content_position(img, 200, 150)
             page.mouse.move(box["x"] + start["x"], box["y"] + start["y"])
@@ -165,5 +179,13 @@ def test_image_tab_shortcuts_and_view_in_chromium(chromium, server, tmp_path):
             expect(page.locator("#objects_list")).not_to_contain_text("object 2")
             assert [o.name for o in image_session(service).objects] == ["object 1"]
             assert error_badges(page) == 0
+            link = files.locator("tr", has_text="coco_rle").locator("a").first
+            with page.expect_download() as download_info:
+                link.click()
+            target = tmp_path / "coco.json"
+            download_info.value.save_as(target)
         finally:
             browser.close()
+    coco = json.loads(target.read_text())  # the downloads followed the Delete: one object left
+    assert [a["name"] for a in coco["annotations"]] == ["object 1"]
+    assert [c["name"] for c in coco["categories"]] == ["cup"]

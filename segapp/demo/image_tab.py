@@ -58,13 +58,24 @@ def image_tab(service: ImageService, outputs: OutputFiles, janitor: CacheJanitor
         hist = f"undo {len(session.undo_stack)} · redo {len(session.redo_stack)}"
         has_image = session.image is not None
         can = lambda ok: gr.Button(interactive=bool(ok))  # noqa: E731
-        return (sid, canvas, objects, legend_html(objs, selected),
+        return (sid, canvas, objects, legend_html(objs, selected), fresh_downloads(sid),
+                gr.Dropdown(choices=service.labels(sid), value=sel.label if sel is not None else None,
+                            interactive=sel is not None),
                 gr.Gallery(value=gallery, selected_index=sel.chosen if gallery else None),
                 gr.Radio(choices=cand_choices, value=cand_value, interactive=bool(cand_choices)),
                 f"{status}  \n{hist}", shown,
                 gr.Textbox(value=sel.name if sel is not None else "", interactive=sel is not None),
                 can(session.undo_stack), can(session.redo_stack), can(sel is not None),
-                can(sel is not None), can(has_image), can(objs), can(has_image), can(has_image))
+                can(sel is not None), can(sel is not None), can(has_image), can(objs), can(has_image),
+                can(session.masked_objects))
+
+    def fresh_downloads(sid: str):
+        """Once the user asked for downloads, they follow every change (the service writes them
+        again only when the objects changed); None (an empty panel) before."""
+        last = service.get_session(sid).downloads
+        if last is None or last.folder is None:
+            return None
+        return [str(p) for p in service.downloads(sid, last.folder).files.values()] or None
 
     # ------------------------------------------------------------------ handlers
     # Each handler takes (sid, opacity, hidden ids, *its inputs) and returns view(...).
@@ -103,6 +114,9 @@ def image_tab(service: ImageService, outputs: OutputFiles, janitor: CacheJanitor
     def delete(sid):
         return service.delete_object(sid, selected_id(sid, "delete"))
 
+    def set_label(sid, label):
+        return service.set_label(sid, selected_id(sid, "label"), label or "")
+
     def candidate(sid, value):
         return None if value is None else service.choose_candidate(sid, int(value))
 
@@ -131,6 +145,7 @@ def image_tab(service: ImageService, outputs: OutputFiles, janitor: CacheJanitor
     on_select_object = action("on_select_object", lambda sid, v: service.select_object(sid, int(v) if v else None))
     on_new_object = action("on_new_object", lambda sid: service.new_object(sid))
     on_rename = action("on_rename", rename)
+    on_label = action("on_label", set_label)
     on_delete = action("on_delete", delete)
     on_candidate = action("on_candidate", candidate)
     on_undo = action("on_undo", lambda sid: service.undo(sid))
@@ -160,14 +175,15 @@ def image_tab(service: ImageService, outputs: OutputFiles, janitor: CacheJanitor
         hidden = sorted({o.obj_id for o in service.get_session(sid).objects} - {int(v) for v in shown or ()})
         return (hidden, *view(sid, alpha, hidden))
 
-    @guarded
-    def on_export(sid):
-        sid = service.ensure_session(sid)
+    def prepare_downloads(sid):
+        if not service.get_session(sid).masked_objects:
+            raise DemoError("nothing to download yet: segment an object first")
         folder = outputs.folder()
         service.adopt_file(sid, folder)
-        files = service.export(sid, folder)
+        service.downloads(sid, folder)  # every kind; view() keeps them fresh from now on
         janitor.prune()
-        return [str(files["instance_png"]), str(files["coco_json"]), str(files["overlay_png"])]
+
+    on_export = action("on_export", prepare_downloads)
 
     # ------------------------------------------------------------------ layout
     limits_text = (f"Limits: files up to {limits.max_upload_bytes / 2**20:.0f} MB, images up to "
@@ -207,6 +223,11 @@ def image_tab(service: ImageService, outputs: OutputFiles, janitor: CacheJanitor
             with gr.Row(elem_id="rename_row"):
                 rename_box = gr.Textbox(label="Rename selected", elem_id="rename_text", scale=3, interactive=False)
                 rename_btn = gr.Button("Rename", elem_id="rename_button", scale=1, interactive=False)
+            with gr.Row(elem_id="label_row"):
+                label_pick = gr.Dropdown([], label="Class label (type one or pick one used before)",
+                                         allow_custom_value=True, elem_id="label_picker", scale=3,
+                                         interactive=False)
+                label_btn = gr.Button("Set label", elem_id="label_button", scale=1, interactive=False)
             with gr.Row(elem_id="look_row"):
                 opacity = gr.Slider(0, 1, value=DEFAULT_OPACITY, step=0.05, label="Mask opacity",
                                     elem_id="mask_opacity")
@@ -221,12 +242,14 @@ def image_tab(service: ImageService, outputs: OutputFiles, janitor: CacheJanitor
                                            interactive=False)
             export_btn = gr.Button("Prepare downloads", variant="primary", elem_id="export_button",
                                    interactive=False)
-            downloads = gr.File(label="Downloads: instance-id PNG, COCO RLE JSON, overlay",
+            downloads = gr.File(label="Downloads (kept up to date after each change): instance-id PNG, "
+                                      "COCO RLE and polygon JSON, overlay, palette PNG, YOLO-seg labels",
                                 file_count="multiple", interactive=False, height=140,
                                 elem_id="download_files")
 
-    view_outputs = [sid_state, canvas, objects, legend, gallery, candidates, status, shown, rename_box,
-                    undo_btn, redo_btn, delete_btn, rename_btn, new_btn, clear_btn, everything_btn, export_btn]
+    view_outputs = [sid_state, canvas, objects, legend, downloads, label_pick, gallery, candidates, status, shown, rename_box,
+                    undo_btn, redo_btn, delete_btn, rename_btn, label_btn, new_btn, clear_btn, everything_btn,
+                    export_btn]
     look = [sid_state, opacity, hidden_state]
     canvas.upload(on_upload, [*look, canvas], view_outputs, **private)
     canvas.select(on_click, [*look, mode], view_outputs, **private)
@@ -244,4 +267,5 @@ def image_tab(service: ImageService, outputs: OutputFiles, janitor: CacheJanitor
     command_btn.click(on_command, [*look, mode, command_box], view_outputs, **private)
     opacity.change(on_look, look, view_outputs, trigger_mode="always_last", **private)
     shown.input(on_shown, [sid_state, opacity, shown], [hidden_state, *view_outputs], **private)
-    export_btn.click(on_export, [sid_state], [downloads], **private)
+    label_btn.click(on_label, [*look, label_pick], view_outputs, **private)
+    export_btn.click(on_export, look, view_outputs, **private)
