@@ -39,6 +39,7 @@ CSS = """
 /* The canvas: as large as the column allows, never distorted (the picture keeps its aspect
    ratio; the element is as wide and tall as the picture it shows). */
 #image_canvas .upload-container, #image_canvas .image-frame { width: 100% !important; }
+#image_canvas .image-frame { display: flex; align-items: center; justify-content: center; }
 #image_canvas img { object-fit: contain; width: 100% !important; height: auto !important; max-height: 100% !important;
                     cursor: crosshair; user-select: none; -webkit-user-drag: none; }
 #image_command_row { display: none !important; }
