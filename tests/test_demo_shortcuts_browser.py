@@ -184,6 +184,14 @@ def test_image_tab_shortcuts_and_view_in_chromium(chromium, server, tmp_path):
                 link.click()
             target = tmp_path / "coco.json"
             download_info.value.save_as(target)
+
+            # The keys also switch the video tab's click mode (and press its buttons).
+            page.click("#video_tab-button")
+            video_checked = "() => document.querySelector('#video_click_mode input:checked').value"
+            for key, mode in (("b", "box"), ("p", "positive"), ("n", "negative")):
+                page.keyboard.press(key)
+                assert page.evaluate(video_checked) == mode
+            assert page.evaluate(checked) == "positive"  # the image tab's mode is left alone
         finally:
             browser.close()
     coco = json.loads(target.read_text())  # the downloads followed the Delete: one object left

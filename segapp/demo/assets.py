@@ -1,6 +1,8 @@
 """The demo's browser-side assets: keyboard and mouse shortcuts (JavaScript) and styles (CSS).
 
-The script talks to the image tab only through its own components: a shortcut that has a
+The keys work on the image tab and, except Esc, on the video tab (its buttons have the same ids
+with "video_" in front); the mouse gestures are the image tab's. The script talks to the tabs
+only through their own components: a shortcut that has a
 button presses that button (so a disabled button stays inert), and the actions that have none
 (a click or right-click on the canvas, a dragged box, Delete, Esc) write a small JSON command into a hidden textbox
 (`#image_command`) and press a hidden button (`#image_command_button`); the image tab's
@@ -53,7 +55,7 @@ _SCRIPT = r"""
   const DRAG = %(drag)d;
   const q = (sel) => document.querySelector(sel);
   const canvasImg = () => q('#image_canvas img');
-  const imageTabShown = () => { const c = q('#image_canvas'); return c && c.offsetParent !== null; };
+  const shown = (sel) => { const c = q(sel); return c && c.offsetParent !== null; };
 
   function send(command) {
     const box = q('#image_command textarea, #image_command input');
@@ -139,18 +141,28 @@ _SCRIPT = r"""
     const typing = t && (t.isContentEditable || ['TEXTAREA', 'SELECT'].includes(t.tagName)
       || (t.tagName === 'INPUT' && !['checkbox', 'radio', 'range', 'button'].includes(t.type)));
     if (typing) return;  // keys typed into a text field are text
-    if (!imageTabShown() || e.altKey) return;
+    // The image tab's ids, or the video tab's (the same with "video_" in front).
+    const tab = shown('#image_canvas') ? '' : shown('#video_frame') ? 'video_' : null;
+    if (tab === null || e.altKey) return;
     const key = e.key.toLowerCase(), ctrl = e.ctrlKey || e.metaKey;
-    const press = (sel) => { const b = q(sel); if (b) b.click(); e.preventDefault(); };
-    const mode = (value) => { const r = q(`#click_mode input[value="${value}"]`); if (r) r.click(); e.preventDefault(); };
-    if (ctrl && key === 'z') return press(e.shiftKey ? '#redo_button' : '#undo_button');
-    if (ctrl && key === 'y') return press('#redo_button');
+    const press = (id) => { const b = q('#' + tab + id); if (b) b.click(); e.preventDefault(); };
+    const mode = (value) => {
+      const r = q(`#${tab}click_mode input[value="${value}"]`);
+      if (r) r.click();
+      e.preventDefault();
+    };
+    if (ctrl && key === 'z') return press(e.shiftKey ? 'redo_button' : 'undo_button');
+    if (ctrl && key === 'y') return press('redo_button');
     if (ctrl) return;
-    if (key === 'n' && e.shiftKey) return press('#new_object_button');
+    if (key === 'n' && e.shiftKey) return press('new_object_button');
     if (e.shiftKey) return;
     if (key === 'p') return mode('positive');
     if (key === 'n') return mode('negative');
     if (key === 'b') return mode('box');
+    if (tab === 'video_') {  // the video tab: Delete is its button (disabled with nothing selected)
+      if (key === 'delete' || key === 'backspace') return press('delete_button');
+      return;
+    }
     if (key === 'delete' || key === 'backspace') { e.preventDefault(); return send({op: 'delete'}); }
     if (key === 'escape') {
       if (start) { start = null; dragging = false; hideBand(); }
