@@ -236,6 +236,47 @@ def test_video_with_prompts_on_frame_zero(tmp_path):
         assert sum(1 for _ in container.decode(stream)) == 5
 
 
+def test_long_video_prompted_midway_with_overlay_tracks_both_ways_and_finishes(tmp_path):
+    """Prompts on frame 10 of 40: tracked back to frame 0 and on to the end; the overlay MP4 is
+    drawn on the frames the tracker decoded (one decoder for both, read by two threads: this
+    run used to wait forever on a lost frame request)."""
+    import threading
+
+    av = pytest.importorskip("av")
+    src = tmp_path / "in"
+    make_video(src / "clip.mp4", frames=40)
+    (tmp_path / "p.json").write_text(json.dumps({"videos": {"clip.mp4": {"10": [{"id": 3, "box": [50, 15, 75, 45]}]}}}))
+    out = tmp_path / "out"
+    result = []
+    run = threading.Thread(target=lambda: result.append(main([
+        "segment", str(src), "--out", str(out), "--prompts", str(tmp_path / "p.json"), "--format", "png,overlay",
+        *TINY])), daemon=True)
+    run.start()
+    run.join(timeout=300)
+    assert not run.is_alive(), "segment did not finish"
+    assert result == [0]
+    record = manifest(out)["clip.mp4"]
+    assert record["outputs"] == [f"clip/{i:06d}.png" for i in range(40)] + ["clip.overlay.mp4"]
+    assert all(read_id_png(out / "clip" / f"{i:06d}.png").any() for i in range(40))  # frames 0-9 tracked back
+    with av.open(str(out / "clip.overlay.mp4")) as container:
+        frames = [f.to_ndarray(format="rgb24") for f in container.decode(container.streams.video[0])]
+    assert len(frames) == 40 and frames[0].shape == (64, 80, 3)
+    import cv2
+
+    from segapp.batch.outputs import overlay
+
+    cap = cv2.VideoCapture(str(src / "clip.mp4"))
+    video = [cap.read()[1][..., ::-1].astype(np.int16) for _ in range(40)]
+    cap.release()
+
+    def diff(t: int, u: int) -> float:  # overlay frame t against frame t's masks drawn on video frame u
+        expected = overlay(np.ascontiguousarray(video[u].astype(np.uint8)), read_id_png(out / "clip" / f"{t:06d}.png"))
+        return float(np.abs(frames[t].astype(np.int16) - expected).mean())
+
+    assert all(diff(t, t) < 6 for t in (0, 10, 39))  # drawn on its own frame (H.264 is lossy)
+    assert all(diff(t, t) < diff(t, u) for t, u in ((0, 12), (12, 0), (10, 3)))
+
+
 def test_video_bf16_attention_option(tmp_path):
     """--bf16-attention reaches the video predictor and tracks the same objects."""
     pytest.importorskip("segapp.video.predictor", reason="the video predictor has not landed")

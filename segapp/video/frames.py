@@ -203,6 +203,10 @@ class VideoFileFrames(FrameSource):
         self.read_ahead = max(1, read_ahead)
         self.cache_size = max(cache_size, 2 * self.read_ahead)
         self._cond = threading.Condition()
+        # One request at a time: the decoder serves a single position (`_wanted`, `_seek_to`),
+        # so two readers (the tracker's prefetch thread and the one tracking, or an overlay
+        # writer) waiting at once could overwrite each other's request and wait forever.
+        self._one_reader = threading.Lock()
         self._cache: OrderedDict[int, np.ndarray | None] = OrderedDict({0: self._to_rgb(frame)})
         self._next = 1  # the index the decoder reads next
         self._wanted = 0
@@ -224,10 +228,10 @@ class VideoFileFrames(FrameSource):
         try:
             while True:
                 with self._cond:
-                    while not self._closed and self._seek_to is None and (
-                        self._next >= self.num_frames or self._next > self._wanted + self.read_ahead
-                    ):
-                        if not self._cond.wait(timeout=DECODER_IDLE_EXIT_S):
+                    while not self._closed and self._idle():
+                        # A request made while the wait timed out finds this thread alive and
+                        # only notifies: look again before leaving, or it would be lost.
+                        if not self._cond.wait(timeout=DECODER_IDLE_EXIT_S) and self._idle():
                             self._thread = None
                             return
                     if self._closed:
@@ -266,9 +270,14 @@ class VideoFileFrames(FrameSource):
                 self._error = err
                 self._cond.notify_all()
 
+    def _idle(self) -> bool:
+        """Nothing to decode: no seek asked for, and the end reached or read_ahead past `_wanted`."""
+        return self._seek_to is None and (
+            self._next >= self.num_frames or self._next > self._wanted + self.read_ahead)
+
     def get(self, index: int) -> np.ndarray | None:
         index = self._check_index(index)
-        with self._cond:
+        with self._one_reader, self._cond:
             backwards = index < self._wanted
             self._wanted = index
             if index not in self._cache:
