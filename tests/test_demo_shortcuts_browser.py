@@ -185,6 +185,16 @@ def test_image_tab_shortcuts_and_view_in_chromium(chromium, server, tmp_path):
             target = tmp_path / "coco.json"
             download_info.value.save_as(target)
 
+            # The canvas's × removes the picture and its objects: nothing is left behind.
+            page.evaluate("() => window.scrollTo(0, 0)")
+            page.locator("#image_canvas button[aria-label='Remove Image']").click()
+            expect(status).to_contain_text("Upload an image")
+            expect(legend).to_contain_text("No objects yet")
+            for button in ("#undo_button", "#delete_object_button", "#export_button"):
+                expect(page.locator(button)).to_be_disabled()
+            expect(page.locator("#download_files")).not_to_contain_text("wide_coco_rle")
+            assert all(service.get_session(i).image is None for i in service.session_ids())  # closed
+
             # The keys also switch the video tab's click mode (and press its buttons).
             page.click("#video_tab-button")
             video_checked = "() => document.querySelector('#video_click_mode input:checked').value"

@@ -156,6 +156,16 @@ def image_tab(service: ImageService, outputs: OutputFiles, janitor: CacheJanitor
     on_look = action("on_look", lambda sid: None)
 
     @guarded
+    def on_remove_image(sid, alpha):
+        """The canvas's × removes the picture: the session (objects, history) goes with it, so
+        nothing is left behind that the next image would inherit; nothing is hidden any more."""
+        if sid is not None and service.has_session(sid):
+            service.close_session(sid)
+        out = list(view(service.create_session(), alpha, []))
+        out[view_outputs.index(status)] = "Upload an image or load an example."
+        return ([], *out)
+
+    @guarded
     def on_click(sid, alpha, hidden, mode, evt: gr.SelectData):
         sid = service.ensure_session(sid)
         x, y = evt.index
@@ -253,6 +263,7 @@ def image_tab(service: ImageService, outputs: OutputFiles, janitor: CacheJanitor
     look = [sid_state, opacity, hidden_state]
     canvas.upload(on_upload, [*look, canvas], view_outputs, **private)
     canvas.select(on_click, [*look, mode], view_outputs, **private)
+    canvas.clear(on_remove_image, [sid_state, opacity], [hidden_state, *view_outputs], **private)
     example_btn.click(on_example, [*look, example_pick], view_outputs, **private)
     objects.input(on_select_object, [*look, objects], view_outputs, **private)
     new_btn.click(on_new_object, look, view_outputs, **private)
