@@ -109,6 +109,20 @@ def test_image_tab_shortcuts_and_view_in_chromium(chromium, server, tmp_path):
             expect(status).to_contain_text("redo 0")
             assert image_session(service).objects[0].labels == (1, 0)
 
+            # The candidate gallery's highlight follows the radio, also after an undo.
+            chosen = "() => document.querySelector('#candidate_choice input:checked').value"
+            highlighted = page.locator("#candidates_gallery button.thumbnail-item.selected")
+            other = str((int(page.evaluate(chosen)) + 1) % 3)
+            page.locator(f"#candidate_choice input[value='{other}']").check()
+            expect(highlighted).to_have_attribute("aria-label", f"Thumbnail {int(other) + 1} of 3")
+            before_undo = status.inner_text()
+            page.keyboard.press("Control+z")
+            expect(status).not_to_have_text(before_undo)
+            page.wait_for_timeout(300)
+            expect(highlighted).to_have_attribute("aria-label", f"Thumbnail {int(page.evaluate(chosen)) + 1} of 3")
+            page.keyboard.press("Control+Shift+z")
+            expect(status).to_contain_text("redo 0")
+
             # A class label for object 1, then downloads, which follow later edits.
             page.locator("#label_picker input").fill("cup")
             page.locator("#label_picker input").press("Enter")
@@ -122,6 +136,7 @@ def test_image_tab_shortcuts_and_view_in_chromium(chromium, server, tmp_path):
             # Shift+N: a new object; a drag draws its box.
             page.keyboard.press("Shift+N")
             expect(page.locator("#objects_list")).to_contain_text("object 2")
+            expect(page.locator("#rename_text textarea")).to_have_value("object 2")  # the selected name
             page.evaluate("() => window.scrollTo(0, 0)")  # the export click scrolled the canvas away
             box = img.bounding_box()
             start, end = content_position(img, 40, 30), content_position(img, 200, 150)
