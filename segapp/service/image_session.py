@@ -83,19 +83,19 @@ class ImageSession:
     def undo(self) -> bool:
         """Go back one step; False when there is nothing to undo."""
         self.pending_corner = None
-        if not self.undo_stack:
-            return False
-        self.redo_stack.append(self.state)
-        self.state = self.undo_stack.pop()
-        self.revision += 1
-        return True
+        return self._step(self.undo_stack, self.redo_stack)
 
     def redo(self) -> bool:
         """Redo the last undone step; False when there is nothing to redo."""
-        if not self.redo_stack:
+        return self._step(self.redo_stack, self.undo_stack)
+
+    def _step(self, source, target) -> bool:
+        """Move to the state on top of `source`, pushing the current one onto `target` (undo
+        and redo are this one step, mirrored); False when `source` is empty."""
+        if not source:
             return False
-        self.undo_stack.append(self.state)
-        self.state = self.redo_stack.pop()
+        target.append(self.state)
+        self.state = source.pop()
         self.revision += 1
         return True
 
