@@ -28,23 +28,21 @@ class CheckpointError(RuntimeError):
 
 def remap_official_keys(state_dict: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """Rename official SAM 2 keys to segapp's (pure: returns a new dict, input untouched)."""
-    out = {}
-    for key, value in state_dict.items():
-        for old, new in OFFICIAL_PREFIXES.items():
-            if key.startswith(old):
-                key = new + key[len(old):]
-                break
-        out[key] = value
-    return out
+    return _rename_prefixes(state_dict, list(OFFICIAL_PREFIXES.items()))
 
 
 def to_official_keys(state_dict: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """Inverse of `remap_official_keys`, for exporting in the official layout."""
+    return _rename_prefixes(state_dict, [(new, old) for old, new in OFFICIAL_PREFIXES.items()])
+
+
+def _rename_prefixes(state_dict: Mapping[str, torch.Tensor], renames: list[tuple[str, str]]) -> dict[str, torch.Tensor]:
+    """A new dict whose keys have the first matching `(prefix, replacement)` applied."""
     out = {}
     for key, value in state_dict.items():
-        for old, new in OFFICIAL_PREFIXES.items():
-            if key.startswith(new):
-                key = old + key[len(new):]
+        for prefix, replacement in renames:
+            if key.startswith(prefix):
+                key = replacement + key[len(prefix):]
                 break
         out[key] = value
     return out
