@@ -1,9 +1,9 @@
 """The video tab driven as an annotator would, in Debian's chromium (Playwright), issue 16:
-clicks and a two-click box, rename and class label, the warning for objects not propagated,
-Stop during a propagation (the frames done keep their masks), playback of the tracked result
-without downloading, delete / undo / redo / clear, and the downloads' content. One page load
-drives every step (the browser costs CPU). A screenshot of the tab is kept in
-test-artifacts/demo_video_tab.png (demo/README.md).
+clicks, a right-click (negative), a dragged box, Esc forgetting a half box, a two-click box,
+rename and class label, the warning for objects not propagated, Stop during a propagation (the
+frames done keep their masks), playback of the tracked result without downloading, delete /
+undo / redo / clear, and the downloads' content. One page load drives every step (the browser
+costs CPU). A screenshot of the tab is kept in test-artifacts/demo_video_tab.png (demo/README.md).
 """
 from __future__ import annotations
 
@@ -110,13 +110,40 @@ def test_video_tab_edits_stop_and_playback_in_chromium(chromium, video_server, t
             expect(button("undo_button")).to_be_enabled()
             expect(page.locator("#video_name textarea, #video_name input").first).to_have_value("object 1")
 
-            # A box for a new object: two clicks on the frame in box mode.
+            # A right-click is a negative click (in positive mode), on the pixel under the pointer.
+            steps = undo_steps(status)
+            shown = frame_pixels(page)
+            frame.click(position=content_position(frame, 70, 75), button="right")
+            expect(status).to_contain_text(f"undo {steps + 1} ·")
+            shown = frame_pixels(page, shown)
+            assert near(shown[75, 70], exports.NEGATIVE_COLOR), shown[75, 70]
+            assert near(shown[35, 30], exports.POSITIVE_COLOR), shown[35, 30]
+
+            # A drag draws a box for a new object: its box is drawn, its mask tints the frame.
             button("new_object_button").click()
             expect(objects).to_contain_text("object 2 (id 2)")
+            steps, before = undo_steps(status), frame_pixels(page)
+            drag(page, frame, (50, 5), (92, 45))
+            expect(status).to_contain_text(f"undo {steps + 1} ·")
+            expect(status).to_contain_text("box on frame 0")
+            shown = frame_pixels(page, before)
+            for x, y in ((71, 5), (71, 45), (50, 25), (92, 25)):  # the box's edges
+                assert near(shown[y, x], exports.BOX_COLOR), (x, y, shown[y, x])
+            tinted = np.abs(shown - before).sum(axis=2) > 60
+            tinted[3:8, :] = tinted[43:48, :] = tinted[:, 48:53] = tinted[:, 90:95] = False  # not the box's lines
+            assert tinted.sum() > 50, tinted.sum()
+
+            # Box mode: one corner, then Esc forgets it; then a box of two clicks replaces the dragged one.
             page.locator("#video_click_mode label", has_text="Box").click()
+            frame.click(position=content_position(frame, 20, 60))
+            expect(status).to_contain_text("now click the opposite corner")
+            page.keyboard.press("Escape")
+            expect(status).not_to_contain_text("opposite corner")
+            steps = undo_steps(status)
             frame.click(position=content_position(frame, 55, 8))
             expect(status).to_contain_text("now click the opposite corner")
             frame.click(position=content_position(frame, 90, 40))
+            expect(status).to_contain_text(f"undo {steps + 1} ·")
             expect(status).to_contain_text("box on frame 0")
             expect(status).not_to_contain_text("opposite corner")
 
@@ -216,6 +243,37 @@ def test_video_tab_edits_stop_and_playback_in_chromium(chromium, video_server, t
     crates = [a for a in coco["annotations"] if a["object_id"] == 2]
     assert len(crates) == FRAMES and {a["category_id"] for a in crates} == {car}
     assert {a["name"] for a in crates} == {"crate"}
+
+
+def undo_steps(status) -> int:
+    """The undo count the status line shows ("undo N · redo M")."""
+    return int(status.inner_text().split("undo ")[-1].split(" ")[0])
+
+
+def frame_pixels(page, old: np.ndarray | None = None) -> np.ndarray:
+    """The frame the tab shows, decoded as served ([H, W, 3] int); with old, once it differs from old."""
+    for _ in range(100):
+        src = page.locator("#video_frame img").first.get_attribute("src")
+        pixels = np.asarray(Image.open(io.BytesIO(page.request.get(src).body())).convert("RGB")).astype(int)
+        if old is None or pixels.shape != old.shape or np.abs(pixels - old).max() > 40:
+            return pixels
+        page.wait_for_timeout(100)
+    raise AssertionError("the frame did not change")
+
+
+def near(pixel, color, tolerance: int = 60) -> bool:
+    """pixel is color, give or take JPEG's blur."""
+    return int(np.abs(np.asarray(pixel, dtype=int) - np.asarray(color)).sum()) <= tolerance
+
+
+def drag(page, img, start, end) -> None:
+    """Press the mouse on pixel start of img, move to pixel end in steps, release."""
+    box = img.bounding_box()
+    a, b = content_position(img, *start), content_position(img, *end)
+    page.mouse.move(box["x"] + a["x"], box["y"] + a["y"])
+    page.mouse.down()
+    page.mouse.move(box["x"] + b["x"], box["y"] + b["y"], steps=6)
+    page.mouse.up()
 
 
 def wait_playable(page) -> dict:

@@ -1,16 +1,18 @@
 """The demo's browser-side assets: keyboard and mouse shortcuts (JavaScript) and styles (CSS).
 
-The keys work on the image tab and, except Esc, on the video tab (its buttons have the same ids
-with "video_" in front); the mouse gestures are the image tab's. The script talks to the tabs
-only through their own components: a shortcut that has a
+The shortcuts work on the tab shown, the image tab or the video tab (`TABS`: their ids differ by
+a prefix). The script talks to a tab only through its own components: a shortcut that has a
 button presses that button (so a disabled button stays inert), and the actions that have none
-(a click or right-click on the canvas, a dragged box, Delete, Esc) write a small JSON command into a hidden textbox
-(`#image_command`) and press a hidden button (`#image_command_button`); the image tab's
-handler reads it and calls the service. `SHORTCUTS` is the one list the help panel shows.
+(a click or right-click on the canvas, a dragged box, Esc, and the image tab's Delete) write a
+small JSON command into the tab's hidden textbox (e.g. `#image_command`) and press its hidden
+button (`#image_command_button`); the tab's handler reads it and calls the service. Clicks are
+mapped to the picture's pixels here, for both canvases. `SHORTCUTS` is the one list the help
+panel shows.
 """
 from __future__ import annotations
 
 import html
+import json
 
 # (keys, what they do), in the order the help panel lists them.
 SHORTCUTS: tuple[tuple[str, str], ...] = (
@@ -18,12 +20,21 @@ SHORTCUTS: tuple[tuple[str, str], ...] = (
     ("N", "click mode: negative click (remove from the object)"),
     ("B", "click mode: box (two clicks, or drag)"),
     ("Right-click", "a negative click, whatever the mode"),
-    ("Drag on the image", "draw a box for the selected object (in any mode)"),
+    ("Drag on the image or frame", "draw a box for the selected object (in any mode)"),
     ("Esc", "cancel a half-drawn box"),
     ("Ctrl+Z", "undo"),
     ("Ctrl+Shift+Z or Ctrl+Y", "redo"),
     ("Shift+N", "new object (N alone is the negative-click mode)"),
     ("Delete or Backspace", "delete the selected object"),
+)
+
+# The tabs the script drives: the prefix of their buttons' ids, the canvas's id, the hidden
+# command textbox's id (its button: the same + "_button", its row: + "_row"), and whether the
+# Delete key sends a command (which says why when nothing is selected) or presses the tab's
+# Delete button.
+TABS: tuple[dict, ...] = (
+    {"prefix": "", "canvas": "image_canvas", "command": "image_command", "delete_command": True},
+    {"prefix": "video_", "canvas": "video_frame", "command": "video_command", "delete_command": False},
 )
 
 # A drag shorter than this (screen pixels) is a click, not a box.
@@ -44,29 +55,33 @@ CSS = """
 #image_canvas .image-frame { display: flex; align-items: center; justify-content: center; }
 #image_canvas img { object-fit: contain; width: 100% !important; height: auto !important; max-height: 100% !important;
                     cursor: crosshair; user-select: none; -webkit-user-drag: none; }
-#image_command_row { display: none !important; }
+#video_frame img { cursor: crosshair; user-select: none; -webkit-user-drag: none; }
 #segapp_box_band { position: fixed; border: 2px dashed #ffd400; background: rgba(255, 212, 0, 0.12);
                    pointer-events: none; z-index: 1000; display: none; }
 """
+# The tabs' command channels are hidden.
+CSS += ", ".join(f"#{tab['command']}_row" for tab in TABS) + " { display: none !important; }\n"
 
 _SCRIPT = r"""
 (() => {
   if (window.segappShortcuts) return;
   const DRAG = %(drag)d;
+  // Each tab's canvas: {prefix of its ids, canvas id, command box id (its button: + "_button")}.
+  const TABS = %(tabs)s;
   const q = (sel) => document.querySelector(sel);
-  const canvasImg = () => q('#image_canvas img');
   const shown = (sel) => { const c = q(sel); return c && c.offsetParent !== null; };
+  // The tab whose canvas picture is el (null: el is no canvas's picture).
+  const tabOf = (el) => TABS.find((t) => el && el === q('#' + t.canvas + ' img')) || null;
 
-  function send(command) {
-    const box = q('#image_command textarea, #image_command input');
-    const button = q('#image_command_button');
+  function send(tab, command) {
+    const box = q(`#${tab.command} textarea, #${tab.command} input`);
+    const button = q('#' + tab.command + '_button');
     if (!box || !button) return;
     command.nonce = Date.now() + Math.random();  // a repeated command is still a change
     box.value = JSON.stringify(command);
     box.dispatchEvent(new Event('input', {bubbles: true}));
     setTimeout(() => button.click(), 0);
   }
-
   // A point on the page -> pixel of the picture shown in img (which object-fit may letterbox).
   function pixel(img, clientX, clientY) {
     const r = img.getBoundingClientRect();
@@ -92,10 +107,10 @@ _SCRIPT = r"""
   const hideBand = () => { const b = q('#segapp_box_band'); if (b) b.style.display = 'none'; };
 
   document.addEventListener('mousedown', (e) => {
-    const img = canvasImg();
-    if (e.button !== 0 || !img || e.target !== img) return;
+    const tab = tabOf(e.target);
+    if (e.button !== 0 || !tab) return;
     e.preventDefault();  // no native image drag
-    start = {x: e.clientX, y: e.clientY, img};
+    start = {x: e.clientX, y: e.clientY, img: e.target, tab};
     dragging = false;
   }, true);
   document.addEventListener('mousemove', (e) => {
@@ -113,27 +128,27 @@ _SCRIPT = r"""
     hideBand();
     if (!dragging) return;
     dragging = false;
-    swallowClick = true;  // the click that ends a drag is not a click on the image
+    swallowClick = true;  // the click that ends a drag is not a click on the picture
     setTimeout(() => { swallowClick = false; }, 300);
     const [x0, y0] = pixel(s.img, s.x, s.y), [x1, y1] = pixel(s.img, e.clientX, e.clientY);
-    send({op: 'box', box: [x0, y0, x1, y1]});
+    send(s.tab, {op: 'box', box: [x0, y0, x1, y1]});
   }, true);
   window.addEventListener('click', (e) => {
     if (swallowClick) { swallowClick = false; e.stopImmediatePropagation(); e.preventDefault(); return; }
-    const img = canvasImg();
-    if (!img || e.target !== img || e.button !== 0) return;
+    const tab = tabOf(e.target);
+    if (!tab || e.button !== 0) return;
     // Gradio's select maps clicks as if the picture were never scaled up: map it here instead.
     e.stopImmediatePropagation();
     e.preventDefault();
-    const [x, y] = pixel(img, e.clientX, e.clientY);
-    send({op: 'click', x, y});
+    const [x, y] = pixel(e.target, e.clientX, e.clientY);
+    send(tab, {op: 'click', x, y});
   }, true);
   document.addEventListener('contextmenu', (e) => {
-    const img = canvasImg();
-    if (!img || e.target !== img) return;
+    const tab = tabOf(e.target);
+    if (!tab) return;
     e.preventDefault();
-    const [x, y] = pixel(img, e.clientX, e.clientY);
-    send({op: 'click', mode: 'negative', x, y});
+    const [x, y] = pixel(e.target, e.clientX, e.clientY);
+    send(tab, {op: 'click', mode: 'negative', x, y});
   }, true);
 
   document.addEventListener('keydown', (e) => {
@@ -141,13 +156,12 @@ _SCRIPT = r"""
     const typing = t && (t.isContentEditable || ['TEXTAREA', 'SELECT'].includes(t.tagName)
       || (t.tagName === 'INPUT' && !['checkbox', 'radio', 'range', 'button'].includes(t.type)));
     if (typing) return;  // keys typed into a text field are text
-    // The image tab's ids, or the video tab's (the same with "video_" in front).
-    const tab = shown('#image_canvas') ? '' : shown('#video_frame') ? 'video_' : null;
-    if (tab === null || e.altKey) return;
+    const tab = TABS.find((c) => shown('#' + c.canvas));  // the tab shown
+    if (!tab || e.altKey) return;
     const key = e.key.toLowerCase(), ctrl = e.ctrlKey || e.metaKey;
-    const press = (id) => { const b = q('#' + tab + id); if (b) b.click(); e.preventDefault(); };
+    const press = (id) => { const b = q('#' + tab.prefix + id); if (b) b.click(); e.preventDefault(); };
     const mode = (value) => {
-      const r = q(`#${tab}click_mode input[value="${value}"]`);
+      const r = q(`#${tab.prefix}click_mode input[value="${value}"]`);
       if (r) r.click();
       e.preventDefault();
     };
@@ -159,14 +173,14 @@ _SCRIPT = r"""
     if (key === 'p') return mode('positive');
     if (key === 'n') return mode('negative');
     if (key === 'b') return mode('box');
-    if (tab === 'video_') {  // the video tab: Delete is its button (disabled with nothing selected)
-      if (key === 'delete' || key === 'backspace') return press('delete_button');
-      return;
+    if (key === 'delete' || key === 'backspace') {
+      // A tab with a Delete command says why when nothing is selected; else its (disabled) button.
+      e.preventDefault();
+      return tab.delete_command ? send(tab, {op: 'delete'}) : press('delete_button');
     }
-    if (key === 'delete' || key === 'backspace') { e.preventDefault(); return send({op: 'delete'}); }
     if (key === 'escape') {
       if (start) { start = null; dragging = false; hideBand(); }
-      return send({op: 'cancel_box'});
+      return send(tab, {op: 'cancel_box'});
     }
   });
   window.segappShortcuts = true;
@@ -175,4 +189,4 @@ _SCRIPT = r"""
 
 # For launch(head=...): runs once when the page loads; listeners are delegated, so the
 # components may render later.
-HEAD = "<script>" + _SCRIPT % {"drag": DRAG_THRESHOLD_PX} + "</script>"
+HEAD = "<script>" + _SCRIPT % {"drag": DRAG_THRESHOLD_PX, "tabs": json.dumps(TABS)} + "</script>"

@@ -10,13 +10,13 @@ if the picture were never drawn larger than its size, and this canvas scales sma
 """
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import gradio as gr
 
 from segapp.demo import assets
-from segapp.demo.widgets import CLICK_MODE_CHOICES, OutputFiles, guarded, legend_html, thumb, warn
+from segapp.demo.widgets import (CLICK_MODE_CHOICES, OutputFiles, command_channel, guarded, legend_html,
+                                 parse_command, thumb, warn)
 from segapp.service import DemoError, ImageService
 from segapp.service import examples as demo_examples
 from segapp.service import exports
@@ -122,11 +122,8 @@ def image_tab(service: ImageService, outputs: OutputFiles, janitor: CacheJanitor
 
     def command(sid, mode, text):
         """A command from the page's script: a right-click, a dragged box, Delete or Esc."""
-        try:
-            cmd = json.loads(text or "{}")
-            op = cmd.get("op")
-        except (ValueError, AttributeError) as err:
-            raise DemoError(f"not a command: {text!r}") from err
+        cmd = parse_command(text)
+        op = cmd.get("op")
         if op == "click":  # a left click carries no mode (the radio's), a right-click "negative"
             return service.click(sid, cmd["x"], cmd["y"], cmd.get("mode") or mode)
         if op == "box":
@@ -211,9 +208,7 @@ def image_tab(service: ImageService, outputs: OutputFiles, janitor: CacheJanitor
             with gr.Accordion("Keyboard and mouse shortcuts", open=False, elem_id="shortcuts_help"):
                 gr.Markdown(assets.shortcuts_markdown(), elem_id="shortcuts_table")
             gr.Markdown(limits_text, elem_id="image_limits")
-            with gr.Row(elem_id="image_command_row"):  # hidden (CSS): the shortcuts' channel
-                command_box = gr.Textbox(elem_id="image_command", show_label=False, container=False)
-                command_btn = gr.Button("command", elem_id="image_command_button")
+            command_box, command_btn = command_channel("image_command")  # hidden: the script's channel
         with gr.Column(scale=4, elem_id="controls_column"):
             with gr.Row(elem_id="example_row"):
                 example_pick = gr.Dropdown(choices=demo_examples.names(), value=demo_examples.names()[0],

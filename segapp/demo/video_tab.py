@@ -4,6 +4,10 @@ progress, a live preview and a Stop button, play the tracked result, download.
 
 Thin handlers over `VideoService` (Gradio only). Per browser, a gr.State holds the session
 id and another the first corner of a half-drawn box (box mode: two clicks on one frame).
+Clicks, right-clicks (negative), dragged boxes and Esc come from the page's script
+(segapp.demo.assets) as commands through a hidden textbox and button (`on_command`), mapped to
+the frame's pixels there (Gradio's select event, kept for a page without the script, maps them
+as if the frame were never drawn larger).
 Every handler returns the whole view (`view_outputs`), so which controls can act (the others
 are disabled), the object list, the name and label boxes and the warning line never drift.
 A propagation holds the session until it ends, so while it runs only Stop is enabled; Stop
@@ -14,13 +18,13 @@ from __future__ import annotations
 
 import gradio as gr
 
-from segapp.demo.widgets import CLICK_MODE_CHOICES, OutputFiles, guarded, warn
+from segapp.demo.widgets import CLICK_MODE_CHOICES, OutputFiles, command_channel, guarded, parse_command, warn
 from segapp.service import DemoError, VideoService
 from segapp.service.cache import CacheJanitor
 
 # Live preview during propagation: at most one frame per this many seconds.
 PREVIEW_INTERVAL_S = 0.4
-BOX_PENDING = "box: now click the opposite corner on this frame (another mode or frame cancels it)"
+BOX_PENDING = "box: now click the opposite corner on this frame (Esc, another mode or frame cancels it)"
 RUN_STEPS = {"backward": "propagating backward", "both": "propagating both ways",
              "forward": "propagating forward", "everything": "tracking everything"}
 
@@ -126,10 +130,8 @@ def video_tab(video: VideoService, outputs: OutputFiles, janitor: CacheJanitor) 
         shown[4] = f"{note}. Click an object on any frame, then propagate.  \n{shown[4]}"
         return (*shown, slider, None)
 
-    @guarded
-    def on_click(vsid, frame_idx, corner, mode, evt: gr.SelectData):
-        vsid = video.ensure_session(vsid)
-        frame_idx, (x, y) = int(frame_idx), evt.index
+    def click(vsid, frame_idx: int, corner, mode: str, x, y):
+        """A click on the frame in `mode`: in box mode the first corner waits for the second."""
         if mode == "box":
             if corner is None or corner[0] != frame_idx:  # the first corner: wait for the second
                 return view(vsid, frame_idx, [frame_idx, x, y])
@@ -137,6 +139,27 @@ def video_tab(video: VideoService, outputs: OutputFiles, janitor: CacheJanitor) 
         else:
             warn(video.click(vsid, frame_idx, x, y, positive=(mode == "positive")))
         return view(vsid, frame_idx)
+
+    @guarded
+    def on_click(vsid, frame_idx, corner, mode, evt: gr.SelectData):
+        """Gradio's own click (a page without the script; its mapping ignores scaling up)."""
+        return click(video.ensure_session(vsid), int(frame_idx), corner, mode, *evt.index)
+
+    @guarded
+    def on_command(vsid, frame_idx, corner, mode, text):
+        """A command from the page's script (clicks mapped to the frame's pixels there): a click
+        (a right-click says "negative"), a dragged box, Esc."""
+        vsid, frame_idx = video.ensure_session(vsid), int(frame_idx)
+        cmd = parse_command(text)
+        op = cmd.get("op")
+        if op == "click":
+            return click(vsid, frame_idx, corner, cmd.get("mode") or mode, cmd["x"], cmd["y"])
+        if op == "box":
+            warn(video.set_box(vsid, frame_idx, cmd["box"]))
+            return view(vsid, frame_idx)
+        if op == "cancel_box":  # the view without the half box
+            return view(vsid, frame_idx)
+        raise DemoError(f"unknown command {op!r}")
 
     def run(vsid, frame_idx, direction: str, every, progress):
         """A propagation (or track everything): first every control but Stop is disabled;
@@ -240,11 +263,12 @@ def video_tab(video: VideoService, outputs: OutputFiles, janitor: CacheJanitor) 
     off = dict(interactive=False)
     with gr.Row(elem_id="video_row"):
         with gr.Column(scale=3, elem_id="video_canvas_column"):
-            frame_view = gr.Image(type="numpy", format="jpeg", interactive=False, label="Frame: click to segment",
-                                  elem_id="video_frame", height=480)
+            frame_view = gr.Image(type="numpy", format="jpeg", interactive=False, elem_id="video_frame", height=480,
+                                  label="Frame: click to segment (drag for a box, right-click: negative)")
             slider = gr.Slider(0, 1, value=0, step=1, label="Frame", interactive=False,
                                elem_id="video_frame_slider")
             status = gr.Markdown("Upload a video.", elem_id="video_status")
+            command_box, command_btn = command_channel("video_command")  # hidden: the script's channel
             warning = gr.Markdown("", visible=False, elem_id="video_warning")
             with gr.Row(elem_id="video_run_row"):
                 back_btn = gr.Button("◀ Propagate backward", elem_id="video_propagate_backward", **off)
@@ -289,6 +313,7 @@ def video_tab(video: VideoService, outputs: OutputFiles, janitor: CacheJanitor) 
     slider.input(on_frame, look, view_outputs, trigger_mode="always_last", **private)
     mode.input(on_mode, look, view_outputs, **private)
     frame_view.select(on_click, [*look, mode], view_outputs, **private)
+    command_btn.click(on_command, [*look, mode, command_box], view_outputs, **private)
     for button, handler in ((new_btn, on_new), (undo_btn, on_undo), (redo_btn, on_redo), (clear_btn, on_clear),
                             (delete_btn, on_delete)):
         button.click(handler, look, view_outputs, **private)

@@ -9,6 +9,7 @@ import atexit
 import functools
 import html
 import inspect
+import json
 import logging
 import secrets
 import shutil
@@ -88,6 +89,25 @@ def legend_html(objects=(), selected: int | None = None) -> str:
                     f"border:1px solid #333;margin-right:0.4em'></span>{html.escape(obj.name)}{label} "
                     f"(id {obj.obj_id}, {area} px){mark}{hint}</li>")
     return "<ul style='list-style:none;padding-left:0'>" + "".join(rows) + "</ul>"
+
+
+def command_channel(elem_id: str) -> tuple[gr.Textbox, gr.Button]:
+    """The hidden textbox and button through which the page's script sends a tab its mouse
+    and key commands (segapp.demo.assets.TABS names them; the CSS hides the row)."""
+    with gr.Row(elem_id=f"{elem_id}_row"):
+        box = gr.Textbox(elem_id=elem_id, show_label=False, container=False)
+        button = gr.Button("command", elem_id=f"{elem_id}_button")
+    return box, button
+
+
+def parse_command(text: str | None) -> dict:
+    """A command from the page's script: {"op": ..., ...} (a DemoError when it is not one)."""
+    try:
+        command = json.loads(text or "{}")
+        command.get("op")
+    except (ValueError, AttributeError) as err:
+        raise DemoError(f"not a command: {text!r}") from err
+    return command
 
 
 def warn(result) -> None:
