@@ -62,3 +62,12 @@ def test_every_shortcut_is_in_the_readme_table():
     for keys, _ in SHORTCUTS:
         assert f"| {keys} |" in readme, keys
         assert f"| {keys} |" in table, keys
+
+
+def test_a_command_from_the_page_is_parsed_or_refused_by_name():
+    from segapp.demo.widgets import parse_command
+
+    assert parse_command('{"op": "box", "box": [1, 2, 3, 4]}') == {"op": "box", "box": [1, 2, 3, 4]}
+    for bad in ("oops", "[1, 2]"):
+        with pytest.raises(DemoError, match="not a command"):
+            parse_command(bad)
