@@ -20,6 +20,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from segapp.service.limits import Limits
+from segapp.service.memory import pin_mmap_threshold
 
 
 @dataclass(eq=False)
@@ -39,6 +40,7 @@ class Runtime:
 
     def __post_init__(self) -> None:
         self.amg_options = dict(self.amg_options or {})
+        pin_mmap_threshold()  # a server's memory stays flat over uploads (segapp.service.memory)
 
     # ------------------------------------------------------------------ predictors
     def image_predictor(self):
