@@ -5,8 +5,10 @@ after the first embedding, the encoder's temporaries (tens of MB) are carved fro
 whichever Gradio worker thread ran the request, and each thread's heap keeps its high-water
 mark. A `segapp demo` server grew by 65-77 MB between the 5th and the 30th upload into one
 session (tests/test_demo_memory.py). Pinning the threshold at 4 MiB keeps such blocks in
-mappings of their own, returned when freed: +12 MB over the same uploads, no slower per
-embedding (256 KiB was flatter still but made embeddings ~75% slower: page faults).
+mappings of their own, returned when freed (and heap tops over 8 MiB are trimmed): +25 MB over
+the same uploads when pinned as the service starts (here), +12 MB when pinned before the model
+loads ($MALLOC_MMAP_THRESHOLD_=4194304); embeddings no slower (256 KiB was flatter still but made
+embeddings ~75% slower: page faults).
 """
 from __future__ import annotations
 
@@ -17,13 +19,14 @@ import os
 logger = logging.getLogger(__name__)
 
 MMAP_THRESHOLD_BYTES = 4 * 1024 * 1024
-_M_MMAP_THRESHOLD = -3  # glibc's mallopt parameter number
+_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3  # glibc's mallopt parameter numbers
 _ENV = "MALLOC_MMAP_THRESHOLD_"  # glibc's own setting: when the user set it, it is kept
 
 
 def pin_mmap_threshold(nbytes: int = MMAP_THRESHOLD_BYTES) -> bool:
     """Pin glibc's mmap threshold at `nbytes` for this process (the dynamic threshold is then
-    off); True when done. A no-op (False) outside glibc or when $MALLOC_MMAP_THRESHOLD_ is set."""
+    off) and its trim threshold at twice that (as glibc pairs them; a model loaded before may
+    have raised it to 64 MiB, which kept freed heap tops); True when done. A no-op (False) outside glibc or when $MALLOC_MMAP_THRESHOLD_ is set."""
     if os.environ.get(_ENV):
         return False
     try:
@@ -33,7 +36,7 @@ def pin_mmap_threshold(nbytes: int = MMAP_THRESHOLD_BYTES) -> bool:
     except (OSError, AttributeError):
         return False
     mallopt.argtypes, mallopt.restype = [ctypes.c_int, ctypes.c_int], ctypes.c_int
-    done = mallopt(_M_MMAP_THRESHOLD, int(nbytes)) == 1
+    done = mallopt(_M_MMAP_THRESHOLD, int(nbytes)) == 1 and mallopt(_M_TRIM_THRESHOLD, 2 * int(nbytes)) == 1
     if not done:
         logger.warning("could not set malloc's mmap threshold to %d bytes", nbytes)
     return done
