@@ -5,7 +5,7 @@ session, each replacing the last, and clicks each once.
 
 The bound: between the 5th upload (warm: Gradio, the model and malloc have their working
 sets) and the 30th, the server may grow by MAX_GROWTH_MB. Measured on the 2-core machine:
-+65 to +77 MB (three runs) before segapp.service.memory pinned malloc's mmap and trim
++55 to +77 MB (four runs) before segapp.service.memory pinned malloc's mmap and trim
 thresholds (worker threads' heaps kept the encoder's freed temporaries), +25 MB (two runs)
 after; 40 MB separates the two with room for noise. About 45 s, most of it the server's start.
 """
