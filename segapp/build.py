@@ -118,7 +118,7 @@ def build_model(
     `segapp.ModelInfo`: read it with `segapp.model_info(model)` (see segapp.build_info).
 
     `build_model()` alone gives segapp's bundled small model (`segapp_small` with the weights
-    shipped in the package: images only, see `segapp.bundled`).
+    shipped in the package, see `segapp.bundled`).
 
     Args:
       name_or_path: a bundled config name (see `list_configs()`) or a YAML path; default

@@ -9,8 +9,8 @@ recipe, epoch); this module reads it to describe the model in one line.
     bundled.checkpoint()     # Path of the weights; BundledModelMissing if this install lacks them
     bundled.description()    # "segapp_small (bundled, trained on 255 COCO images; ...)"
 
-Only the image path of this model is trained (image encoder, prompt encoder, mask decoder):
-it was trained from scratch, and `segapp train` never trains the video memory. Which parts of
+The image path was trained from scratch by `segapp train` and, since version 2.1, the video
+memory by `segapp train-video` (the model card says how; its tracking is weak). Which parts of
 a model carry trained weights is recorded beside the model by `segapp.build_model`
 (`segapp.model_info(model).trained_parts`, from the checkpoint's metadata); `require_video` is
 the one check the video paths make.
@@ -35,7 +35,7 @@ TRAINED_PARTS_KEY = "trained_parts"
 # "Segment everything" filters for the bundled model, used by `segapp segment` and the demo when
 # the user sets none: its predicted IoUs and stability run lower than the official models', and
 # at the official 0.8 / 0.95 it keeps few or no masks (measured: docs/benchmarks/bundled_model.md).
-AMG_FILTERS = {"pred_iou_thresh": 0.2, "stability_score_thresh": 0.8}
+AMG_FILTERS = {"pred_iou_thresh": 0.15, "stability_score_thresh": 0.8}
 # The official SAM 2 filters, for every other model.
 OFFICIAL_AMG_FILTERS = {"pred_iou_thresh": 0.8, "stability_score_thresh": 0.95}
 
@@ -155,8 +155,12 @@ def description(meta: Mapping[str, str] | None = None, hint: bool = True) -> str
     else:
         count = _train_image_count(meta)
         trained = f"trained on {count} COCO images" if count else "trained on a few hundred COCO images"
+        if meta.get("train_video_sequences"):
+            trained += f" and {meta['train_video_sequences']} DAVIS videos"
     tail = f": for full quality run `segapp download {FULL_QUALITY}`" if hint else ""
-    return f"{NAME} (bundled, {trained}; a small model, images only{tail})"
+    parts = trained_parts(meta)
+    scope = "a small model" if parts is None or "memory_attention" in parts else "a small model, images only"
+    return f"{NAME} (bundled, {trained}; {scope}{tail})"
 
 
 def image_only_message(label: str) -> str:

@@ -24,8 +24,6 @@ from segapp.evaluation.metrics import mask_iou
 from segapp.evaluation.davis import load_davis
 from segapp.evaluation.video import FirstMaskTracker, PredictorTracker, evaluate_video, summary_stats
 
-IMAGE_ONLY = ("segapp_small (bundled) is trained for images only; video tracking needs an official "
-              "checkpoint: segapp download sam2.1_hiera_t")
 
 
 def square(top: int, left: int, side: int = 20, size: int = 100) -> np.ndarray:
@@ -354,14 +352,29 @@ def test_cli_model_test_tiny_all_prompts(davis, tmp_path, capsys):
         assert set(report["seconds"]["by_sequence"]) == {"moving", "still"}
 
 
-def test_cli_bundled_model_is_refused(davis, tmp_path, capsys, monkeypatch):
+def test_cli_bundled_model_tracks_and_image_only_weights_are_refused(davis, tmp_path, capsys, monkeypatch):
+    """No download: the default is the bundled model, whose memory is trained (version 2.1);
+    weights whose memory was never trained are refused before any work, naming the baseline."""
+    import shutil
+
+    from segapp import bundled
+
     monkeypatch.chdir(tmp_path)
     monkeypatch.delenv("SEGAPP_CHECKPOINTS", raising=False)
-    for args in ([], ["--model", "segapp_small"]):  # no download: the default is the bundled model
-        code, _, err = _run(capsys, "--videos", davis, *args, "--out", tmp_path / "o")
-        assert code == 2
-        assert IMAGE_ONLY in err and "--predictor first-mask" in err
-    assert not (tmp_path / "o" / "report.json").exists()
+    code, out, err = _run(capsys, "--videos", davis, "--out", tmp_path / "o", "--no-progress")
+    assert code == 0, err
+    report = json.loads((tmp_path / "o" / "report.json").read_text())
+    assert report["predictor"]["model"] == "segapp_small" and report["dataset"]["objects_evaluated"] == 3
+    assert 0.0 <= report["metrics"]["overall"]["J"] <= 1.0
+
+    image_only = shutil.copy(bundled.checkpoint(), tmp_path / "image_only.safetensors")
+    bundled.add_metadata(image_only, {"trained_parts": "image_encoder,prompt_encoder,mask_decoder,no_mem_embed"})
+    code, _, err = _run(capsys, "--videos", davis, "--model", "segapp_small", "--checkpoint", image_only,
+                        "--out", tmp_path / "o2")
+    assert code == 2
+    assert "is trained for images only; video tracking needs an official checkpoint" in err
+    assert "--predictor first-mask" in err
+    assert not (tmp_path / "o2" / "report.json").exists()
 
 
 def test_cli_usage_errors(davis, tmp_path, capsys):

@@ -70,12 +70,12 @@ def test_segment_that_finds_nothing_says_so_in_summary_and_manifest(no_downloads
 
 
 
-@pytest.mark.parametrize("given, used", [([], (0.2, 0.8)), (["--pred-iou-thresh", "0.9"], (0.9, 0.8)),
-                                         (["--stability-score-thresh", "0.97"], (0.2, 0.97))])
+@pytest.mark.parametrize("given, used", [([], (0.15, 0.8)), (["--pred-iou-thresh", "0.9"], (0.9, 0.8)),
+                                         (["--stability-score-thresh", "0.97"], (0.15, 0.97))])
 def test_segment_with_the_bundled_model_uses_its_own_filters_unless_set(no_downloads, capsys, given, used):
     from segapp.bundled import AMG_FILTERS
 
-    assert (AMG_FILTERS["pred_iou_thresh"], AMG_FILTERS["stability_score_thresh"]) == (0.2, 0.8)
+    assert (AMG_FILTERS["pred_iou_thresh"], AMG_FILTERS["stability_score_thresh"]) == (0.15, 0.8)
     src = no_downloads / "in"
     _rectangle_and_blank(src)
     out = no_downloads / "out"
@@ -397,7 +397,7 @@ def test_demo_segment_everything_on_the_bundled_model_finds_masks_in_a_photo(sha
 
     service, note, choice = build_service(device="cpu")
     assert choice.bundled and service.amg_options == BUNDLED_MODEL_AMG
-    assert "predicted IoU > 0.2 and stability >= 0.8" in note
+    assert "predicted IoU > 0.15 and stability >= 0.8" in note
     sid = service.create_session()
     service.set_image(sid, shared_data / "coco_tiny" / "val2017" / "000000020992.jpg")
     timing = service.segment_everything(sid, points_per_side=16)

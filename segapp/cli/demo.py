@@ -2,7 +2,7 @@
 
     segapp demo                                   # sam2.1_hiera_t if downloaded, else the bundled segapp_small
     segapp demo --download sam2.1_hiera_t         # download it first if missing; offline, the bundled model
-    segapp demo --model segapp_small              # the small model shipped with segapp (images only)
+    segapp demo --model segapp_small              # the small model shipped with segapp
     segapp demo --model sam2.1_hiera_l --checkpoint weights/sam2.1_hiera_large.pt
     segapp demo --model test_tiny                 # random weights: tests and development only
     segapp demo --host 0.0.0.0 --port 8080        # listen beyond this machine (default: 127.0.0.1)

@@ -160,7 +160,7 @@ def download_or_bundled(name: str, dest: Path | None = None, *, timeout: float =
         text = str(err).strip()
         reason = text.splitlines()[0].rstrip(".") if text else type(err).__name__
         notice = (f"could not download {info.config} ({reason}); running the bundled {bundled.NAME} "
-                  f"instead (a small model, images only). For full quality run "
+                  f"instead (a small model). For full quality run "
                   f"`segapp download {info.config}` once the network allows, then `segapp demo`.")
         return _bundled(), notice
     return _official(info.config, path), None

@@ -6,7 +6,7 @@
     segapp segment photos/ --out seg_out --engine ray                 # on Ray (RAY_ADDRESS)
 
 Without --model and --checkpoint: sam2.1_hiera_t if downloaded, else the bundled segapp_small
-(images only: its videos are reported failed). The rule: segapp.cli.models.
+(images and videos, at lower quality). The rule: segapp.cli.models.
 
 Exit codes: 0 every input succeeded (or was skipped for want of prompts), 1 some failed (see
 the manifest and the summary), 2 usage errors. Rerunning the same command resumes.

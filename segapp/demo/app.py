@@ -45,7 +45,7 @@ def build_app(service: ImageService, *, title: str = "segapp demo", model_note: 
     if video:
         try:
             video_service = VideoService(service)
-        except ImageOnlyModelError as err:  # e.g. the bundled segapp_small: images only
+        except ImageOnlyModelError as err:  # weights whose video memory was never trained
             video_off = str(err)
     outputs = outputs or OutputFiles()
     limits = service.limits
