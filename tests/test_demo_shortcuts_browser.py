@@ -1,7 +1,9 @@
 """The image tab driven as an annotator would, in Debian's chromium (Playwright): keyboard
 shortcuts, right-click, a dragged box, Esc, the help panel, disabled controls, warnings
-instead of error badges, mask opacity and show/hide, and a canvas larger than a small image
-that keeps its aspect ratio. One page load drives every step (the browser costs CPU).
+instead of error badges, mask opacity and show/hide, a canvas larger than a small image
+that keeps its aspect ratio, and "Segment everything" (adds after the objects, undo steps back,
+on no mask a warning saying why; the status shows its own timing). One page load drives every
+step (the browser costs CPU).
 A screenshot of the tab is kept in test-artifacts/demo_image_tab.png (demo/README.md).
 """
 from __future__ import annotations
@@ -103,6 +105,7 @@ def test_image_tab_shortcuts_and_view_in_chromium(chromium, server, tmp_path):
             # Ctrl+Z / Ctrl+Shift+Z.
             page.keyboard.press("Control+z")
             expect(status).to_contain_text("redo 1")
+            expect(status).not_to_contain_text("decoder")  # the undone click's timing is not shown
             assert image_session(service).objects[0].labels == (1,)
             expect(page.locator("#redo_button")).to_be_enabled()
             page.keyboard.press("Control+Shift+z")
@@ -194,11 +197,43 @@ def test_image_tab_shortcuts_and_view_in_chromium(chromium, server, tmp_path):
             expect(page.locator("#objects_list")).not_to_contain_text("object 2")
             assert [o.name for o in image_session(service).objects] == ["object 1"]
             assert error_badges(page) == 0
+            expect(status).not_to_contain_text("decoder (box)")  # the box's timing went with the edit
             link = files.locator("tr", has_text="coco_rle").locator("a").first
             with page.expect_download() as download_info:
                 link.click()
             target = tmp_path / "coco.json"
             download_info.value.save_as(target)
+
+            # Segment everything adds its masks after the objects made so far (same names, first);
+            # Undo brings back exactly those. The status shows its timing, not the last click's.
+            # The test model's weights are random: its scores pass only filters lowered to 0.
+            def object_names() -> list[str]:
+                return [t.rsplit(" (id ", 1)[0] for t in page.locator("#objects_list label").all_inner_texts()]
+
+            earlier = object_names()
+            assert earlier == ["object 1"], earlier
+            page.locator("#points_per_side input[type=number]").fill("4")
+            page.locator("#points_per_side input[type=number]").press("Enter")
+            assert page.locator("#points_per_side input[type=number]").input_value() == "4"
+            server_filters = dict(service.amg_options)
+            service.amg_options.update(pred_iou_thresh=0.0, stability_score_thresh=0.0)
+            try:
+                page.click("#segment_everything_button")
+                expect(status).to_contain_text("segment everything (")
+            finally:
+                service.amg_options.clear()
+                service.amg_options.update(server_filters)
+            expect(status).not_to_contain_text("decoder")
+            names = object_names()
+            assert len(names) > len(earlier) and names[:len(earlier)] == earlier, names
+            assert all(n.startswith("auto ") for n in names[len(earlier):]), names
+            assert [o.name for o in image_session(service).objects] == names
+            expect(legend).to_contain_text(names[-1])
+            assert error_badges(page) == 0
+            page.click("#undo_button")
+            expect(page.locator("#objects_list label")).to_have_count(len(earlier))
+            assert object_names() == earlier
+            assert [o.name for o in image_session(service).objects] == earlier
 
             # The canvas's × removes the picture and its objects: nothing is left behind.
             page.evaluate("() => window.scrollTo(0, 0)")
@@ -209,6 +244,24 @@ def test_image_tab_shortcuts_and_view_in_chromium(chromium, server, tmp_path):
                 expect(page.locator(button)).to_be_disabled()
             expect(page.locator("#download_files")).not_to_contain_text("wide_coco_rle")
             assert all(service.get_session(i).image is None for i in service.session_ids())  # closed
+
+            # Segment everything on a flat grey picture (the server's filters): nothing found, a
+            # warning that names the model and the filters, in a toast and the status; no error badge.
+            grey_path = tmp_path / "grey.png"
+            Image.new("RGB", (WIDTH, HEIGHT), (128, 128, 128)).save(grey_path)
+            page.set_input_files("#image_canvas input[type=file]", str(grey_path))
+            expect(status).to_contain_text("image embedding")
+            expect(page.locator("#segment_everything_button")).to_be_enabled()
+            page.click("#segment_everything_button")
+            expect(status).to_contain_text("segment everything (0 masks)")
+            expect(status).not_to_contain_text("image embedding")
+            note = "No masks found by test_tiny: none passed the quality filters (predicted IoU > 0.8, stability >= 0.95)"
+            expect(status).to_contain_text(note)
+            toast = page.locator("[data-testid=toast-body].warning", has_text="No masks found")
+            expect(toast.first).to_contain_text(note)
+            assert error_badges(page) == 0
+            expect(legend).to_contain_text("No objects yet")
+            expect(page.locator("#undo_button")).to_be_disabled()  # nothing was added: no step to undo
 
             # The keys also switch the video tab's click mode (and press its buttons).
             page.click("#video_tab-button")

@@ -52,7 +52,10 @@ def image_tab(service: ImageService, outputs: OutputFiles, janitor: CacheJanitor
                 gallery.append((exports.overlay(small, [thumb(mask, nearest=True)], [sel.color]), caption))
                 cand_choices.append((caption, str(i)))
             cand_value = str(sel.chosen)
-        status = " · ".join(str(t) for t in session.timings) or "Ready."
+        # A timing tells of the step that made this revision: after an edit since (undo, delete,
+        # rename, ...) it would be a previous action's, so it is left out.
+        timings = [t for t in session.timings if t.revision == session.revision]
+        status = " · ".join(str(t) for t in timings) or "Ready."
         if session.pending_corner is not None:
             status += " · box: now click the opposite corner (Esc cancels)"
         hist = f"undo {len(session.undo_stack)} · redo {len(session.redo_stack)}"
