@@ -118,9 +118,9 @@ def test_image_tab_shortcuts_and_view_in_chromium(chromium, server, tmp_path):
             other = str((int(page.evaluate(chosen)) + 1) % 3)
             page.locator(f"#candidate_choice input[value='{other}']").check()
             expect(highlighted).to_have_attribute("aria-label", f"Thumbnail {int(other) + 1} of 3")
-            before_undo = status.inner_text()
+            expect(status).to_contain_text("undo 3 · redo 0")  # the server took the choice (a step)
             page.keyboard.press("Control+z")
-            expect(status).not_to_have_text(before_undo)
+            expect(status).to_contain_text("undo 2 · redo 1")
             page.wait_for_timeout(300)
             expect(highlighted).to_have_attribute("aria-label", f"Thumbnail {int(page.evaluate(chosen)) + 1} of 3")
             page.keyboard.press("Control+Shift+z")
@@ -265,10 +265,13 @@ def test_image_tab_shortcuts_and_view_in_chromium(chromium, server, tmp_path):
 
             # The keys also switch the video tab's click mode (and press its buttons).
             page.click("#video_tab-button")
-            video_checked = "() => document.querySelector('#video_click_mode input:checked').value"
+            expect(page.locator("#image_canvas")).to_be_hidden()  # the keys go to the tab shown
+            expect(page.locator("#video_frame")).to_be_visible()
+            expect(page.locator("#video_click_mode input:checked")).to_have_count(1)
+            page.wait_for_timeout(500)  # the tab's first render settles (it reset an early choice)
             for key, mode in (("b", "box"), ("p", "positive"), ("n", "negative")):
                 page.keyboard.press(key)
-                assert page.evaluate(video_checked) == mode
+                expect(page.locator(f"#video_click_mode input[value='{mode}']")).to_be_checked()
             assert page.evaluate(checked) == "positive"  # the image tab's mode is left alone
         finally:
             browser.close()
