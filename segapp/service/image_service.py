@@ -30,6 +30,7 @@ import numpy as np
 from segapp.service import exports, image_exports
 from segapp.service.api import ApiEndpoints
 from segapp.service.image_session import ImageSession, masks_nbytes
+from segapp.service.memory import release_free_memory
 from segapp.service.limits import CLICK_MODES, DemoError, Limits, check_point, check_point_count, check_text
 from segapp.service.runtime import Runtime, nothing_found_note
 from segapp.service.sessions import SessionGuard, SessionTable, delete_owned_files
@@ -124,6 +125,7 @@ class ImageService:
                 predictor = session.predictor or self.runtime.image_predictor()
                 self.runtime.embed(predictor, array)
                 session.predictor = predictor
+                release_free_memory()  # the encoder's freed temporaries (segapp.service.memory)
             timing = Timing("image embedding", (time.perf_counter() - start) * 1e3, cached)
             session.image, session.image_key = array, key
             session.image_name = Path(str(name)).name if name else "image.png"
