@@ -7,30 +7,14 @@ import numpy as np
 import pytest
 import torch
 
-import segapp
-from segapp.video.predictor import VideoPredictor
 from segapp.video.propagation import PropagationStep, propagate_both_ways, walk_length
+from test_video_predictor import make_frames as frames_of, predictor  # noqa: F401 (the tiny model that tracks)
 
-H, W, N = 48, 64, 6
+N = 6
 
 
 def make_frames(n: int = N) -> list[np.ndarray]:
-    rng = np.random.default_rng(0)
-    frames = []
-    for t in range(n):
-        img = rng.integers(0, 60, (H, W, 3), dtype=np.uint8)
-        img[10:30, 5 + 3 * t: 25 + 3 * t] = (220, 40, 40)
-        frames.append(img)
-    return frames
-
-
-@pytest.fixture(scope="module")
-def predictor():
-    torch.manual_seed(0)
-    model = segapp.build_model("test_tiny", device="cpu")
-    with torch.no_grad():  # objects predicted present, so that tracking has masks to carry
-        model.mask_decoder.pred_obj_score_head.layers[-1].bias.fill_(5.0)
-    return VideoPredictor(model)
+    return frames_of(n)
 
 
 def prompted(predictor, frames, start):
