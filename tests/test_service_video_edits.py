@@ -10,7 +10,8 @@ import pytest
 import torch
 
 import segapp
-from segapp.service import DemoError, Runtime, VideoService, examples, exports
+from segapp.service import DemoError, Runtime, VideoService, exports
+from test_demo_service import clip  # noqa: F401 (a 6-frame synthetic MP4)
 
 
 @pytest.fixture(scope="module")
@@ -23,14 +24,6 @@ def video():
     with torch.no_grad():
         (head.layers[-1] if hasattr(head, "layers") else head).bias += 20.0
     return VideoService(Runtime(model))
-
-
-@pytest.fixture(scope="module")
-def clip(tmp_path_factory):
-    frames = [np.roll(examples.synthetic_image(96), 4 * i, axis=1) for i in range(6)]
-    path = tmp_path_factory.mktemp("video") / "clip.mp4"
-    exports.write_mp4(frames, path, fps=6)
-    return path
 
 
 @pytest.fixture()
