@@ -60,3 +60,47 @@ class LayerNorm2d(nn.Module):
         # same biased-variance normalisation as the explicit mean/var formulation.
         x = F.layer_norm(x.permute(0, 2, 3, 1), (x.shape[1],), self.weight, self.bias, self.eps)
         return x.permute(0, 3, 1, 2)
+
+
+# Channels-last forms of the decoder's and prompt encoder's small convolutions, for training:
+# a 2x2 stride-2 convolution (or transposed convolution) reads (writes) disjoint 2x2 patches,
+# so it is one matrix product per pixel on [B, H, W, C] maps, with the module's own parameters.
+# The same arithmetic as the convolution, in another order (equal up to float rounding); on CPU
+# these matrix products and their backward take far less time than the convolution kernels on
+# a few channels, and the maps stay in the token layout ([B, h*w, C]) of the transformer.
+def _check_patch_conv(conv: nn.Module) -> None:
+    if conv.kernel_size != (2, 2) or conv.stride != (2, 2) or conv.padding != (0, 0) or conv.groups != 1 \
+            or conv.dilation != (1, 1):
+        raise ValueError(f"not a 2x2 stride-2 convolution: {conv}")
+
+
+def conv2x2_nhwc(x: torch.Tensor, conv: nn.Conv2d) -> torch.Tensor:
+    """`conv` (2x2, stride 2) on x [B, H, W, Cin] -> [B, H/2, W/2, Cout], channels last."""
+    _check_patch_conv(conv)
+    b, h, w, c = x.shape
+    patches = x.reshape(b, h // 2, 2, w // 2, 2, c).permute(0, 1, 3, 2, 4, 5).reshape(b, h // 2, w // 2, 4 * c)
+    weight = conv.weight.permute(0, 2, 3, 1).reshape(conv.out_channels, 4 * c)  # [out, (dy, dx, in)]
+    return F.linear(patches, weight, conv.bias)
+
+
+def conv_transpose2x2_nhwc(x: torch.Tensor, conv: nn.ConvTranspose2d) -> torch.Tensor:
+    """`conv` (transposed, 2x2, stride 2) on x [B, H, W, Cin] -> [B, 2H, 2W, Cout], channels last."""
+    _check_patch_conv(conv)
+    cin, cout = conv.weight.shape[:2]
+    weight = conv.weight.permute(2, 3, 1, 0).reshape(4 * cout, cin)  # [(dy, dx, out), in]
+    bias = None if conv.bias is None else conv.bias.repeat(4)
+    y = F.linear(x, weight, bias)
+    b, h, w, _ = y.shape
+    return y.reshape(b, h, w, 2, 2, cout).permute(0, 1, 3, 2, 4, 5).reshape(b, 2 * h, 2 * w, cout)
+
+
+def conv1x1_nhwc(x: torch.Tensor, conv: nn.Conv2d) -> torch.Tensor:
+    """A 1x1 convolution on x [B, H, W, Cin] -> [B, H, W, Cout]."""
+    if conv.kernel_size != (1, 1) or conv.stride != (1, 1) or conv.groups != 1:
+        raise ValueError(f"not a 1x1 convolution: {conv}")
+    return F.linear(x, conv.weight.flatten(1), conv.bias)
+
+
+def layer_norm_nhwc(x: torch.Tensor, norm: LayerNorm2d) -> torch.Tensor:
+    """`norm` (LayerNorm2d, over channels) on x [B, H, W, C]."""
+    return F.layer_norm(x, (x.shape[-1],), norm.weight, norm.bias, norm.eps)

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from segapp.modeling.layers import MLP, LayerNorm2d, activation_layer
+from segapp.modeling.layers import MLP, LayerNorm2d, activation_layer, conv_transpose2x2_nhwc, layer_norm_nhwc
 
 # Object-score logit reported by decoders without an object-score head ("always present").
 ALWAYS_PRESENT_SCORE = 10.0
@@ -56,6 +56,15 @@ class MaskDecoder(nn.Module):
     into the transformer, which broadcasts it: the image-side work of its first block runs
     once instead of once per prompt (and the transformer may use its factorised attention).
     The same outputs up to float rounding; False: the image embedding is repeated per prompt.
+
+    matmul_convs: fast path in training mode (without iou_floor): the image tokens stay in the
+    transformer's layout ([B, h*w, C], channels last) and the upscaling's transposed
+    convolutions run as matrix products on them (`layers.conv_transpose2x2_nhwc`, the same
+    parameters), the high-resolution features are read channels last (pass them in
+    torch.channels_last to save a copy), and only the outputs returned get masks (the others
+    are dropped unused in training). The same outputs and gradients up to float rounding, in a
+    fraction of the CPU time of the convolution kernels; in eval mode, and with False, the
+    plain path.
     """
 
     def __init__(
@@ -75,9 +84,11 @@ class MaskDecoder(nn.Module):
         pred_obj_scores_mlp: bool = False,
         use_multimask_token_for_obj_ptr: bool = False,
         share_image_side: bool = True,
+        matmul_convs: bool = True,
     ) -> None:
         super().__init__()
         self.share_image_side = share_image_side
+        self.matmul_convs = matmul_convs
         if getattr(transformer, "embedding_dim", transformer_dim) != transformer_dim:
             raise ValueError(
                 f"the transformer's width {transformer.embedding_dim} differs from transformer_dim {transformer_dim}"
@@ -140,11 +151,14 @@ class MaskDecoder(nn.Module):
                 and not self.training:
             iou_floor = None  # single-mask selection looks at the masks' stability: compute all
         output_slice = slice(1, None) if multimask_output else slice(0, 1)
+        fast = self.training and self.matmul_convs and iou_floor is None
         masks, iou_pred, mask_tokens_out, object_score_logits = self.predict_masks(
             image_embeddings, image_pe, sparse_prompt_embeddings, dense_prompt_embeddings,
-            repeat_image, high_res_features, iou_floor, output_slice,
+            repeat_image, high_res_features, iou_floor, output_slice, fast,
         )
-        if multimask_output:
+        if fast:  # masks only for the outputs returned (training: no stability selection)
+            iou_pred = iou_pred[:, output_slice]
+        elif multimask_output:
             masks, iou_pred = masks[:, 1:], iou_pred[:, 1:]
         elif self.dynamic_multimask_via_stability and not self.training:
             masks, iou_pred = self.select_stable(masks, iou_pred)
@@ -157,9 +171,10 @@ class MaskDecoder(nn.Module):
         return DecoderOutput(masks, iou_pred, sam_tokens, object_score_logits)
 
     def predict_masks(self, image_embeddings, image_pe, sparse, dense, repeat_image, high_res_features,
-                      iou_floor: float | None = None, output_slice: slice = slice(None)):
+                      iou_floor: float | None = None, output_slice: slice = slice(None), fast: bool = False):
         """All 1 + num_multimask_outputs masks: ([B, T, 4h, 4w], [B, T], [B, T, C], [B, 1]).
-        With `iou_floor`, only prompts whose IoU predictions in `output_slice` exceed it get masks."""
+        With `iou_floor`, only prompts whose IoU predictions in `output_slice` exceed it get masks.
+        fast (see matmul_convs): masks only for the outputs in `output_slice` ([B, T', 4h, 4w])."""
         heads = [self.iou_token.weight, self.mask_tokens.weight]
         if self.pred_obj_scores:
             heads.insert(0, self.obj_score_token.weight)
@@ -170,7 +185,14 @@ class MaskDecoder(nn.Module):
 
         shared = self.share_image_side and repeat_image and image_embeddings.shape[0] == 1 \
             and dense.shape[0] in (1, batch) and (dense.shape[0] == 1 or dense.stride(0) == 0)
-        if shared:
+        if fast and not shared:
+            # Image tokens channels last: a [B, C, h, w] view of [B, h, w, C], which the
+            # transformer flattens into its [B, h*w, C] tokens without a copy.
+            image = image_embeddings.repeat_interleave(batch, dim=0) if repeat_image else image_embeddings
+            if image.shape[0] != batch:
+                raise ValueError(f"{image.shape[0]} image embeddings for {batch} prompts")
+            src = (image.permute(0, 2, 3, 1) + dense.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
+        elif shared:
             # One image and one dense embedding (no mask prompts) for every prompt: keep the
             # image side at batch 1 and let the transformer broadcast it (same result, the
             # image-side work of the first block done once instead of once per prompt).
@@ -188,6 +210,10 @@ class MaskDecoder(nn.Module):
         mask_tokens_out = hs[:, first + 1: first + 1 + self.num_mask_tokens]
 
         iou_pred = self.iou_prediction_head(iou_token_out)
+        if fast:
+            masks = self.upscale_tokens(src.reshape(batch, h, w, c), mask_tokens_out, high_res_features, output_slice)
+            object_score_logits = self.object_scores(hs, iou_pred)
+            return masks, iou_pred, mask_tokens_out, object_score_logits
         rows = None
         if iou_floor is not None:
             rows = torch.nonzero((iou_pred[:, output_slice] > iou_floor).any(dim=1)).flatten()
@@ -204,11 +230,35 @@ class MaskDecoder(nn.Module):
         else:
             masks = self.upscale_masks(src.transpose(1, 2).reshape(batch, c, h, w), mask_tokens_out,
                                        high_res_features)
+        return masks, iou_pred, mask_tokens_out, self.object_scores(hs, iou_pred)
+
+    def object_scores(self, hs: torch.Tensor, iou_pred: torch.Tensor) -> torch.Tensor:
+        """[B, 1] object-score logits from the transformer's tokens (a constant without the head)."""
         if self.pred_obj_scores:
-            object_score_logits = self.pred_obj_score_head(hs[:, 0])
+            return self.pred_obj_score_head(hs[:, 0])
+        return iou_pred.new_full((iou_pred.shape[0], 1), ALWAYS_PRESENT_SCORE)
+
+    def upscale_tokens(self, tokens: torch.Tensor, mask_tokens_out: torch.Tensor,
+                       high_res_features: list[torch.Tensor] | None, outputs: slice) -> torch.Tensor:
+        """`upscale_masks` channels last (the matmul_convs fast path): image tokens as a map
+        [B, h, w, C] -> [B, T', 4h, 4w] logits of the mask tokens in `outputs`."""
+        dc1, ln1, act1, dc2, act2 = self.output_upscaling
+        up = conv_transpose2x2_nhwc(tokens, dc1)
+        if self.use_high_res_features:
+            if high_res_features is None:
+                raise ValueError("this decoder uses high-resolution features; none were given")
+            feat_s0, feat_s1 = (f.permute(0, 2, 3, 1) for f in high_res_features)
+            up = act1(layer_norm_nhwc(up + feat_s1, ln1))
+            up = act2(conv_transpose2x2_nhwc(up, dc2) + feat_s0)
         else:
-            object_score_logits = iou_pred.new_full((iou_pred.shape[0], 1), ALWAYS_PRESENT_SCORE)
-        return masks, iou_pred, mask_tokens_out, object_score_logits
+            up = act2(conv_transpose2x2_nhwc(act1(layer_norm_nhwc(up, ln1)), dc2))
+        # Every hypernetwork runs (a few vectors each), so that the unused ones get zero gradients
+        # as in the plain path, not none (AdamW still decays weights whose gradient is zero).
+        hyper_in = torch.stack([mlp(mask_tokens_out[:, i]) for i, mlp in enumerate(self.output_hypernetworks_mlps)],
+                               dim=1)[:, outputs]
+        b, h, w, c = up.shape
+        # [B, h*w, C] x [B, C, T']: the gradient of `up` comes back contiguous (for the GELU's backward).
+        return (up.reshape(b, h * w, c) @ hyper_in.transpose(1, 2)).transpose(1, 2).reshape(b, -1, h, w)
 
     def upscale_masks(self, src: torch.Tensor, mask_tokens_out: torch.Tensor,
                       high_res_features: list[torch.Tensor] | None) -> torch.Tensor:

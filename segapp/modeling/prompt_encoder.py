@@ -4,7 +4,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from segapp.modeling.layers import LayerNorm2d, activation_layer
+from segapp.modeling.layers import (LayerNorm2d, activation_layer, conv1x1_nhwc, conv2x2_nhwc,
+                                    layer_norm_nhwc)
 from segapp.modeling.position_encoding import RandomFourierEncoding
 
 # Point labels understood by the prompt encoder.
@@ -59,6 +60,12 @@ class PromptEncoder(nn.Module):
         encodings: what a small model trained on a few hundred images can use (as RITM's click
         maps). The downscaler's last layer starts at zero, so adding it to trained weights
         changes nothing until it is trained.
+      matmul_convs: fast path in training mode: the downscalers run as matrix products on
+        channels-last maps (`layers.conv2x2_nhwc`; same parameters, the same result up to float
+        rounding, a fraction of the CPU time of the convolution kernels on these few channels,
+        backward included), and the dense embedding comes out channels-last (a [B, C, h, w] view
+        of [B, h, w, C]), the token layout of the decoder's transformer. In eval mode, and with
+        False, the plain convolutions.
     """
 
     def __init__(
@@ -70,8 +77,10 @@ class PromptEncoder(nn.Module):
         activation: str = "gelu",
         box_mask_prompt: bool = False,
         click_map_sigma: float = 0.0,
+        matmul_convs: bool = True,
     ) -> None:
         super().__init__()
+        self.matmul_convs = matmul_convs
         self.box_mask_prompt = box_mask_prompt
         if click_map_sigma < 0:
             raise ValueError(f"click_map_sigma must be >= 0 (0 turns click maps off), got {click_map_sigma}")
@@ -149,20 +158,37 @@ class PromptEncoder(nn.Module):
             sparse.append(self.embed_points(points[0], points[1], pad=boxes is None))
         if boxes is not None:
             sparse.append(self.embed_boxes(boxes))
+        fast = self.training and self.matmul_convs
         if masks is not None:
-            dense = self.mask_downscaling(masks)
+            dense = self.downscale(self.mask_downscaling, masks, fast)
         else:
             dense = self.no_mask_embed.weight.reshape(1, -1, 1, 1).expand(batch, -1, *self.image_embedding_size)
             if self.box_mask_prompt and (points is not None or boxes is not None):
                 drawn, has_box = self.draw_boxes(points, boxes)
                 if bool(has_box.any()):
-                    dense = torch.where(has_box.reshape(-1, 1, 1, 1), self.mask_downscaling(drawn), dense)
+                    dense = torch.where(has_box.reshape(-1, 1, 1, 1), self.downscale(self.mask_downscaling, drawn, fast),
+                                        dense)
         if self.click_map_sigma > 0 and points is not None:
-            dense = dense + self.click_downscaling(self.draw_clicks(*points))
+            clicks = self.draw_clicks(*points, channels_last=fast)
+            dense = dense + self.downscale(self.click_downscaling, clicks, fast, channels_last_input=True)
         return torch.cat(sparse, dim=1), dense
 
-    def draw_clicks(self, coords: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        """Clicks as a [B, 2, 4h, 4w] map: channel 0 positive, 1 negative clicks.
+    @staticmethod
+    def downscale(downscaling: nn.Sequential, maps: torch.Tensor, fast: bool,
+                  channels_last_input: bool = False) -> torch.Tensor:
+        """maps [B, Cin, 4h, 4w] (with `fast` and `channels_last_input`: [B, 4h, 4w, Cin]) through a
+        downscaler -> [B, C, h, w]; `fast`: as matrix products, channels last (see matmul_convs)."""
+        if not fast:
+            return downscaling(maps)
+        conv1, norm1, act1, conv2, norm2, act2, conv3 = downscaling
+        x = maps if channels_last_input else maps.permute(0, 2, 3, 1)
+        x = act1(layer_norm_nhwc(conv2x2_nhwc(x, conv1), norm1))
+        x = act2(layer_norm_nhwc(conv2x2_nhwc(x, conv2), norm2))
+        return conv1x1_nhwc(x, conv3).permute(0, 3, 1, 2)
+
+    def draw_clicks(self, coords: torch.Tensor, labels: torch.Tensor, channels_last: bool = False) -> torch.Tensor:
+        """Clicks as a [B, 2, 4h, 4w] map (channels_last: [B, 4h, 4w, 2]): channel 0 positive, 1
+        negative clicks.
 
         coords: [B, N, 2] xy in model-input pixels; labels: [B, N] (box corners and padding
         are not clicks and are left out). Each cell holds the largest Gaussian bump
@@ -171,7 +197,8 @@ class PromptEncoder(nn.Module):
         side = self.mask_input_size[0]
         dtype = self.no_mask_embed.weight.dtype
         if coords.shape[1] == 0:
-            return coords.new_zeros(coords.shape[0], CLICK_MAP_CHANNELS, side, side, dtype=dtype)
+            shape = (side, side, CLICK_MAP_CHANNELS) if channels_last else (CLICK_MAP_CHANNELS, side, side)
+            return coords.new_zeros(coords.shape[0], *shape, dtype=dtype)
         cell = self.input_image_size[0] / side
         centres = (torch.arange(side, device=coords.device, dtype=torch.float32) + 0.5) * cell
         xy = coords.float() + 0.5
@@ -184,7 +211,7 @@ class PromptEncoder(nn.Module):
         bumps = torch.exp(dy2 * scale).unsqueeze(-1) * torch.exp(dx2 * scale).unsqueeze(-2)  # [B, N, side, side]
         maps = [torch.where((labels == label).view(*labels.shape, 1, 1), bumps, 0.0).amax(dim=1)
                 for label in (LABEL_POSITIVE, LABEL_NEGATIVE)]
-        return torch.stack(maps, dim=1).to(dtype)
+        return torch.stack(maps, dim=-1 if channels_last else 1).to(dtype)
 
     def draw_boxes(
         self, points: tuple[torch.Tensor, torch.Tensor] | None, boxes: torch.Tensor | None

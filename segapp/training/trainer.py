@@ -149,8 +149,11 @@ class Trainer(EpochRun):
             use_box = bool(torch.rand((), generator=generator, device=self.device) < cfg.prob_box)
         with self._autocast():
             embedding = model.embed_images(batch.images)
-            image_embed = embedding.image_embed[batch.image_index]
-            high_res = [f[batch.image_index] for f in embedding.high_res_feats] or None
+            # Channels last, the layout in which the decoder's training fast path reads them
+            # (MaskDecoder matmul_convs): converted once per image, not once per round and prompt.
+            image_embed, *high_res = (f.contiguous(memory_format=torch.channels_last)[batch.image_index]
+                                      for f in (embedding.image_embed, *embedding.high_res_feats))
+            high_res = high_res or None
             image_pe = model.prompt_encoder.get_dense_pe()
             if use_box:
                 coords, labels = P.box_prompts(targets, generator)

@@ -1,0 +1,161 @@
+"""Training fast paths against their plain twins: the same outputs and the same gradients.
+
+- PromptEncoder(matmul_convs) and MaskDecoder(matmul_convs): in training mode the small 2x2
+  convolutions run as matrix products on channels-last maps; the plain path (False, or eval
+  mode) runs the convolution modules. Checked on segapp_small's layout (box drawn as a dense
+  prompt, click maps, high-resolution features) with random weights.
+- A whole training loss (`Trainer.compute_loss`: encoder, every prompt round, losses) and its
+  gradients, fast against plain.
+"""
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+from test_train_data import make_coco
+
+import reference
+from segapp.build import build_model
+from segapp.modeling.layers import conv1x1_nhwc, conv2x2_nhwc, conv_transpose2x2_nhwc
+from segapp.training import AugmentConfig, CocoInstanceDataset, TrainConfig, Trainer
+from segapp.training.data import collate
+
+SIZE = 128
+CL = torch.channels_last
+
+
+def _small(seed: int = 0):
+    torch.manual_seed(seed)
+    model = build_model("segapp_small", device="cpu", image_size=SIZE, random_init=True)
+    with torch.no_grad():
+        reference.randomize_(model, seed)  # the click downscaler's zero-initialised last layer too
+    return model.train()
+
+
+def _plain(model):
+    twin = copy.deepcopy(model)
+    for part in (twin.prompt_encoder, twin.mask_decoder):
+        assert part.matmul_convs
+        part.matmul_convs = False
+    return twin
+
+
+def _close(fast: torch.Tensor, plain: torch.Tensor, what: str, rtol: float = 1e-4) -> None:
+    """Equal up to float rounding relative to the tensor's scale (gradients that are zero in
+    exact arithmetic, e.g. of attention key biases, are rounding noise on both sides)."""
+    scale = plain.abs().max().clamp(min=1e-6)
+    assert fast.shape == plain.shape, (what, fast.shape, plain.shape)
+    assert ((fast - plain).abs().max() / scale).item() < rtol, what
+
+
+def _grads(model) -> dict[str, torch.Tensor | None]:
+    return {n: None if p.grad is None else p.grad.clone() for n, p in model.named_parameters()}
+
+
+def _same_grads(fast_model, plain_model) -> None:
+    """Every gradient equal up to float rounding, relative to its own scale or, for gradients
+    that are zero in exact arithmetic (attention key biases), to the largest of the model's."""
+    fast, plain = _grads(fast_model), _grads(plain_model)
+    top = max(g.abs().max() for g in plain.values() if g is not None)
+    for name, g in plain.items():
+        # A parameter the plain path reaches with a zero gradient must get one (not None):
+        # AdamW still decays it.
+        assert (fast[name] is None) == (g is None), name
+        if g is not None:
+            torch.testing.assert_close(fast[name], g, rtol=1e-4, atol=1e-5 * float(top), msg=name)
+
+
+def test_patch_matmuls_equal_the_convolutions():
+    torch.manual_seed(0)
+    x = torch.randn(3, 6, 8, 10)
+    down = torch.nn.Conv2d(6, 5, kernel_size=2, stride=2)
+    up = torch.nn.ConvTranspose2d(6, 4, kernel_size=2, stride=2)
+    one = torch.nn.Conv2d(6, 7, kernel_size=1)
+    nhwc = x.permute(0, 2, 3, 1)
+    torch.testing.assert_close(conv2x2_nhwc(nhwc, down).permute(0, 3, 1, 2), down(x), rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(conv_transpose2x2_nhwc(nhwc, up).permute(0, 3, 1, 2), up(x), rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(conv1x1_nhwc(nhwc, one).permute(0, 3, 1, 2), one(x), rtol=1e-5, atol=1e-5)
+    with pytest.raises(ValueError, match="2x2 stride-2"):
+        conv2x2_nhwc(nhwc, torch.nn.Conv2d(6, 5, kernel_size=3, stride=2))
+
+
+@pytest.mark.parametrize("kind", ["mask_and_clicks", "box_first", "point_first"])
+def test_prompt_encoder_matmul_convs_equal_plain(kind):
+    model = _small()
+    fast, plain = model.prompt_encoder, _plain(model).prompt_encoder
+    assert fast.box_mask_prompt and fast.click_map_sigma > 0  # what segapp_small uses
+    gen = torch.Generator().manual_seed(1)
+    p, side = 5, fast.mask_input_size[0]
+    if kind == "box_first":
+        coords = torch.rand(p, 2, 2, generator=gen).sort(dim=1).values * SIZE
+        labels = torch.tensor([2, 3]).expand(p, 2)
+        masks = None
+    else:
+        coords = torch.rand(p, 4, 2, generator=gen) * SIZE
+        labels = torch.randint(0, 2, (p, 4), generator=gen)
+        labels[0, -1] = -1  # a padding point
+        masks = torch.randn(p, 1, side, side, generator=gen) * 8 if kind == "mask_and_clicks" else None
+    outs = []
+    for encoder in (fast, plain):
+        sparse, dense = encoder(points=(coords, labels), boxes=None, masks=masks)
+        (sparse.square().sum() + dense.sin().sum()).backward()
+        outs.append((sparse, dense))
+    _close(outs[0][0], outs[1][0], "sparse")
+    _close(outs[0][1], outs[1][1], "dense")
+    _same_grads(fast, plain)
+    # Eval mode is the plain path, bit for bit.
+    fast.eval(), plain.eval()
+    assert torch.equal(fast(points=(coords, labels), boxes=None, masks=masks)[1],
+                       plain(points=(coords, labels), boxes=None, masks=masks)[1])
+
+
+@pytest.mark.parametrize("multimask", [False, True])
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_mask_decoder_matmul_convs_equal_plain(multimask, channels_last):
+    model = _small()
+    fast, plain = model.mask_decoder, _plain(model).mask_decoder
+    gen = torch.Generator().manual_seed(2)
+    p, c, h = 4, fast.transformer_dim, SIZE // 16
+    fmt = CL if channels_last else torch.contiguous_format
+    image = torch.randn(p, c, h, h, generator=gen).contiguous(memory_format=fmt)
+    high_res = [torch.randn(p, c // 8, 4 * h, 4 * h, generator=gen).contiguous(memory_format=fmt),
+                torch.randn(p, c // 4, 2 * h, 2 * h, generator=gen).contiguous(memory_format=fmt)]
+    sparse = torch.randn(p, 3, c, generator=gen)
+    dense = torch.randn(p, c, h, h, generator=gen)
+    pe = torch.randn(1, c, h, h, generator=gen)
+    outs, inputs = [], []
+    for decoder in (fast, plain):
+        leaves = [t.detach().clone().requires_grad_() for t in (image, *high_res, sparse, dense)]
+        out = decoder(image_embeddings=leaves[0], image_pe=pe, sparse_prompt_embeddings=leaves[3],
+                      dense_prompt_embeddings=leaves[4], multimask_output=multimask, repeat_image=False,
+                      high_res_features=leaves[1:3])
+        (out.masks.sin().sum() + out.iou_pred.square().sum() + out.object_score_logits.sum()
+         + out.sam_tokens.square().sum()).backward()
+        outs.append(out)
+        inputs.append(leaves)
+    for name in ("masks", "iou_pred", "sam_tokens", "object_score_logits"):
+        _close(getattr(outs[0], name), getattr(outs[1], name), name)
+    for i, (a, b) in enumerate(zip(*inputs)):
+        _close(a.grad, b.grad, f"input {i}")
+    _same_grads(fast, plain)
+
+
+@pytest.mark.parametrize("use_box", [True, False])
+def test_training_loss_and_gradients_fast_equal_plain(tmp_path, use_box):
+    ann, images = make_coco(tmp_path)
+    data = CocoInstanceDataset(ann, images, SIZE, augment=AugmentConfig.none())
+    batch = collate([data[0], data[1]])
+    config = TrainConfig(batch_size=2, instances_per_image=2, correction_rounds=3, augment=AugmentConfig.none())
+    results = []
+    for model in (_small(), _plain(_small())):
+        trainer = Trainer(model, data, config, tmp_path / f"out{len(results)}")
+        model.train()
+        torch.manual_seed(0)  # the trunk's stochastic depth draws from the global generator
+        loss, stats = trainer.compute_loss(batch, trainer.generator(7), use_box)
+        loss.backward()
+        results.append((model, loss.detach(), stats.values))
+    (fast, fast_loss, fast_stats), (plain, plain_loss, plain_stats) = results
+    _close(fast_loss, plain_loss, "loss", rtol=1e-5)
+    _close(fast_stats, plain_stats, "statistics", rtol=1e-5)
+    _same_grads(fast, plain)
