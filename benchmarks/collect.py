@@ -10,9 +10,10 @@ from __future__ import annotations
 from pathlib import Path
 
 DOCS = Path(__file__).resolve().parents[1] / "docs"
-ORDER = ["image", "box", "amg", "video", "segment", "train", "bundled_model"]
+ORDER = ["image", "box", "amg", "video", "segment", "train", "bundled_model", "click_candidates"]
 SCRIPTS = {"image": "bench_image.py", "box": "bench_box.py", "amg": "bench_amg.py", "video": "bench_video.py",
-           "segment": "bench_segment.py", "train": "bench_train.py"}
+           "segment": "bench_segment.py", "train": "bench_train.py",
+           "click_candidates": "bench_click_candidates.py"}
 
 
 def main() -> None:
