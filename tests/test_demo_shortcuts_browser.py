@@ -53,7 +53,7 @@ def test_image_tab_shortcuts_and_view_in_chromium(chromium, server, tmp_path):
             status, legend = page.locator("#status"), page.locator("#objects_legend")
 
             # The help panel lists the shortcuts.
-            page.get_by_text("Keyboard and mouse shortcuts").click()
+            page.locator("#shortcuts_help").get_by_text("Keyboard and mouse shortcuts").click()
             table = page.locator("#shortcuts_table")
             for keys in ("Ctrl+Shift+Z", "Shift+N", "Right-click", "Esc", "Delete"):
                 expect(table).to_contain_text(keys)

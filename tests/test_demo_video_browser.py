@@ -1,8 +1,10 @@
 """The video tab driven as an annotator would, in Debian's chromium (Playwright), issue 16:
-clicks, a right-click (negative), a dragged box, Esc forgetting a half box, a two-click box,
-rename and class label, the warning for objects not propagated, Stop during a propagation (the
-frames done keep their masks), playback of the tracked result without downloading, delete /
-undo / redo / clear, and the downloads' content. One page load drives every step (the browser
+the shortcuts' help panel, Delete with nothing selected (a warning toast, no error badges),
+clicks, a right-click (negative), a dragged box, Esc forgetting a half box, a two-click box, the
+low-quality flag, rename and class label, the warning for objects not propagated, a preview
+that plays the frames tracked so far while a propagation runs, Stop (the frames done keep their
+masks), playback of the tracked result without downloading, delete / undo / redo / clear (no
+stale timing in the status), and the downloads' content. One page load drives every step (the browser
 costs CPU). A screenshot of the tab is kept in test-artifacts/demo_video_tab.png (demo/README.md).
 """
 from __future__ import annotations
@@ -28,13 +30,14 @@ av = pytest.importorskip("av")
 
 FRAMES, SIDE = 8, 96
 # Seconds each tracked frame takes while `slow` is on: long enough to press Stop mid-run.
-SLOW_FRAME_S = 0.6
+SLOW_FRAME_S = 0.8
 
 
 @pytest.fixture(scope="module")
 def video_server():
     """The demo on a test model whose object-score head says "object present" (random weights
-    otherwise find no object on any frame); `slow["on"]` makes each tracked frame take SLOW_FRAME_S."""
+    otherwise find no object on any frame) and whose IoU head rates every mask poor (about 0.3:
+    each object gets the low-quality flag); `slow["on"]` makes each tracked frame take SLOW_FRAME_S."""
     from segapp.demo.app import launch
 
     torch.manual_seed(0)
@@ -42,6 +45,7 @@ def video_server():
     head = model.mask_decoder.pred_obj_score_head
     with torch.no_grad():
         (head.layers[-1] if hasattr(head, "layers") else head).bias += 20.0
+        model.mask_decoder.iou_prediction_head.layers[-1].bias -= 1.0  # before its sigmoid: 0.53 -> 0.29
     service = DemoService(model)
     predictor = service.runtime.video_predictor
     walk, slow = predictor.propagate_in_video, {"on": False}
@@ -91,6 +95,15 @@ def test_video_tab_edits_stop_and_playback_in_chromium(chromium, video_server, t
                 page.locator("#video_warning")
             button = lambda name: page.locator(f"#video_{name}")  # noqa: E731
 
+            # The shortcuts' help panel is on this tab too.
+            help_panel = page.locator("#video_shortcuts_help")
+            expect(help_panel).to_be_visible()
+            help_panel.get_by_text("Keyboard and mouse shortcuts").click()
+            for keys in ("Ctrl+Shift+Z", "Shift+N", "Right-click", "Esc", "Delete or Backspace"):
+                expect(page.locator("#video_shortcuts_table")).to_contain_text(keys)
+            help_panel.get_by_text("Keyboard and mouse shortcuts").click()
+            expect(page.locator("#video_shortcuts_table")).to_be_hidden()
+
             page.set_input_files("#video_input input[type=file]", str(clip))
             expect(status).to_contain_text(f"{FRAMES} frames, {SIDE}x{SIDE}")
             page.wait_for_function("() => { const e = document.querySelector('#video_frame img');"
@@ -102,6 +115,15 @@ def test_video_tab_edits_stop_and_playback_in_chromium(chromium, video_server, t
             expect(button("new_object_button")).to_be_enabled()
             frame = page.locator("#video_frame img").first
 
+            # The Delete key with nothing selected: a warning toast; no error badges, the frame stays.
+            page.evaluate("() => document.activeElement && document.activeElement.blur()")
+            page.keyboard.press("Delete")
+            toast = page.locator("[data-testid=toast-body].warning")
+            expect(toast.first).to_contain_text("select an object to delete")
+            assert page.locator(".error").count() == 0
+            expect(frame).to_be_visible()
+            expect(status).to_contain_text(f"{FRAMES} frames, {SIDE}x{SIDE}")
+
             # A click starts object 1, which is flagged as not propagated.
             frame.click(position=content_position(frame, 30, 35))
             expect(status).to_contain_text("click on frame 0")
@@ -109,6 +131,11 @@ def test_video_tab_edits_stop_and_playback_in_chromium(chromium, video_server, t
             expect(warning).to_contain_text("not propagated since their last prompts: object 1")
             expect(button("undo_button")).to_be_enabled()
             expect(page.locator("#video_name textarea, #video_name input").first).to_have_value("object 1")
+            # Its mask is rated poor by the model: flagged, with the hint to add a click.
+            expect(objects).to_contain_text("object 1 (id 1) ⚠ not propagated ⚠ low quality")
+            quality = page.locator("#video_quality")
+            expect(quality).to_contain_text("object 1 on frame 0: predicted IoU 0.")
+            expect(quality).to_contain_text("is low; add a click: positive on a part it misses")
 
             # A right-click is a negative click (in positive mode), on the pixel under the pointer.
             steps = undo_steps(status)
@@ -158,14 +185,19 @@ def test_video_tab_edits_stop_and_playback_in_chromium(chromium, video_server, t
             button("label_button").click()
             expect(objects).to_contain_text("crate [car] (id 2) ⚠ not propagated")
 
-            # Stop during a slow propagation: the frames done keep their masks, the status says how many.
+            # During a slow propagation the player gets the frames tracked so far; Stop: the frames
+            # done keep their masks, the status says how many.
             slow["on"] = True
             button("propagate_both").click()
             expect(button("stop_button")).to_be_enabled()
             expect(button("undo_button")).to_be_disabled()  # nothing else acts while it runs
+            growing = wait_playable(page)  # before the run ends (at ~2 s; the run takes 8 x 0.8 s)
+            expect(button("stop_button")).to_be_enabled()
             button("stop_button").click()
             expect(status).to_contain_text("stopped: the other frames keep the masks they had")
             slow["on"] = False
+            so_far = decode(page.request.get(growing["src"]).body())
+            assert 1 <= len(so_far) < FRAMES and growing["width"] == SIDE, (len(so_far), growing)
             text = status.inner_text()
             done = int(text.split("propagate both (")[1].split(" of ")[0])
             assert 1 <= done < FRAMES, text
@@ -177,11 +209,16 @@ def test_video_tab_edits_stop_and_playback_in_chromium(chromium, video_server, t
             with zipfile.ZipFile(download(page, "masks", tmp_path / "stopped.zip")) as zf:
                 assert sorted(zf.namelist()) == [f"frames/{f:05d}.png" for f in range(done)]
 
-            # The tracked result plays in the page without downloading: every frame, tinted where tracked.
+            # The tracked result plays in the page without downloading: every frame, tinted where
+            # tracked (the frames done, more than the growing preview had).
+            page.wait_for_function("(src) => { const v = document.querySelector('#video_preview video');"
+                                   " return v && v.src && v.src !== src; }", arg=growing["src"])
             played = wait_playable(page)
             assert played["duration"] > 0 and played["width"] == SIDE, played
             frames = decode(page.request.get(played["src"]).body())
-            assert len(frames) == FRAMES
+            assert len(frames) == FRAMES and done >= len(so_far)
+            for f in range(len(so_far)):  # the frames of the growing preview, the same again
+                assert np.abs(frames[f].astype(int) - so_far[f].astype(int)).mean() < 8, f
 
             # A complete propagation tracks both objects on every frame; the warning goes.
             button("propagate_both").click()
@@ -200,6 +237,7 @@ def test_video_tab_edits_stop_and_playback_in_chromium(chromium, video_server, t
             expect(button("delete_button")).to_be_disabled()  # nothing selected now
             button("undo_button").click()
             expect(objects).to_contain_text("crate [car] (id 2)")
+            expect(status).not_to_contain_text("propagate both")  # the timing is not this step's
             button("redo_button").click()
             expect(objects).not_to_contain_text("crate")
             button("undo_button").click()
@@ -226,6 +264,7 @@ def test_video_tab_edits_stop_and_playback_in_chromium(chromium, video_server, t
             with zipfile.ZipFile(download(page, "masks", tmp_path / "masks.zip")) as zf:
                 names = sorted(zf.namelist())
                 last = np.asarray(Image.open(io.BytesIO(zf.read(names[-1]))))
+            dismiss_toasts(page)  # not over the screenshot
             page.locator("#video_tab").screenshot(path=str(ARTIFACTS / "demo_video_tab.png"))
 
             # Track everything replaces the objects (segment everything on frame 0 here), undoably.
@@ -243,6 +282,19 @@ def test_video_tab_edits_stop_and_playback_in_chromium(chromium, video_server, t
     crates = [a for a in coco["annotations"] if a["object_id"] == 2]
     assert len(crates) == FRAMES and {a["category_id"] for a in crates} == {car}
     assert {a["name"] for a in crates} == {"crate"}
+
+
+def dismiss_toasts(page) -> None:
+    """Close the toasts shown (Gradio groups them; each close button closes a group)."""
+    from playwright.sync_api import expect
+
+    closes = page.locator("[data-testid=toast-close]")
+    for _ in range(10):
+        if not closes.count():
+            break
+        closes.first.click()
+        page.wait_for_timeout(300)
+    expect(page.locator("[data-testid=toast-body]")).to_have_count(0)
 
 
 def undo_steps(status) -> int:

@@ -1,6 +1,7 @@
 """The video tab's editing, service side (issue 16): undo/redo, delete, rename, class labels,
-clear, box prompts, Stop during propagation, and the objects prompted after the last
-propagation. Each test asserts what the user sees: masks on frames, warnings, exports."""
+clear, box prompts, Stop during propagation, the objects prompted after the last propagation,
+low-quality flags and the status's timings. Each test asserts what the user sees: masks on
+frames, warnings, exports."""
 from __future__ import annotations
 
 import json
@@ -10,7 +11,8 @@ import pytest
 import torch
 
 import segapp
-from segapp.service import DemoError, Runtime, VideoService, exports
+from segapp.service import DemoError, ImageService, Runtime, VideoService, exports
+from segapp.service.types import LOW_QUALITY_IOU, QualityFlag
 from test_demo_service import clip  # noqa: F401 (a 6-frame synthetic MP4)
 
 
@@ -126,7 +128,7 @@ def test_stop_ends_propagation_between_frames(video, sid):
     session = video.get_session(sid)
     video.click(sid, 0, 30, 35)
     steps = video.propagate(sid, "forward", start_frame=0)
-    frame_idx, done, total, _ = next(steps)
+    frame_idx, done, total = next(steps)[:3]
     assert (frame_idx, done, total) == (0, 1, 6)
     assert video.stop(sid)  # while the propagation holds the session
     rest = list(steps)
@@ -185,3 +187,55 @@ def test_stop_ends_track_everything_between_frames(video, clip):
     assert session.timings[0].warning == "stopped after 1 of 6 frames"
     assert auto.undo(sid) and session.results == {} and session.objects == []
     auto.close_session(sid)
+
+
+def test_low_quality_video_masks_are_flagged_with_the_image_tabs_hint(video, sid, monkeypatch):
+    """As on the image tab (one threshold, one hint): an object whose latest prompt gave a mask
+    the model rates below LOW_QUALITY_IOU is flagged, naming the frame; a better click clears it."""
+    session = video.get_session(sid)
+    video.click(sid, 0, 30, 35)
+    (obj,) = session.objects
+    assert obj.score == pytest.approx(video.predictor.prompt_iou(session.state, 0, 1)) and obj.score_frame == 0
+    assert isinstance(obj, QualityFlag) and obj.low_quality == (obj.score < LOW_QUALITY_IOU)
+    images = ImageService(video.runtime)  # the same click on the same picture: the image tab's score
+    image_sid = images.create_session()
+    images.set_image(image_sid, session.state.frames.get(0))
+    images.click(image_sid, 30, 35, "positive")
+    assert obj.score == pytest.approx(images.get_session(image_sid).objects[0].score, abs=1e-3)
+    monkeypatch.setattr(video.predictor, "prompt_iou", lambda *a: 0.12)
+    video.new_object(sid, "blob")
+    video.click(sid, 3, 60, 60)
+    blob = session.get_object(2)
+    assert blob.low_quality and blob.score_frame == 3
+    assert blob.quality_hint == ("blob on frame 3: predicted IoU 0.12 is low; add a click: positive on a part it "
+                                 "misses, negative on a part it wrongly covers")
+    assert blob.quality_hint in session.quality_hints
+    list(video.propagate(sid, "forward", start_frame=0))
+    assert session.get_object(2).low_quality  # tracking keeps the flag of the prompt
+    monkeypatch.setattr(video.predictor, "prompt_iou", lambda *a: 0.9)
+    video.click(sid, 3, 62, 60)
+    assert not session.get_object(2).low_quality and session.get_object(2).quality_hint == ""
+    assert blob.quality_hint not in session.quality_hints
+    assert video.undo(sid) and session.get_object(2).low_quality  # the flag follows the history
+
+
+def test_status_timing_is_shown_only_at_the_revision_it_made(video, sid):
+    """The video tab's status (widgets.timing_text, shared with the image tab) drops a step's
+    timing once anything changed since: an undo, a rename, a delete."""
+    from segapp.demo.widgets import timing_text
+
+    session = video.get_session(sid)
+    assert timing_text(session) == ""
+    video.click(sid, 0, 30, 35)
+    assert timing_text(session).startswith("click on frame 0: ")
+    video.click(sid, 0, 60, 60, positive=False)
+    assert video.undo(sid)
+    assert timing_text(session) == ""  # the undone click's timing is not shown
+    list(video.propagate(sid, "forward", start_frame=0))
+    assert timing_text(session).startswith("propagate forward (6 frames): ")
+    video.rename_object(sid, 1, "crate")
+    assert timing_text(session) == ""
+    video.click(sid, 2, 30, 35)
+    assert timing_text(session).startswith("click on frame 2: ")
+    video.delete_object(sid)
+    assert timing_text(session) == ""

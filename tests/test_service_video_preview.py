@@ -1,11 +1,15 @@
 """The video tab's playback of the tracked masks (issue 16): VideoService.preview writes a
-small browser-playable MP4 of every frame with the masks found so far, no download needed."""
+small browser-playable MP4 of every frame with the masks found so far, no download needed, and
+a propagation writes one of the frames tracked so far while it runs (LiveVideo)."""
 from __future__ import annotations
+
+from pathlib import Path
 
 import numpy as np
 import pytest
 
 from segapp.service import VideoService, exports, video_exports
+from segapp.service.video_progress import LIVE_VIDEO_INTERVAL_S, LIVE_VIDEO_MAX_SHARE, LiveVideo
 from test_service_video_edits import clip, sid, video  # noqa: F401  (the fixtures)
 
 av = pytest.importorskip("av")
@@ -54,3 +58,43 @@ def test_a_half_drawn_box_corner_is_marked_on_the_frame(video: VideoService, sid
     assert tuple(marked[50, 40]) == exports.BOX_COLOR and tuple(plain[50, 40]) != exports.BOX_COLOR
     changed = np.argwhere((marked != plain).any(axis=2))
     assert np.abs(changed - (50, 40)).max() <= 20  # a marker there, nothing drawn elsewhere
+
+
+def test_a_run_plays_a_growing_preview_of_the_frames_tracked_so_far(video: VideoService, sid, tmp_path):  # noqa: F811
+    """While a propagation runs, the tab's player gets an MP4 of the frames tracked so far (in
+    frame order, with their masks), each replacing the last; a Stop keeps the frames done."""
+    session = video.get_session(sid)
+    plain = [session.state.frames.get(f) for f in range(6)]
+    video.click(sid, 2, 30, 35)
+    live = LiveVideo(tmp_path, interval=0.0)  # as often as the cost bound allows
+    videos, done = [], []
+    for step in video.propagate(sid, "both", start_frame=2, live=live):
+        done.append(step.frame_idx)
+        if step.video is not None:
+            assert step.done < step.total  # the last one is the whole video's (VideoService.preview)
+            codec, frames = decoded(step.video)
+            assert codec == "h264" and len(frames) == step.done
+            assert list(tmp_path.glob("*.mp4")) == [step.video]  # the earlier one was deleted
+            for frame, f in zip(frames, sorted(done)):  # each tracked frame, tinted
+                assert np.abs(frame.astype(int) - plain[f].astype(int)).mean() > 3, f
+            videos.append(step.done)
+    assert videos and videos[0] == 1 and videos == sorted(videos), videos
+
+    video.click(sid, 0, 60, 60)
+    steps = video.propagate(sid, "forward", start_frame=0, live=LiveVideo(tmp_path / "stopped", interval=0.0))
+    first, second = next(steps), next(steps)
+    video.stop(sid)
+    assert len(list(steps)) <= 1  # ends after the frame it is on
+    assert first.video is not None and len(decoded(first.video)[1]) == 1
+    assert sorted(session.results) == list(range(6))
+
+
+def test_the_growing_preview_is_written_at_a_bounded_cost():
+    """Written again from its first frame each time, it waits max(interval, time taken / max_share)
+    after the last: writing it takes at most about max_share of the run."""
+    live = LiveVideo(Path("unused"), interval=2.0, max_share=0.2)
+    assert (live.interval, live.max_share) == (LIVE_VIDEO_INTERVAL_S, LIVE_VIDEO_MAX_SHARE)
+    live.written_at, live.took = 100.0, 0.1
+    assert not live.due(101.9) and live.due(102.0)
+    live.took = 1.0  # a long video: 1 s per write, so one write per 5 s
+    assert not live.due(104.9) and live.due(105.0)

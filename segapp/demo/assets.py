@@ -3,7 +3,7 @@
 The shortcuts work on the tab shown, the image tab or the video tab (`TABS`: their ids differ by
 a prefix). The script talks to a tab only through its own components: a shortcut that has a
 button presses that button (so a disabled button stays inert), and the actions that have none
-(a click or right-click on the canvas, a dragged box, Esc, and the image tab's Delete) write a
+(a click or right-click on the canvas, a dragged box, Esc, and Delete) write a
 small JSON command into the tab's hidden textbox (e.g. `#image_command`) and press its hidden
 button (`#image_command_button`); the tab's handler reads it and calls the service. Clicks are
 mapped to the picture's pixels here, for both canvases. `SHORTCUTS` is the one list the help
@@ -29,12 +29,11 @@ SHORTCUTS: tuple[tuple[str, str], ...] = (
 )
 
 # The tabs the script drives: the prefix of their buttons' ids, the canvas's id, the hidden
-# command textbox's id (its button: the same + "_button", its row: + "_row"), and whether the
-# Delete key sends a command (which says why when nothing is selected) or presses the tab's
-# Delete button.
+# command textbox's id (its button: the same + "_button", its row: + "_row"). The Delete key
+# sends a command, not the tab's Delete button (disabled with nothing selected): the tab says why.
 TABS: tuple[dict, ...] = (
-    {"prefix": "", "canvas": "image_canvas", "command": "image_command", "delete_command": True},
-    {"prefix": "video_", "canvas": "video_frame", "command": "video_command", "delete_command": False},
+    {"prefix": "", "canvas": "image_canvas", "command": "image_command"},
+    {"prefix": "video_", "canvas": "video_frame", "command": "video_command"},
 )
 
 # A drag shorter than this (screen pixels) is a click, not a box.
@@ -174,9 +173,9 @@ _SCRIPT = r"""
     if (key === 'n') return mode('negative');
     if (key === 'b') return mode('box');
     if (key === 'delete' || key === 'backspace') {
-      // A tab with a Delete command says why when nothing is selected; else its (disabled) button.
+      // A command, not the Delete button (disabled with nothing selected): the tab says why.
       e.preventDefault();
-      return tab.delete_command ? send(tab, {op: 'delete'}) : press('delete_button');
+      return send(tab, {op: 'delete'});
     }
     if (key === 'escape') {
       if (start) { start = null; dragging = false; hideBand(); }

@@ -14,9 +14,8 @@ from pathlib import Path
 
 import gradio as gr
 
-from segapp.demo import assets
 from segapp.demo.widgets import (CLICK_MODE_CHOICES, OutputFiles, command_channel, guarded, legend_html,
-                                 parse_command, thumb, warn)
+                                 parse_command, shortcuts_help, thumb, timing_text, warn)
 from segapp.service import DemoError, ImageService
 from segapp.service import examples as demo_examples
 from segapp.service import exports
@@ -52,10 +51,7 @@ def image_tab(service: ImageService, outputs: OutputFiles, janitor: CacheJanitor
                 gallery.append((exports.overlay(small, [thumb(mask, nearest=True)], [sel.color]), caption))
                 cand_choices.append((caption, str(i)))
             cand_value = str(sel.chosen)
-        # A timing tells of the step that made this revision: after an edit since (undo, delete,
-        # rename, ...) it would be a previous action's, so it is left out.
-        timings = [t for t in session.timings if t.revision == session.revision]
-        status = " · ".join(str(t) for t in timings) or "Ready."
+        status = timing_text(session) or "Ready."
         if session.pending_corner is not None:
             status += " · box: now click the opposite corner (Esc cancels)"
         hist = f"undo {len(session.undo_stack)} · redo {len(session.redo_stack)}"
@@ -208,8 +204,7 @@ def image_tab(service: ImageService, outputs: OutputFiles, janitor: CacheJanitor
                               label="Image: upload, then click to segment (drag for a box, right-click: negative)",
                               interactive=True, elem_id="image_canvas", height=CANVAS_HEIGHT)
             status = gr.Markdown("Upload an image or load an example.", elem_id="status")
-            with gr.Accordion("Keyboard and mouse shortcuts", open=False, elem_id="shortcuts_help"):
-                gr.Markdown(assets.shortcuts_markdown(), elem_id="shortcuts_table")
+            shortcuts_help()
             gr.Markdown(limits_text, elem_id="image_limits")
             command_box, command_btn = command_channel("image_command")  # hidden: the script's channel
         with gr.Column(scale=4, elem_id="controls_column"):

@@ -1,6 +1,7 @@
 """The demo's video tab: upload, scrub, prompt objects with clicks or boxes on any frame, edit
 them (undo/redo, delete, rename, class label, clear), propagate or track everything with
-progress, a live preview and a Stop button, play the tracked result, download.
+progress, a live frame, a Stop button and a playable MP4 of the frames tracked so far that
+grows while the run goes on, play the tracked result, download.
 
 Thin handlers over `VideoService` (Gradio only). Per browser, a gr.State holds the session
 id and another the first corner of a half-drawn box (box mode: two clicks on one frame).
@@ -12,15 +13,20 @@ Every handler returns the whole view (`view_outputs`), so which controls can act
 are disabled), the object list, the name and label boxes and the warning line never drift.
 A propagation holds the session until it ends, so while it runs only Stop is enabled; Stop
 calls `VideoService.stop`, which does not wait for the session: the run ends after the frame
-it is on and the frames tracked so far keep their masks.
+it is on and the frames tracked so far keep their masks (the last preview plays them all).
+Objects whose latest prompt gave a mask the model rates poor are flagged as on the image tab
+(segapp.service.types.QualityFlag); the status shows a timing only while the session is at
+the revision its step made (widgets.timing_text, as the image tab).
 """
 from __future__ import annotations
 
 import gradio as gr
 
-from segapp.demo.widgets import CLICK_MODE_CHOICES, OutputFiles, command_channel, guarded, parse_command, warn
+from segapp.demo.widgets import (CLICK_MODE_CHOICES, OutputFiles, command_channel, guarded, parse_command,
+                                 shortcuts_help, timing_text, warn)
 from segapp.service import DemoError, VideoService
 from segapp.service.cache import CacheJanitor
+from segapp.service.video_progress import LiveVideo
 
 # Live preview during propagation: at most one frame per this many seconds.
 PREVIEW_INTERVAL_S = 0.4
@@ -37,7 +43,7 @@ def video_tab(video: VideoService, outputs: OutputFiles, janitor: CacheJanitor) 
     # ------------------------------------------------------------------ view
     def status_text(session, frame_idx: int, corner=None) -> str:
         known = sum(1 for f in session.results.values() if f)
-        timing = " · ".join(str(t) for t in session.timings)
+        timing = timing_text(session)
         text = (f"Frame {frame_idx} of {session.num_frames - 1} · masks on {known} of {session.num_frames} frame(s)"
                 + (f" · {timing}" if timing else ""))
         if corner is not None:
@@ -61,17 +67,20 @@ def video_tab(video: VideoService, outputs: OutputFiles, janitor: CacheJanitor) 
         frame_idx = int(frame_idx)
         if session.state is None:
             return (None, vsid, gr.skip(), gr.Radio(choices=[], value=None), "Upload a video.",
-                    gr.Markdown("", visible=False), gr.Textbox(value="", interactive=False),
+                    gr.Markdown("", visible=False), gr.Markdown("", visible=False),
+                    gr.Textbox(value="", interactive=False),
                     gr.Dropdown(value=None, interactive=False), *controls(session))
         untracked = {o.obj_id for o in video.untracked_objects(vsid)}
         choices = [(f"{o.name}" + (f" [{o.label}]" if o.label else "") + f" (id {o.obj_id})"
-                    + (" ⚠ not propagated" if o.obj_id in untracked else ""), str(o.obj_id)) for o in session.objects]
+                    + (" ⚠ not propagated" if o.obj_id in untracked else "")
+                    + (" ⚠ low quality" if o.low_quality else ""), str(o.obj_id)) for o in session.objects]
         sel = next((o for o in session.objects if o.obj_id == session.selected), None)
-        warning = video.untracked_warning(vsid)
+        warning, hints = video.untracked_warning(vsid), session.quality_hints
         return (corner, vsid, video.frame(vsid, frame_idx, corner[1:] if corner is not None else None),
                 gr.Radio(choices=choices, value=str(sel.obj_id) if sel is not None else None),
                 status_text(session, frame_idx, corner),
                 gr.Markdown(f"⚠ {warning}" if warning else "", visible=bool(warning)),
+                gr.Markdown("  \n".join(f"⚠ {h}" for h in hints), visible=bool(hints)),
                 gr.Textbox(value=sel.name if sel is not None else "", interactive=sel is not None),
                 gr.Dropdown(choices=video.labels(vsid), value=sel.label if sel is not None and sel.label else None,
                             interactive=sel is not None),
@@ -148,7 +157,7 @@ def video_tab(video: VideoService, outputs: OutputFiles, janitor: CacheJanitor) 
     @guarded
     def on_command(vsid, frame_idx, corner, mode, text):
         """A command from the page's script (clicks mapped to the frame's pixels there): a click
-        (a right-click says "negative"), a dragged box, Esc."""
+        (a right-click says "negative"), a dragged box, Esc, the Delete key."""
         vsid, frame_idx = video.ensure_session(vsid), int(frame_idx)
         cmd = parse_command(text)
         op = cmd.get("op")
@@ -159,13 +168,18 @@ def video_tab(video: VideoService, outputs: OutputFiles, janitor: CacheJanitor) 
             return view(vsid, frame_idx)
         if op == "cancel_box":  # the view without the half box
             return view(vsid, frame_idx)
+        if op == "delete":  # the Delete key: says why when nothing is selected (a toast; the view stays)
+            warn(video.delete_object(vsid, selected_id(vsid, "delete")))
+            return view(vsid, frame_idx)
         raise DemoError(f"unknown command {op!r}")
 
     def run(vsid, frame_idx, direction: str, every, progress):
         """A propagation (or track everything): first every control but Stop is disabled;
         Stop is enabled once the run holds the session (it clears earlier stop requests when
         it starts); then a live preview; at the end the view, the preview video and the
-        run's warning (e.g. stopped after N of M frames) as a toast."""
+        run's warning (e.g. stopped after N of M frames) as a toast. The tracked result's player
+        gets an MP4 of the frames tracked so far now and then while it runs (LiveVideo: written
+        at most every ~2 s, at most a fifth of the run's time), and the whole video's at the end."""
         vsid = video.ensure_session(vsid)
         start = int(frame_idx)
         session = video.get_session(vsid)
@@ -174,20 +188,23 @@ def video_tab(video: VideoService, outputs: OutputFiles, janitor: CacheJanitor) 
         keep[len(view_outputs) - len(buttons):] = controls(session, running=True)
         keep[view_outputs.index(stop_btn)] = gr.Button(interactive=False)
         yield (*keep, gr.Slider(interactive=False), gr.skip())
+        live = LiveVideo(session_folder(vsid))
         try:
             if direction == "everything":
-                steps = video.track_everything(vsid, every, preview_interval=PREVIEW_INTERVAL_S)
+                steps = video.track_everything(vsid, every, preview_interval=PREVIEW_INTERVAL_S, live=live)
             else:
-                steps = video.propagate(vsid, direction, start, PREVIEW_INTERVAL_S)
-            for shown, done, total, preview in steps:
-                progress((done, total), desc=RUN_STEPS[direction], unit="frames")
-                if done == 1 or preview is not None:
+                steps = video.propagate(vsid, direction, start, PREVIEW_INTERVAL_S, live=live)
+            for step in steps:
+                progress((step.done, step.total), desc=RUN_STEPS[direction], unit="frames")
+                if step.done == 1 or step.preview is not None or step.video is not None:
                     update = [gr.skip()] * (len(view_outputs) + 2)
                     update[view_outputs.index(stop_btn)] = gr.Button(interactive=True)
-                    update[view_outputs.index(status)] = (f"{RUN_STEPS[direction].capitalize()}: {done} of {total} "
-                                                          f"frames (showing frame {shown})")
-                    if preview is not None:
-                        update[view_outputs.index(frame_view)] = preview
+                    update[view_outputs.index(status)] = (f"{RUN_STEPS[direction].capitalize()}: {step.done} of "
+                                                          f"{step.total} frames (showing frame {step.frame_idx})")
+                    if step.preview is not None:
+                        update[view_outputs.index(frame_view)] = step.preview
+                    if step.video is not None:  # Gradio has its copy before the next step deletes it
+                        update[-1] = str(step.video)
                     yield tuple(update)
         except DemoError as err:  # refused before it began (e.g. no prompts yet)
             gr.Warning(str(err))
@@ -199,6 +216,8 @@ def video_tab(video: VideoService, outputs: OutputFiles, janitor: CacheJanitor) 
         for timing in session.timings:
             warn(timing)  # e.g. stopped after N of M frames
         start = 0 if direction == "everything" else start
+        if live.last is not None:  # served from Gradio's copy; the whole video's replaces it
+            live.last.unlink(missing_ok=True)
         played = make_preview(vsid)
         yield (*view(vsid, start), gr.Slider(value=start, interactive=session.num_frames > 1),
                str(played) if played is not None else None)
@@ -270,12 +289,13 @@ def video_tab(video: VideoService, outputs: OutputFiles, janitor: CacheJanitor) 
             status = gr.Markdown("Upload a video.", elem_id="video_status")
             command_box, command_btn = command_channel("video_command")  # hidden: the script's channel
             warning = gr.Markdown("", visible=False, elem_id="video_warning")
+            shortcuts_help("video_")
             with gr.Row(elem_id="video_run_row"):
                 back_btn = gr.Button("◀ Propagate backward", elem_id="video_propagate_backward", **off)
                 both_btn = gr.Button("Propagate both ways", variant="primary", elem_id="video_propagate_both", **off)
                 fwd_btn = gr.Button("Propagate forward ▶", elem_id="video_propagate_forward", **off)
                 stop_btn = gr.Button("■ Stop", variant="stop", elem_id="video_stop_button", **off)
-            preview_video = gr.Video(label="Tracked result (made after each propagation; Update after edits)",
+            preview_video = gr.Video(label="Tracked result (grows while frames are tracked; Update after edits)",
                                      interactive=False, loop=True, elem_id="video_preview", height=320)
             preview_btn = gr.Button("Update tracked result", elem_id="video_preview_button", **off)
         with gr.Column(scale=2, elem_id="video_controls_column"):
@@ -286,6 +306,7 @@ def video_tab(video: VideoService, outputs: OutputFiles, janitor: CacheJanitor) 
                 redo_btn = gr.Button("↷ Redo", elem_id="video_redo_button", **off)
                 clear_btn = gr.Button("Clear", variant="stop", elem_id="video_clear_button", **off)
             objects = gr.Radio([], label="Objects (select one to refine it)", elem_id="video_objects")
+            quality = gr.Markdown("", visible=False, elem_id="video_quality")  # low-quality masks: add a click
             with gr.Row(elem_id="video_object_row"):
                 new_btn = gr.Button("New object", elem_id="video_new_object_button", **off)
                 delete_btn = gr.Button("Delete", elem_id="video_delete_button", **off)
@@ -306,7 +327,7 @@ def video_tab(video: VideoService, outputs: OutputFiles, janitor: CacheJanitor) 
 
     buttons = [undo_btn, redo_btn, delete_btn, rename_btn, label_btn, clear_btn, new_btn,
                back_btn, both_btn, fwd_btn, track_all_btn, stop_btn, export_btn, preview_btn]
-    view_outputs = [corner_state, vsid, frame_view, objects, status, warning, name_box, label_box, *buttons]
+    view_outputs = [corner_state, vsid, frame_view, objects, status, warning, quality, name_box, label_box, *buttons]
     run_outputs = [*view_outputs, slider, preview_video]
     look = [vsid, slider, corner_state]
     upload.upload(on_upload, [vsid, upload], run_outputs, **private)

@@ -20,6 +20,7 @@ from pathlib import Path
 import gradio as gr
 import numpy as np
 
+from segapp.demo import assets
 from segapp.service import DemoError
 
 logger = logging.getLogger(__name__)
@@ -89,6 +90,21 @@ def legend_html(objects=(), selected: int | None = None) -> str:
                     f"border:1px solid #333;margin-right:0.4em'></span>{html.escape(obj.name)}{label} "
                     f"(id {obj.obj_id}, {area} px){mark}{hint}</li>")
     return "<ul style='list-style:none;padding-left:0'>" + "".join(rows) + "</ul>"
+
+
+def shortcuts_help(prefix: str = "") -> gr.Accordion:
+    """The keyboard and mouse shortcuts' help panel (closed until opened), the same on every tab;
+    prefix: the tab's id prefix (assets.TABS), e.g. "video_" gives #video_shortcuts_help."""
+    with gr.Accordion("Keyboard and mouse shortcuts", open=False, elem_id=f"{prefix}shortcuts_help") as panel:
+        gr.Markdown(assets.shortcuts_markdown(), elem_id=f"{prefix}shortcuts_table")
+    return panel
+
+
+def timing_text(session) -> str:
+    """The timings of the step that made the session's current revision, joined; "" after any
+    edit since (undo, delete, rename, ...), whose status would otherwise tell of an earlier step.
+    session: an image or video session (its `timings` and `revision`)."""
+    return " · ".join(str(t) for t in session.timings if t.revision == session.revision)
 
 
 def command_channel(elem_id: str) -> tuple[gr.Textbox, gr.Button]:

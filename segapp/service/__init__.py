@@ -11,6 +11,8 @@ front end) calls. The Gradio app in segapp.demo only translates between widgets 
     limits      Limits and the errors a user can fix (DemoError, SessionNotFound)
     api         the stateless API endpoints (one image and its prompts in, masks out)
     uploads     upload checks and decoding; exports, image_exports, video_exports: downloads
+    video_progress
+                a video run's steps and its growing preview MP4 (LiveVideo)
     cache       the demo's bounded on-disk cache; examples: example images
 
     from segapp.service import ImageService, Runtime, VideoService

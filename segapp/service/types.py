@@ -50,8 +50,30 @@ class Response:
         return self.changed
 
 
+class QualityFlag:
+    """An object's quality flag, the same on both tabs: the model's own predicted IoU of its
+    mask (`score`, None before a prompt) below LOW_QUALITY_IOU flags it, with a hint naming it
+    (`where`: its name; a video object adds the frame)."""
+
+    @property
+    def low_quality(self) -> bool:
+        """Whether the model itself rates the mask poor (predicted IoU < LOW_QUALITY_IOU)."""
+        return self.score is not None and self.score < LOW_QUALITY_IOU
+
+    @property
+    def quality_hint(self) -> str:
+        """For a low-quality object, what the user sees and what to do; "" otherwise."""
+        if not self.low_quality:
+            return ""
+        return f"{self.where}: predicted IoU {self.score:.2f} is low; {QUALITY_HINT}"
+
+    @property
+    def where(self) -> str:
+        return self.name
+
+
 @dataclass(frozen=True)
-class ObjectState:
+class ObjectState(QualityFlag):
     """One segmented object: its prompts and the mask candidates they gave (immutable, so
     undo snapshots share arrays instead of copying them).
 
@@ -78,18 +100,6 @@ class ObjectState:
     def score(self) -> float | None:
         """The chosen mask's predicted IoU, or None before the first prompt."""
         return self.scores[self.chosen] if self.scores else None
-
-    @property
-    def low_quality(self) -> bool:
-        """Whether the model itself rates the chosen mask poor (predicted IoU < LOW_QUALITY_IOU)."""
-        return self.score is not None and self.score < LOW_QUALITY_IOU
-
-    @property
-    def quality_hint(self) -> str:
-        """For a low-quality object, what the user sees and what to do; "" otherwise."""
-        if not self.low_quality:
-            return ""
-        return f"{self.name}: predicted IoU {self.score:.2f} is low; {QUALITY_HINT}"
 
     @property
     def has_prompts(self) -> bool:

@@ -5,13 +5,15 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Iterable
 
 from segapp.formats import coco
 from segapp.service import exports
 from segapp.service.video_session import VideoUserSession
 
 # Long side of the preview video, pixels (smaller videos keep their size): the preview is
-# written after every propagation, so it stays cheap to encode and to send.
+# written while frames are tracked and after every propagation, so it stays cheap to encode
+# and to send.
 PREVIEW_MAX_SIDE = 480
 
 
@@ -52,12 +54,14 @@ def write_all(session: VideoUserSession, out_dir: str | Path) -> dict[str, Path]
     return {"png_zip": png_zip, "coco_json": coco_path, "overlay_mp4": mp4}
 
 
-def write_preview(session: VideoUserSession, path: str | Path, max_side: int = PREVIEW_MAX_SIDE) -> Path:
-    """An H.264 MP4 of every frame with the masks known on it (frames not tracked yet are
-    plain), scaled down to at most max_side pixels on the long side, at the video's frame rate."""
+def write_preview(session: VideoUserSession, path: str | Path, max_side: int = PREVIEW_MAX_SIDE,
+                  frames: Iterable[int] | None = None) -> Path:
+    """An H.264 MP4 of every frame (or of `frames`, in that order) with the masks known on it
+    (frames not tracked yet are plain), scaled down to at most max_side pixels on the long side,
+    at the video's frame rate."""
     h, w = session.hw
     scale = min(1.0, max_side / max(h, w))
     size = (max(2, round(w * scale)), max(2, round(h * scale)))
-    frames = (session.render(f, prompts=False, size=size) for f in range(session.num_frames)
-              if session.state.frames.get(f) is not None)
+    order = range(session.num_frames) if frames is None else frames
+    frames = (session.render(f, prompts=False, size=size) for f in order if session.state.frames.get(f) is not None)
     return exports.write_mp4(frames, path, session.fps)

@@ -5,8 +5,9 @@ track them through the video, edit (undo/redo, delete, rename, label, clear), do
     sid = video.create_session()
     video.open_video(sid, "clip.mp4")
     video.click(sid, frame_idx=0, x=100, y=80)
-    for frame_idx, done, total, preview in video.propagate(sid, "both", preview_interval=0.5):
-        ...                                       # live progress; video.stop(sid) ends it
+    for step in video.propagate(sid, "both", preview_interval=0.5, live=LiveVideo(Path("out"))):
+        ...                                       # step.done of step.total; step.preview: a frame,
+                                                  # step.video: MP4 so far; video.stop(sid) ends it
     video.untracked_objects(sid)                  # prompted since the last propagation
     video.export(sid, "out/")                     # PNG zip, COCO RLE JSON, overlay MP4
 
@@ -30,6 +31,7 @@ from segapp.service.sessions import SessionGuard, SessionTable, delete_owned_fil
 from segapp.service.types import Response, Timing
 from segapp.service.uploads import check_video
 from segapp.service.video_session import FramePrompt, VideoObject, VideoUserSession
+from segapp.service.video_progress import LiveVideo, with_progress
 
 DIRECTIONS = ("forward", "backward", "both")
 
@@ -169,11 +171,13 @@ class VideoService:
         try:
             with self.runtime.model_lock:
                 _, obj_ids, logits = self._add_prompt(session, obj_id, frame_idx, prompt)
+                score = self.predictor.prompt_iou(session.state, frame_idx, obj_id)
         except ValueError as err:  # a prompt the predictor refuses: nothing changes
             session.restore(before)
             raise DemoError(f"this prompt cannot be used: {err}") from err
         session.push_undo(self.limits.max_history, before)
         session.prompts[(obj_id, frame_idx)] = prompt
+        session.replace_object(dataclasses.replace(session.get_object(obj_id), score=score, score_frame=frame_idx))
         session.store(frame_idx, obj_ids, logits)
         timing = Timing(step, (time.perf_counter() - start) * 1e3, revision=session.revision)
         session.timings = [timing]
@@ -307,14 +311,16 @@ class VideoService:
         return f"not propagated since their last prompts: {names}. Propagate again to track them through the video"
 
     def propagate(self, sid: str, direction: str = "both", start_frame: int | None = None,
-                  preview_interval: float | None = None):
-        """Track every object through the video (undoable); yields (frame_idx, done, total,
-        preview) after each frame, for a progress bar and a live preview. direction:
-        "forward", "backward" or "both" (forward from start_frame, then backward from it:
-        segapp.video.propagation). preview: the rendered frame when preview_interval seconds
-        have passed since the last one (and on the last frame), else None; never with
-        preview_interval None. The model lock is taken per frame, so other users' clicks
-        interleave with a long propagation; `stop` ends it between frames."""
+                  preview_interval: float | None = None, live: LiveVideo | None = None):
+        """Track every object through the video (undoable); yields a RunStep (frame_idx, done,
+        total, preview, video) after each frame, for a progress bar and a live preview.
+        direction: "forward", "backward" or "both" (forward from start_frame, then backward
+        from it: segapp.video.propagation). preview: the rendered frame when preview_interval
+        seconds have passed since the last one (and on the last frame), else None; never with
+        preview_interval None. video: with `live` (a LiveVideo: its folder), now and then a
+        growing MP4 of the frames tracked so far (segapp.service.video_progress). The model
+        lock is taken per frame, so other users' clicks interleave with a long propagation;
+        `stop` ends it between frames."""
         from segapp.video.propagation import propagate_both_ways, walk_length
 
         if direction not in DIRECTIONS:
@@ -333,8 +339,8 @@ class VideoService:
             steps = propagate_both_ways(self.predictor, session.state, start_frame, directions=directions,
                                         lock=self.runtime.model_lock, should_stop=session.stop_requested.is_set)
             total = walk_length(session.num_frames, start_frame, directions)
-            done = yield from _with_progress(session, ((s.frame_idx, s.obj_ids, s.logits) for s in steps), total,
-                                             preview_interval)
+            done = yield from with_progress(session, ((s.frame_idx, s.obj_ids, s.logits) for s in steps), total,
+                                            preview_interval, live)
             stopped = session.stop_requested.is_set() and done < total
             if not stopped:
                 session.mark_tracked()
@@ -344,11 +350,11 @@ class VideoService:
                 warning="stopped: the other frames keep the masks they had" if stopped else "")]
 
     def track_everything(self, sid: str, every: int = 10, points_per_side: int = 16,
-                         preview_interval: float | None = None):
+                         preview_interval: float | None = None, live: LiveVideo | None = None):
         """Segment everything on the first frame and every `every` frames and track every object
         (segapp.VideoAutoTracker: new objects where nothing tracked covers a mask, duplicates
         merged, vanished objects dropped). Replaces the objects, prompts and masks (undoable);
-        yields (frame_idx, done, total, preview) as `propagate` does; `stop` ends it between
+        yields RunSteps as `propagate` does; `stop` ends it between
         frames. Clicks afterwards start new objects."""
         from segapp.video.auto_tracker import VideoAutoTracker
 
@@ -385,7 +391,7 @@ class VideoService:
                     yield item
 
             try:
-                done = yield from _with_progress(session, steps(), session.num_frames, preview_interval)
+                done = yield from with_progress(session, steps(), session.num_frames, preview_interval, live)
             finally:
                 frames.close()
                 tracker.close()
@@ -426,20 +432,3 @@ class VideoService:
                 raise DemoError("nothing to download yet: click on an object and propagate")
             return video_exports.write_all(session, out_dir)
 
-
-def _with_progress(session: VideoUserSession, steps, total: int, preview_interval: float | None):
-    """Store each (frame_idx, obj_ids, logits) of `steps` in the session and yield
-    (frame_idx, done, total, preview): preview is the rendered frame when preview_interval
-    seconds have passed since the last one, and on the last frame (never with None). Returns
-    the number of frames stored."""
-    done = 0
-    last_preview = time.perf_counter()
-    for frame_idx, obj_ids, logits in steps:
-        session.store(frame_idx, obj_ids, logits)
-        done += 1
-        preview = None
-        now = time.perf_counter()
-        if preview_interval is not None and (now - last_preview >= preview_interval or done == total):
-            preview, last_preview = session.render(frame_idx, prompts=False), now
-        yield frame_idx, done, total, preview
-    return done

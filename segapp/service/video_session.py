@@ -17,15 +17,24 @@ import numpy as np
 
 from segapp.service import exports
 from segapp.service.limits import DemoError
-from segapp.service.types import Timing
+from segapp.service.types import QualityFlag, Timing
 
 
 @dataclass(frozen=True)
-class VideoObject:
+class VideoObject(QualityFlag):
+    """One tracked object; score: the predicted IoU of the mask its latest prompt gave (on
+    frame score_frame), which flags it as the image tab flags its objects (QualityFlag)."""
+
     obj_id: int
     name: str
     color: tuple[int, int, int]
     label: str = ""  # the class label (free text; "" unlabelled), COCO's category
+    score: float | None = None
+    score_frame: int | None = None
+
+    @property
+    def where(self) -> str:
+        return f"{self.name} on frame {self.score_frame}"
 
 
 class FramePrompt(NamedTuple):
@@ -89,6 +98,11 @@ class VideoUserSession:
             if obj.obj_id == obj_id:
                 return obj
         raise DemoError(f"no object with id {obj_id} (objects: {[o.obj_id for o in self.objects]})")
+
+    @property
+    def quality_hints(self) -> list[str]:
+        """One line per object whose latest prompt's mask the model rates poor."""
+        return [o.quality_hint for o in self.objects if o.low_quality]
 
     def replace_object(self, obj: VideoObject) -> None:
         self.objects = [obj if o.obj_id == obj.obj_id else o for o in self.objects]

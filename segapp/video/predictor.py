@@ -251,9 +251,22 @@ class VideoPredictor:
             pix = self.tracker.condition(feats, [sel], state.num_frames, state.maskmem_pos)
         points = None if point is None else (point.coords, point.labels)
         out = self.tracker.predict(feats, pix if pix is not None else feats.top, points, mask, is_init, prev_logits)
+        # The chosen mask's predicted IoU: the decoder keeps only the chosen column (single mask,
+        # or the stable one) or the candidates, of which the best is taken.
+        iou = None if out.iou_pred is None else float(out.iou_pred[0].max())
         state.prompt_output(obj, frame_idx, FrameOutput(fill_holes(out.pred_masks, self.fill_hole_area),
-                                                        out.obj_ptr, out.object_score_logits), is_cond)
+                                                        out.obj_ptr, out.object_score_logits, iou=iou), is_cond)
         return frame_idx, state.obj_ids, self.frame_masks(state, frame_idx, is_cond)
+
+    def prompt_iou(self, inference_state: VideoSession, frame_idx: int, obj_id) -> float | None:
+        """The model's own quality estimate (predicted IoU) of the mask an object's prompts gave
+        on a frame; None where it has no prompt output there or its mask prompt was taken as
+        the output. KeyError for an unknown object."""
+        obj = inference_state.track(check_obj_id(obj_id))
+        for outputs in (obj.pending_cond, obj.pending_non_cond, obj.cond):
+            if frame_idx in outputs:
+                return outputs[frame_idx].iou
+        return None
 
     def frame_masks(self, state: VideoSession, frame_idx: int, is_cond: bool | None = None) -> torch.Tensor:
         """All objects' latest masks on a frame at video resolution [num_objects, 1, H, W]

@@ -227,7 +227,8 @@ class VideoSession:
                 for f, out in pending.items():
                     if out.maskmem_features is None:
                         mem, self.maskmem_pos = encode(f, out)
-                        out = self.store(FrameOutput(out.pred_masks, out.obj_ptr, out.object_score_logits, mem))
+                        out = self.store(FrameOutput(out.pred_masks, out.obj_ptr, out.object_score_logits, mem,
+                                                     out.iou))
                     obj.remember(f, out, conditioning)
                 pending.clear()
             if not obj._cond:
@@ -246,7 +247,7 @@ class VideoSession:
         if mem is not None:
             mem = mem.to(device=self.storage_device, dtype=self.memory_dtype)
         return FrameOutput(output.pred_masks.to(self.storage_device), output.obj_ptr,
-                           output.object_score_logits, mem)
+                           output.object_score_logits, mem, output.iou)
 
     def mark_tracked(self, obj: ObjectTrack, frame_idx: int, reverse: bool) -> None:
         """Note that propagation (in this direction) reached an object's conditioning frame."""

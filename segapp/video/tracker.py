@@ -54,13 +54,15 @@ class FrameOutput:
     """What tracking keeps of one object on one frame (batch axis 1).
 
     pred_masks: [1, 1, S/4, S/4] logits (after hole filling); obj_ptr: [1, C];
-    object_score_logits: [1, 1]; maskmem_features: [1, mem_dim, H, W] or None until encoded.
+    object_score_logits: [1, 1]; maskmem_features: [1, mem_dim, H, W] or None until encoded;
+    iou: the decoder's predicted IoU of the mask, for outputs of prompts (None for tracked ones).
     """
 
     pred_masks: torch.Tensor
     obj_ptr: torch.Tensor
     object_score_logits: torch.Tensor
     maskmem_features: torch.Tensor | None = None
+    iou: float | None = None
 
 
 @dataclass
