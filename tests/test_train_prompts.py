@@ -102,3 +102,48 @@ def test_sampled_points_are_uniform_over_the_region_and_stay_inside():
     counts = {c: picks.count(c) for c in cells}
     assert sum(counts.values()) == len(picks)
     assert all(abs(n - len(picks) / 5) < 0.1 * len(picks) / 5 for n in counts.values()), counts
+
+
+def _sample_points_flat(regions, generator):
+    """The one-search form of sample_points: a binary search of the running count over all
+    H * W pixels in raster order (what sample_points computes in two shorter searches)."""
+    p, h, w = regions.shape
+    running = regions.reshape(p, h * w).to(torch.int32).cumsum(dim=1, dtype=torch.int32)
+    count = running[:, -1]
+    u = torch.rand(p, generator=generator, dtype=torch.float64)
+    k = (u * count).to(torch.int32).clamp(max=(count - 1).clamp(min=0))
+    index = torch.searchsorted(running, (k + 1)[:, None]).squeeze(1).clamp(max=h * w - 1)
+    xy = torch.stack([index % w, index // w], dim=1).float()
+    return torch.where((count > 0)[:, None], xy, torch.zeros_like(xy)), count > 0
+
+
+def test_sampled_points_are_the_kth_pixel_in_raster_order():
+    """Row then column search picks exactly the pixel of the flat search, for the same draws:
+    sparse, dense, single-pixel, full and empty regions, and a non-square grid."""
+    gen = torch.Generator().manual_seed(4)
+    for h, w in ((16, 16), (9, 23)):
+        density = torch.rand(300, 1, 1, generator=gen) ** 3
+        regions = torch.rand(300, h, w, generator=gen) < density
+        regions[0], regions[1], regions[2] = False, True, False
+        regions[2, h - 1, w - 1] = True
+        xy, found = P.sample_points(regions, torch.Generator().manual_seed(9))
+        xy_flat, found_flat = _sample_points_flat(regions, torch.Generator().manual_seed(9))
+        assert torch.equal(found, found_flat) and torch.equal(xy, xy_flat)
+        assert xy[2].tolist() == [w - 1, h - 1] and not found[0]
+
+
+def test_corrective_clicks_draw_as_sample_points_of_the_error_or_the_target():
+    """corrective_clicks (which never builds the region) draws what sample_points draws from
+    the error region, or from the target where the prediction is exact, for the same draws."""
+    gen = torch.Generator().manual_seed(5)
+    targets = torch.rand(200, 12, 17, generator=gen) < 0.3
+    predictions = torch.rand(200, 12, 17, generator=gen) < 0.3
+    predictions[:20] = targets[:20]  # exact: drawn from the target
+    targets[:5] = predictions[:5] = False  # both empty: nothing to draw
+    errors = targets ^ predictions
+    regions = torch.where(errors.flatten(1).any(dim=1)[:, None, None], errors, targets)
+    expected, found = P.sample_points(regions, torch.Generator().manual_seed(6))
+    for rows in (None, targets.sum(dim=2, dtype=torch.int32)):
+        xy, labels = P.corrective_clicks(targets, predictions, torch.Generator().manual_seed(6), rows)
+        assert torch.equal(xy[:, 0], expected)
+        assert labels[:5].eq(-1).all() and labels[5:20].eq(1).all() and not found[:5].any()

@@ -13,6 +13,8 @@ training run is reproducible and resumable.
 """
 from __future__ import annotations
 
+from typing import Callable
+
 import torch
 
 from segapp.amg import batched_mask_to_box
@@ -61,19 +63,30 @@ def sample_points(regions: torch.Tensor, generator: torch.Generator | None = Non
 
     regions: [P, H, W] bool -> (xy [P, 2] float pixel indices, found [P] bool; False, with xy 0,
     where a region is empty). One uniform number u per region picks its k-th pixel in raster
-    order, k = floor(u * count): the running count of region pixels (a cumulative sum) first
-    reaches k + 1 exactly at that pixel, which a binary search finds. One random number per
-    region instead of one per pixel, and no host synchronisation.
+    order, k = floor(u * count). Found in two short searches instead of one over all H * W
+    pixels: the running count of region pixels per row first reaches k + 1 at the pixel's row,
+    and the running count along that row at its column (binary searches of cumulative sums).
+    One random number per region instead of one per pixel, and no host synchronisation.
     """
-    p, h, w = regions.shape
-    flat = regions.reshape(p, h * w).to(torch.int32)
-    running = flat.cumsum(dim=1, dtype=torch.int32)  # [P, H*W], nondecreasing
-    count = running[:, -1]
+    rows = torch.arange(regions.shape[0], device=regions.device)
+    return _sample_by_rows(regions.sum(dim=2, dtype=torch.int32), lambda row: regions[rows, row], generator)
+
+
+def _sample_by_rows(row_counts: torch.Tensor, line: Callable[[torch.Tensor], torch.Tensor],
+                    generator: torch.Generator | None) -> tuple[torch.Tensor, torch.Tensor]:
+    """sample_points from the regions' pixel counts per row [P, H] (int32) and `line(row)`, the
+    row [P] of each region as [P, W] bool."""
+    p, h = row_counts.shape
+    rows_running = row_counts.cumsum(dim=1, dtype=torch.int32)  # [P, H], nondecreasing
+    count = rows_running[:, -1]
     found = count > 0
-    u = torch.rand(p, generator=generator, device=regions.device, dtype=torch.float64)
+    u = torch.rand(p, generator=generator, device=row_counts.device, dtype=torch.float64)
     k = (u * count).to(torch.int32).clamp(max=(count - 1).clamp(min=0))
-    index = torch.searchsorted(running, (k + 1)[:, None]).squeeze(1).clamp(max=h * w - 1)
-    xy = torch.stack([index % w, index // w], dim=1).float()
+    row = torch.searchsorted(rows_running, (k + 1)[:, None]).clamp(max=h - 1)  # [P, 1]
+    earlier = rows_running.gather(1, row) - row_counts.gather(1, row)  # region pixels in the rows above
+    running = line(row[:, 0]).cumsum(dim=1, dtype=torch.int32)  # [P, W]
+    col = torch.searchsorted(running, (k[:, None] - earlier + 1).to(torch.int32)).clamp(max=running.shape[1] - 1)
+    xy = torch.cat([col, row], dim=1).float()
     return torch.where(found[:, None], xy, torch.zeros_like(xy)), found
 
 
@@ -96,21 +109,29 @@ def point_prompts(masks: torch.Tensor, generator: torch.Generator | None = None
 
 
 def corrective_clicks(targets: torch.Tensor, predictions: torch.Tensor,
-                      generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+                      generator: torch.Generator | None = None,
+                      target_row_counts: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """One corrective click per prompt, drawn uniformly from the error region.
 
     targets, predictions: [P, H, W] bool -> ([P, 1, 2] xy, [P, 1] labels): positive (1) on a
     false negative, negative (0) on a false positive. Where the prediction is exact, a positive
     point inside the target (a padding point, label -1, when the target is empty too).
     All on the device, without a host synchronisation: the region drawn from is the error
-    region where there is one and the target elsewhere.
+    region where there is one and the target elsewhere (`sample_points` of that region, the same
+    draw, without building the region: its per-row counts are chosen between the error's and
+    the target's, and so is the one row searched).
+    target_row_counts: `targets.sum(dim=2, dtype=torch.int32)`, when the caller keeps it for
+    several rounds on the same targets.
     """
     errors = targets ^ predictions
-    has_error = errors.flatten(1).any(dim=1)
-    regions = torch.where(has_error[:, None, None], errors, targets)
-    xy, found = sample_points(regions, generator)
-    x, y = xy[:, 0].long(), xy[:, 1].long()
+    error_rows = errors.sum(dim=2, dtype=torch.int32)  # [P, H]
+    if target_row_counts is None:
+        target_row_counts = targets.sum(dim=2, dtype=torch.int32)
+    has_error = (error_rows.sum(dim=1) > 0)[:, None]
     rows = torch.arange(targets.shape[0], device=targets.device)
+    xy, found = _sample_by_rows(torch.where(has_error, error_rows, target_row_counts),
+                                lambda row: torch.where(has_error, errors[rows, row], targets[rows, row]), generator)
+    x, y = xy[:, 0].long(), xy[:, 1].long()
     on_target = targets[rows, y, x]
     labels = torch.where(on_target, LABEL_POSITIVE, LABEL_NEGATIVE)
     labels = torch.where(found, labels, LABEL_PAD)

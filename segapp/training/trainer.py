@@ -160,7 +160,7 @@ class Trainer(EpochRun):
             else:
                 coords, labels = P.point_prompts(targets, generator)
             rows = torch.arange(targets.shape[0], device=self.device)
-            mask_input = None
+            mask_input = target_rows = None
             loss_targets = None  # [P, 1, h, w]: the targets at the loss resolution
             rounds, losses, terms, ious = 1 + cfg.correction_rounds, [], [], []
             for r in range(rounds):
@@ -194,7 +194,9 @@ class Trainer(EpochRun):
                     else:
                         pred = F.interpolate(kept_low, size=(size, size), mode="bilinear",
                                              align_corners=False)[:, 0] > 0
-                    xy, lab = P.corrective_clicks(targets, pred, generator)
+                    if target_rows is None:  # the targets' pixels per row, for every round's click
+                        target_rows = targets.sum(dim=2, dtype=torch.int32)
+                    xy, lab = P.corrective_clicks(targets, pred, generator, target_rows)
                     coords, labels = torch.cat([coords, xy], 1), torch.cat([labels, lab], 1)
             loss = torch.stack(losses).mean()
         values = torch.cat([torch.stack(terms).mean(0), ious[0][None], ious[-1][None]])
