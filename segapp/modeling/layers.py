@@ -74,13 +74,23 @@ def _check_patch_conv(conv: nn.Module) -> None:
         raise ValueError(f"not a 2x2 stride-2 convolution: {conv}")
 
 
-def conv2x2_nhwc(x: torch.Tensor, conv: nn.Conv2d) -> torch.Tensor:
-    """`conv` (2x2, stride 2) on x [B, H, W, Cin] -> [B, H/2, W/2, Cout], channels last."""
+def conv2x2_planes(x: torch.Tensor, conv: nn.Conv2d) -> torch.Tensor:
+    """`conv` (2x2, stride 2) on x [B, Cin, H, W] -> [B, Cout, H/2, W/2], on channel planes: for
+    a few channels (a mask, click maps) one small matrix times the 4 * Cin sub-sampled planes."""
     _check_patch_conv(conv)
-    b, h, w, c = x.shape
-    patches = x.reshape(b, h // 2, 2, w // 2, 2, c).permute(0, 1, 3, 2, 4, 5).reshape(b, h // 2, w // 2, 4 * c)
-    weight = conv.weight.permute(0, 2, 3, 1).reshape(conv.out_channels, 4 * c)  # [out, (dy, dx, in)]
-    return F.linear(patches, weight, conv.bias)
+    b, c, h, w = x.shape
+    planes = x.reshape(b, c, h // 2, 2, w // 2, 2).permute(0, 1, 3, 5, 2, 4).reshape(b, 4 * c, -1)
+    weight = conv.weight.reshape(1, conv.out_channels, 4 * c).expand(b, -1, -1)  # [B, out, (in, dy, dx)]
+    bias = conv.bias.reshape(1, -1, 1) if conv.bias is not None else x.new_zeros(1, conv.out_channels, 1)
+    return torch.baddbmm(bias, weight, planes).reshape(b, conv.out_channels, h // 2, w // 2)
+
+
+def conv2x2_to_nhwc(x: torch.Tensor, conv: nn.Conv2d) -> torch.Tensor:
+    """`conv` (2x2, stride 2) on x [B, Cin, H, W] -> [B, H/2, W/2, Cout], channels last."""
+    _check_patch_conv(conv)
+    b, c, h, w = x.shape
+    patches = x.reshape(b, c, h // 2, 2, w // 2, 2).permute(0, 2, 4, 1, 3, 5).reshape(b, h // 2, w // 2, 4 * c)
+    return F.linear(patches, conv.weight.reshape(conv.out_channels, 4 * c), conv.bias)  # [out, (in, dy, dx)]
 
 
 def conv_transpose2x2_nhwc(x: torch.Tensor, conv: nn.ConvTranspose2d) -> torch.Tensor:
@@ -104,3 +114,12 @@ def conv1x1_nhwc(x: torch.Tensor, conv: nn.Conv2d) -> torch.Tensor:
 def layer_norm_nhwc(x: torch.Tensor, norm: LayerNorm2d) -> torch.Tensor:
     """`norm` (LayerNorm2d, over channels) on x [B, H, W, C]."""
     return F.layer_norm(x, (x.shape[-1],), norm.weight, norm.bias, norm.eps)
+
+
+def layer_norm_planes(x: torch.Tensor, norm: LayerNorm2d) -> torch.Tensor:
+    """`norm` on x [B, C, H, W] as elementwise passes over the channel planes (the same
+    normalisation: biased variance): for a few channels, much faster than the fused kernel,
+    whose per-pixel rows of C values are too short to vectorise."""
+    centred = x - x.mean(dim=1, keepdim=True)
+    scale = torch.rsqrt(centred.square().mean(dim=1, keepdim=True) + norm.eps)
+    return centred * scale * norm.weight.reshape(1, -1, 1, 1) + norm.bias.reshape(1, -1, 1, 1)

@@ -4,8 +4,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from segapp.modeling.layers import (LayerNorm2d, activation_layer, conv1x1_nhwc, conv2x2_nhwc,
-                                    layer_norm_nhwc)
+from segapp.modeling.layers import (LayerNorm2d, activation_layer, conv1x1_nhwc, conv2x2_planes,
+                                    conv2x2_to_nhwc, layer_norm_nhwc, layer_norm_planes)
 from segapp.modeling.position_encoding import RandomFourierEncoding
 
 # Point labels understood by the prompt encoder.
@@ -60,12 +60,12 @@ class PromptEncoder(nn.Module):
         encodings: what a small model trained on a few hundred images can use (as RITM's click
         maps). The downscaler's last layer starts at zero, so adding it to trained weights
         changes nothing until it is trained.
-      matmul_convs: fast path in training mode: the downscalers run as matrix products on
-        channels-last maps (`layers.conv2x2_nhwc`; same parameters, the same result up to float
-        rounding, a fraction of the CPU time of the convolution kernels on these few channels,
-        backward included), and the dense embedding comes out channels-last (a [B, C, h, w] view
-        of [B, h, w, C]), the token layout of the decoder's transformer. In eval mode, and with
-        False, the plain convolutions.
+      matmul_convs: fast path in training mode: the downscalers run as matrix products, their
+        first stage on channel planes and the rest channels last (`downscale`; same parameters,
+        the same result up to float rounding, a fraction of the CPU time of the convolution and
+        LayerNorm kernels on these few channels, backward included), and the dense embedding
+        comes out channels last (a [B, C, h, w] view of [B, h, w, C]), the token layout of the
+        decoder's transformer. In eval mode, and with False, the plain convolutions.
     """
 
     def __init__(
@@ -169,26 +169,23 @@ class PromptEncoder(nn.Module):
                     dense = torch.where(has_box.reshape(-1, 1, 1, 1), self.downscale(self.mask_downscaling, drawn, fast),
                                         dense)
         if self.click_map_sigma > 0 and points is not None:
-            clicks = self.draw_clicks(*points, channels_last=fast)
-            dense = dense + self.downscale(self.click_downscaling, clicks, fast, channels_last_input=True)
+            dense = dense + self.downscale(self.click_downscaling, self.draw_clicks(*points), fast)
         return torch.cat(sparse, dim=1), dense
 
     @staticmethod
-    def downscale(downscaling: nn.Sequential, maps: torch.Tensor, fast: bool,
-                  channels_last_input: bool = False) -> torch.Tensor:
-        """maps [B, Cin, 4h, 4w] (with `fast` and `channels_last_input`: [B, 4h, 4w, Cin]) through a
-        downscaler -> [B, C, h, w]; `fast`: as matrix products, channels last (see matmul_convs)."""
+    def downscale(downscaling: nn.Sequential, maps: torch.Tensor, fast: bool) -> torch.Tensor:
+        """maps [B, Cin, 4h, 4w] through a downscaler -> [B, C, h, w]. fast (see matmul_convs): as
+        matrix products, the first stage on channel planes (its LayerNorm over C/4 channels as
+        elementwise passes), the rest channels last; the result is channels last."""
         if not fast:
             return downscaling(maps)
         conv1, norm1, act1, conv2, norm2, act2, conv3 = downscaling
-        x = maps if channels_last_input else maps.permute(0, 2, 3, 1)
-        x = act1(layer_norm_nhwc(conv2x2_nhwc(x, conv1), norm1))
-        x = act2(layer_norm_nhwc(conv2x2_nhwc(x, conv2), norm2))
+        x = act1(layer_norm_planes(conv2x2_planes(maps, conv1), norm1))
+        x = act2(layer_norm_nhwc(conv2x2_to_nhwc(x, conv2), norm2))
         return conv1x1_nhwc(x, conv3).permute(0, 3, 1, 2)
 
-    def draw_clicks(self, coords: torch.Tensor, labels: torch.Tensor, channels_last: bool = False) -> torch.Tensor:
-        """Clicks as a [B, 2, 4h, 4w] map (channels_last: [B, 4h, 4w, 2]): channel 0 positive, 1
-        negative clicks.
+    def draw_clicks(self, coords: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        """Clicks as a [B, 2, 4h, 4w] map: channel 0 positive, 1 negative clicks.
 
         coords: [B, N, 2] xy in model-input pixels; labels: [B, N] (box corners and padding
         are not clicks and are left out). Each cell holds the largest Gaussian bump
@@ -197,8 +194,7 @@ class PromptEncoder(nn.Module):
         side = self.mask_input_size[0]
         dtype = self.no_mask_embed.weight.dtype
         if coords.shape[1] == 0:
-            shape = (side, side, CLICK_MAP_CHANNELS) if channels_last else (CLICK_MAP_CHANNELS, side, side)
-            return coords.new_zeros(coords.shape[0], *shape, dtype=dtype)
+            return coords.new_zeros(coords.shape[0], CLICK_MAP_CHANNELS, side, side, dtype=dtype)
         cell = self.input_image_size[0] / side
         centres = (torch.arange(side, device=coords.device, dtype=torch.float32) + 0.5) * cell
         xy = coords.float() + 0.5
@@ -211,7 +207,7 @@ class PromptEncoder(nn.Module):
         bumps = torch.exp(dy2 * scale).unsqueeze(-1) * torch.exp(dx2 * scale).unsqueeze(-2)  # [B, N, side, side]
         maps = [torch.where((labels == label).view(*labels.shape, 1, 1), bumps, 0.0).amax(dim=1)
                 for label in (LABEL_POSITIVE, LABEL_NEGATIVE)]
-        return torch.stack(maps, dim=-1 if channels_last else 1).to(dtype)
+        return torch.stack(maps, dim=1).to(dtype)
 
     def draw_boxes(
         self, points: tuple[torch.Tensor, torch.Tensor] | None, boxes: torch.Tensor | None
