@@ -6,6 +6,9 @@
   prompt, click maps, high-resolution features) with random weights.
 - A whole training loss (`Trainer.compute_loss`: encoder, every prompt round, losses) and its
   gradients, fast against plain.
+- Trainer.round_threads: the prompt rounds of a step split over threads (training.rounds)
+  against one thread: loss, statistics and every gradient; and a short run with threads gives
+  the same weights twice.
 """
 from __future__ import annotations
 
@@ -175,3 +178,69 @@ def test_training_loss_and_gradients_fast_equal_plain(tmp_path, use_box):
     _same_grads(fast, plain, rtol=2e-3, atol_of_top=1e-3)
     norm = [torch.sqrt(sum(g.square().sum() for g in _grads(m).values() if g is not None)) for m in (fast, plain)]
     _close(norm[0], norm[1], "gradient norm")
+
+
+@pytest.mark.parametrize("use_box", [True, False])
+@pytest.mark.parametrize("freeze", [(), ("image_encoder",)])
+def test_rounds_split_over_threads_equal_one_thread(tmp_path, use_box, freeze):
+    ann, images = make_coco(tmp_path)
+    data = CocoInstanceDataset(ann, images, SIZE, augment=AugmentConfig.none())
+    batch = collate([data[0], data[1], data[0]])  # 3 images of one instance each: parts of 2 and 1
+    config = TrainConfig(batch_size=3, instances_per_image=2, correction_rounds=3, augment=AugmentConfig.none(),
+                         freeze=freeze)
+    results = []
+    for threads in (1, 2):
+        model = _small()
+        trainer = Trainer(model, data, config, tmp_path / f"out{threads}")
+        trainer.round_threads = threads
+        model.train()
+        loss, stats = trainer.compute_loss(batch, trainer.generator(7), use_box)
+        loss.backward()
+        results.append((model, loss.detach(), stats.values))
+        with torch.no_grad():  # and without gradients (as when a fixed batch's loss is read)
+            _close(trainer.compute_loss(batch, trainer.generator(7), use_box)[0], loss.detach(), "no_grad loss")
+    (one, one_loss, one_stats), (split, split_loss, split_stats) = results
+    assert batch.masks.shape[0] == 3
+    _close(split_loss, one_loss, "loss", rtol=1e-5)
+    _close(split_stats, one_stats, "statistics", rtol=1e-5)
+    _same_grads(split, one, rtol=2e-3, atol_of_top=1e-3)
+    if freeze:
+        assert all(p.grad is None for p in split.image_encoder.parameters())
+
+
+def test_training_with_round_threads_is_reproducible(tmp_path):
+    """Two runs with the rounds split over 2 threads end with the same weights, bit for bit."""
+    ann, images = make_coco(tmp_path)
+    data = CocoInstanceDataset(ann, images, SIZE, augment=AugmentConfig.none())
+    config = TrainConfig(epochs=1, batch_size=2, instances_per_image=2, correction_rounds=2, workers=0,
+                         augment=AugmentConfig.none(), warmup_steps=0, log_every=1)
+    weights = []
+    for run in range(2):
+        model = _small()
+        trainer = Trainer(model, data, config, tmp_path / f"run{run}")
+        trainer.round_threads = 2
+        trainer.fit()
+        weights.append({k: v.clone() for k, v in model.state_dict().items()})
+    assert all(torch.equal(weights[0][k], weights[1][k]) for k in weights[0])
+
+
+def test_resume_with_round_threads_gives_the_weights_of_a_straight_run(tmp_path):
+    ann, images = make_coco(tmp_path)
+    data = CocoInstanceDataset(ann, images, SIZE, augment=AugmentConfig.none())
+
+    def trainer(out, epochs):
+        config = TrainConfig(epochs=epochs, batch_size=2, instances_per_image=2, correction_rounds=2, workers=0,
+                             augment=AugmentConfig.none(), warmup_steps=0, log_every=1)
+        result = Trainer(_small(), data, config, out)
+        result.round_threads = 2
+        return result
+
+    straight = trainer(tmp_path / "a", 2)
+    straight.fit()
+    first = trainer(tmp_path / "b", 2)
+    first.config.epochs = 1  # stop after one epoch, with the schedule of a two-epoch run
+    first.fit()
+    resumed = trainer(tmp_path / "b", 2)
+    assert resumed.fit(resume=True)["steps"] == 2
+    for (k, a), b in zip(straight.model.state_dict().items(), resumed.model.state_dict().values()):
+        assert torch.equal(a, b), k

@@ -110,7 +110,8 @@ class LossTerms:
 
 def multimask_loss(masks: torch.Tensor, iou_pred: torch.Tensor, object_score_logits: torch.Tensor,
                    targets: torch.Tensor, weights: LossWeights = LossWeights(),
-                   supervise_all_iou: bool = True, pixels_per_cell: float = 1.0) -> LossTerms:
+                   supervise_all_iou: bool = True, pixels_per_cell: float = 1.0,
+                   totals: tuple[torch.Tensor, int] | None = None) -> LossTerms:
     """SAM 2's loss of one decoding step.
 
     masks: [P, M, H, W] logits (M = 1 or the multimask outputs); iou_pred: [P, M];
@@ -124,6 +125,8 @@ def multimask_loss(masks: torch.Tensor, iou_pred: torch.Tensor, object_score_log
     with soft targets): the dice smoothing term is divided by it, so that it weighs what it
     weighs at the input size (focal and IoU terms are means and ratios, the same at any
     resolution for masks constant on each cell).
+    totals: (present targets, prompts) of a larger batch that these prompts are a part of: the
+    terms are then this part's shares of that batch's means (the parts' terms add up to them).
     """
     if masks.shape[0] != targets.shape[0] or targets.shape[1] != 1:
         raise ValueError(f"targets must be [P, 1, H, W] for masks {tuple(masks.shape)}, got {tuple(targets.shape)}")
@@ -139,11 +142,12 @@ def multimask_loss(masks: torch.Tensor, iou_pred: torch.Tensor, object_score_log
     focal_k, dice_k = focal[rows, chosen], dice[rows, chosen]
     iou_k = iou.mean(dim=1) if supervise_all_iou else iou[rows, chosen]
     obj = object_score_loss(object_score_logits, present)
-    denom = present.sum().clamp(min=1)
+    present_total, prompt_total = totals if totals is not None else (present.sum(), masks.shape[0])
+    denom = present_total.clamp(min=1)
     focal_m = (focal_k * present).sum() / denom
     dice_m = (dice_k * present).sum() / denom
     iou_m = (iou_k * present).sum() / denom
-    obj_m = obj.mean()
+    obj_m = obj.sum() / prompt_total
     total = (weights.focal * focal_m + weights.dice * dice_m + weights.iou * iou_m
              + weights.object_score * obj_m)
     with torch.no_grad():

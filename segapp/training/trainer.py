@@ -13,7 +13,8 @@ One step, for a batch of B images with P sampled instances in all:
    (`loss_resolution="mask"`, default) or at the input resolution ("input", SAM 2's); the
    step's loss is their mean.
 Nothing in a step reads a value back to the host (statistics stay on the device until they are
-logged); samples are made in persistent DataLoader workers from (seed, epoch, index).
+logged); samples are made in persistent DataLoader workers from (seed, epoch, index). Steps 2-4
+are `rounds.run_rounds`; on CPU they run split over threads (`rounds.run_rounds_threaded`).
 AdamW (no weight decay on biases, norms, embeddings and position tables), linear warm-up then
 cosine decay per step, gradient-norm clipping, bf16 autocast on CUDA. The memory parts
 (memory attention, memory encoder, object pointers, temporal encodings) are never trained here.
@@ -37,10 +38,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from segapp.image_predictor import LOW_RES_LOGIT_CLAMP
-from segapp.training import prompts as P
+from segapp.training import rounds as R
+from segapp.training.rounds import loss_targets_at  # noqa: F401  (part of this module's interface)
 from segapp.training.data import Batch, CocoInstanceDataset, EpochSampler, collate
-from segapp.training.losses import multimask_loss
 from segapp.training.parts import IMAGE_PATH_PARTS, decay_groups
 from segapp.training.recipe import DATA_SETTINGS, TrainConfig, default_workers, recipe_changes
 from segapp.training.epochs import LAST_NAME, LOG_NAME, EpochRun
@@ -55,13 +55,6 @@ LOG_FIELDS = ("epoch", "step", "lr", "loss", "focal", "dice", "iou", "object_sco
               "train_iou_first", "train_iou_last", "val_miou", "seconds")
 # Samples each worker prepares ahead of the step that needs them.
 PREFETCH_FACTOR = 4
-
-
-def loss_targets_at(masks: torch.Tensor, size: int) -> torch.Tensor:
-    """masks [P, S, S] bool at the input -> [P, 1, size, size] float: the share of each cell of
-    the decoder's low-resolution grid that the object covers (area averaging), the soft
-    targets of the loss at the mask resolution (`loss_resolution="mask"`)."""
-    return F.interpolate(masks[:, None].float(), size=(size, size), mode="area")
 
 
 def parameter_groups(model: nn.Module, config: TrainConfig) -> list[dict]:
@@ -119,6 +112,10 @@ class Trainer(EpochRun):
         self.set_up(model, train_data, config, out_dir, val_data, config_name, recipe_extra, parameter_groups,
                     math.ceil(len(train_data) / config.batch_size), "samples")
         self._loader: torch.utils.data.DataLoader | None = None
+        # Fast path on CPU: each step's prompt rounds split over threads (training.rounds; the
+        # same losses and gradients up to float rounding). None: as many as rounds.round_threads
+        # picks; 1: every round on this thread.
+        self.round_threads: int | None = None
 
     # ------------------------------------------------------------------------- one step
     def _autocast(self):
@@ -147,60 +144,27 @@ class Trainer(EpochRun):
         targets = batch.masks  # [P, S, S] bool
         if use_box is None:
             use_box = bool(torch.rand((), generator=generator, device=self.device) < cfg.prob_box)
+        draws = R.draw(generator, targets.shape[0], use_box, cfg.correction_rounds, self.device)
         with self._autocast():
             embedding = model.embed_images(batch.images)
             # Channels last, the layout in which the decoder's training fast path reads them
             # (MaskDecoder matmul_convs): converted once per image, not once per round and prompt.
-            image_embed, *high_res = (f.contiguous(memory_format=torch.channels_last)[batch.image_index]
-                                      for f in (embedding.image_embed, *embedding.high_res_feats))
-            high_res = high_res or None
+            features = [f.contiguous(memory_format=torch.channels_last)
+                        for f in (embedding.image_embed, *embedding.high_res_feats)]
             image_pe = model.prompt_encoder.get_dense_pe()
-            if use_box:
-                coords, labels = P.box_prompts(targets, generator)
-            else:
-                coords, labels = P.point_prompts(targets, generator)
-            rows = torch.arange(targets.shape[0], device=self.device)
-            mask_input = target_rows = None
-            loss_targets = None  # [P, 1, h, w]: the targets at the loss resolution
-            rounds, losses, terms, ious = 1 + cfg.correction_rounds, [], [], []
-            for r in range(rounds):
-                sparse, dense = model.prompt_encoder(points=(coords, labels), boxes=None, masks=mask_input)
-                out = model.mask_decoder(image_embeddings=image_embed, image_pe=image_pe,
-                                         sparse_prompt_embeddings=sparse, dense_prompt_embeddings=dense,
-                                         multimask_output=(r == 0 and not use_box), repeat_image=False,
-                                         high_res_features=high_res)
-                low_res = out.masks.float()  # [P, M, s, s]
-                if cfg.loss_resolution == "input":
-                    logits = F.interpolate(low_res, size=(size, size), mode="bilinear", align_corners=False)
-                    loss_targets = targets[:, None]
-                else:
-                    logits = low_res
-                    if loss_targets is None:
-                        loss_targets = loss_targets_at(targets, low_res.shape[-1])
-                round_terms = multimask_loss(logits, out.iou_pred, out.object_score_logits, loss_targets, cfg.loss,
-                                             pixels_per_cell=(size / logits.shape[-1]) ** 2)
-                losses.append(round_terms.total)
-                terms.append(torch.stack([round_terms.total, round_terms.focal, round_terms.dice,
-                                          round_terms.iou, round_terms.object_score]).detach())
-                ious.append(round_terms.chosen_iou.mean().detach())
-                if r + 1 < rounds:
-                    kept = out.iou_pred.argmax(dim=1)  # what a user of the predictor keeps
-                    kept_low = low_res[rows, kept][:, None].detach()
-                    mask_input = kept_low.clamp(-LOW_RES_LOGIT_CLAMP, LOW_RES_LOGIT_CLAMP)
-                    # The click is drawn from the error of the mask at the input size, as a user
-                    # of the predictor sees it (logits upsampled as ImagePredictor does).
-                    if cfg.loss_resolution == "input":
-                        pred = logits[rows, kept].detach() > 0
-                    else:
-                        pred = F.interpolate(kept_low, size=(size, size), mode="bilinear",
-                                             align_corners=False)[:, 0] > 0
-                    if target_rows is None:  # the targets' pixels per row, for every round's click
-                        target_rows = targets.sum(dim=2, dtype=torch.int32)
-                    xy, lab = P.corrective_clicks(targets, pred, generator, target_rows)
-                    coords, labels = torch.cat([coords, xy], 1), torch.cat([labels, lab], 1)
-            loss = torch.stack(losses).mean()
-        values = torch.cat([torch.stack(terms).mean(0), ious[0][None], ious[-1][None]])
-        values[0] = loss.detach()
+            totals = (targets.flatten(1).any(dim=1).sum().float(), targets.shape[0])
+
+            def rounds(rows: list[torch.Tensor], index: torch.Tensor | None) -> R.RoundsOutput:
+                """The rounds of the prompts `index` (all: None), given their feature rows."""
+                part = (lambda t: t) if index is None else (lambda t: t[index])
+                return R.run_rounds(model, cfg, size, rows[0], rows[1:] or None, image_pe, part(targets),
+                                    draws if index is None else draws.rows(index), use_box, totals)
+
+            threads = self.round_threads or R.round_threads(self.device, targets.shape[0])
+            if threads == 1:
+                out = rounds([f[batch.image_index] for f in features], None)
+                return out.loss, StepStats(out.values)
+        loss, values = R.run_rounds_threaded(model, features, batch.image_index, threads, self._autocast, rounds)
         return loss, StepStats(values)
 
     def train_step(self, batch: Batch) -> StepStats:
