@@ -14,6 +14,7 @@ import segapp
 from segapp.service import examples, exports
 from segapp.service import (MAX_POINTS_PER_OBJECT, DemoError, DemoService, Limits, SessionNotFound,
                             parse_prompts)
+from tiny_models import tracking_model
 
 PERMISSIVE_AMG = {"pred_iou_thresh": 0.0, "stability_score_thresh": 0.0}
 
@@ -492,12 +493,7 @@ def video_service():
     weights otherwise predict "no object" everywhere and every mask would be empty)."""
     from segapp.service import VideoService
 
-    torch.manual_seed(0)
-    model = segapp.build_model("test_tiny", device="cpu")
-    head = model.mask_decoder.pred_obj_score_head
-    with torch.no_grad():
-        (head.layers[-1] if hasattr(head, "layers") else head).bias += 20.0
-    return VideoService(DemoService(model))
+    return VideoService(DemoService(tracking_model(add=20.0)))
 
 
 @pytest.fixture(scope="module")

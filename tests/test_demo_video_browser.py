@@ -20,9 +20,9 @@ import pytest
 import torch
 from PIL import Image
 
-import segapp
 from segapp.service import DemoService, examples, exports
 from test_demo_browser import ARTIFACTS, CHROMIUM_ARGS, TIMEOUT_MS, chromium, content_position  # noqa: F401
+from tiny_models import tracking_model
 
 pytest.importorskip("gradio")
 pytest.importorskip("playwright")
@@ -40,11 +40,8 @@ def video_server():
     each object gets the low-quality flag); `slow["on"]` makes each tracked frame take SLOW_FRAME_S."""
     from segapp.demo.app import launch
 
-    torch.manual_seed(0)
-    model = segapp.build_model("test_tiny", device="cpu")
-    head = model.mask_decoder.pred_obj_score_head
+    model = tracking_model(add=20.0)
     with torch.no_grad():
-        (head.layers[-1] if hasattr(head, "layers") else head).bias += 20.0
         model.mask_decoder.iou_prediction_head.layers[-1].bias -= 1.0  # before its sigmoid: 0.53 -> 0.29
     service = DemoService(model)
     predictor = service.runtime.video_predictor

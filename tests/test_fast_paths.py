@@ -30,6 +30,7 @@ from segapp.modeling.memory_attention import MemoryAttention
 from segapp.modeling.memory_encoder import MemoryEncoder
 from segapp.modeling.rope import axial_angles, rotate_pairs
 from segapp.modeling.two_way_transformer import Attention, TwoWayTransformer
+from tiny_models import say_objects_present
 
 # Fast and plain paths do the same arithmetic, at most in another order or batch grouping.
 TIGHT = dict(rtol=1e-5, atol=1e-5)
@@ -275,8 +276,7 @@ def test_video_tracking_of_several_objects_fast_equals_plain(tiny_model, monkeyp
     rng = np.random.default_rng(8)
     frames = [rng.integers(0, 255, (48, 64, 3), dtype=np.uint8) for _ in range(4)]
     fast_model = copy.deepcopy(tiny_model)
-    with torch.no_grad():  # objects predicted present, so that tracking has masks to carry
-        fast_model.mask_decoder.pred_obj_score_head.layers[-1].bias.fill_(5.0)
+    say_objects_present(fast_model, fill=5.0)  # so that tracking has masks to carry
     plain_model = copy.deepcopy(fast_model)
     plain_model.memory_attention.reuse_broadcast_frame = False
     plain_model.memory_attention.per_object_on_cpu = False

@@ -8,24 +8,18 @@ import json
 
 import numpy as np
 import pytest
-import torch
 
-import segapp
 from segapp.service import DemoError, ImageService, Runtime, VideoService, exports
 from segapp.service.types import LOW_QUALITY_IOU, QualityFlag
 from test_demo_service import clip  # noqa: F401 (a 6-frame synthetic MP4)
+from tiny_models import tracking_model
 
 
 @pytest.fixture(scope="module")
 def video():
     """A VideoService on a test model whose object-score head says "object present" (random
     weights otherwise predict "no object" everywhere and every mask would be empty)."""
-    torch.manual_seed(0)
-    model = segapp.build_model("test_tiny", device="cpu")
-    head = model.mask_decoder.pred_obj_score_head
-    with torch.no_grad():
-        (head.layers[-1] if hasattr(head, "layers") else head).bias += 20.0
-    return VideoService(Runtime(model))
+    return VideoService(Runtime(tracking_model(add=20.0)))
 
 
 @pytest.fixture()

@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 import torch
 
-import segapp
 from segapp.video.auto_tracker import (VideoAutoTracker, coverage, duplicates, mask_iou, select_new,
                                        update_absence, vanished)
+from tiny_models import tracking_model
 
 H, W = 48, 64
 
@@ -200,10 +200,7 @@ def test_tiny_model_with_fake_proposals():
     order of appearance, are never reused, and the added objects are prompted with their mask."""
     from segapp.video.predictor import VideoPredictor
 
-    torch.manual_seed(0)
-    model = segapp.build_model("test_tiny", device="cpu")
-    with torch.no_grad():  # objects predicted present
-        model.mask_decoder.pred_obj_score_head.layers[-1].bias.fill_(5.0)
+    model = tracking_model(fill=5.0)  # objects predicted present
     generator = FakeGenerator()
     auto = VideoAutoTracker(VideoPredictor(model), generator=generator, every=4, drop_after=3, min_area=4)
     out = list(auto.track(frames(9)))

@@ -9,6 +9,7 @@ from PIL import Image
 import segapp
 from segapp.video.frames import FolderFrames, VideoReadError
 from segapp.video.predictor import SkippedFrameError, VideoPredictor
+from tiny_models import tracking_model
 
 H, W = 48, 64
 
@@ -25,11 +26,7 @@ def make_frames(n: int, h: int = H, w: int = W, seed: int = 0) -> list[np.ndarra
 
 @pytest.fixture(scope="module")
 def predictor():
-    torch.manual_seed(0)
-    model = segapp.build_model("test_tiny", device="cpu")
-    with torch.no_grad():  # objects predicted present, so that tracking has masks to carry
-        model.mask_decoder.pred_obj_score_head.layers[-1].bias.fill_(5.0)
-    return VideoPredictor(model)
+    return VideoPredictor(tracking_model(fill=5.0))  # objects present: tracking has masks to carry
 
 
 def track(predictor, state, **kwargs):

@@ -8,30 +8,8 @@ import torch
 
 import segapp
 from segapp.video.frames import VideoReadError
-from segapp.video.predictor import VideoPredictor
 from segapp.video.stream import StreamFrames, StreamTracker
-
-H, W = 48, 64
-
-
-def make_frames(n: int, h: int = H, w: int = W, seed: int = 0) -> list[np.ndarray]:
-    rng = np.random.default_rng(seed)
-    frames = []
-    for t in range(n):
-        img = rng.integers(0, 60, (h, w, 3), dtype=np.uint8)
-        img[10:30, 5 + t % 20: 25 + t % 20] = (220, 40, 40)
-        frames.append(img)
-    return frames
-
-
-@pytest.fixture(scope="module")
-def predictor():
-    torch.manual_seed(0)
-    model = segapp.build_model("test_tiny", device="cpu")
-    with torch.no_grad():  # objects predicted present, so that tracking has masks to carry
-        model.mask_decoder.pred_obj_score_head.layers[-1].bias.fill_(5.0)
-    return VideoPredictor(model)
-
+from test_video_predictor import H, W, make_frames, predictor  # noqa: F401 (the tiny model that tracks)
 
 PROMPTS = {1: {"points": [[15, 20]], "labels": [1]}, "car": {"box": [30, 5, 60, 40]}}
 
