@@ -134,37 +134,23 @@ def round_threads(device: torch.device, prompts: int) -> int:
     return max(1, min(torch.get_num_threads(), MAX_ROUND_THREADS, prompts // MIN_PROMPTS_PER_THREAD))
 
 
-def run_rounds_threaded(model, features: list[torch.Tensor], image_index: torch.Tensor, threads: int,
-                        context: Callable, rounds: Callable[[list[torch.Tensor], torch.Tensor], RoundsOutput]
-                        ) -> tuple[torch.Tensor, torch.Tensor]:
-    """`rounds(rows of features, prompt index)` for `threads` consecutive parts of the prompts,
-    each on its own thread (under `context()`, e.g. autocast, and this thread's grad mode),
-    its gradients taken there; returns (loss, values) for all prompts. The loss is their sum
-    with a gradient that gives each parameter and each of `features` (the per-image encoder
-    outputs) the sum of the parts' gradients, in part order."""
-    grad = torch.is_grad_enabled()
-    leaves = [f.detach().requires_grad_(grad and f.requires_grad) for f in features]
-    params = [p for p in model.parameters() if p.requires_grad] if grad else []
-    wrt = params + [leaf for leaf in leaves if leaf.requires_grad]
-    # What each gradient flows back into: a parameter itself, or the encoder output of a leaf.
-    sources = params + [f for f, leaf in zip(features, leaves) if leaf.requires_grad]
-    parts = torch.arange(len(image_index), device=image_index.device).tensor_split(threads)
-    results: list = [None] * threads
+def _in_threads(count: int, job: Callable[[int], object], context: Callable, grad: bool) -> list:
+    """job(0..count-1), each on a thread of its own with 1/count of torch's intra-op threads,
+    under `context()` and grad mode `grad` (both are per thread); the results in order. An
+    exception in a job is raised here."""
+    results: list = [None] * count
     failures: list[BaseException] = []
     intra_op = torch.get_num_threads()
 
     def work(i: int) -> None:
         try:
-            torch.set_num_threads(max(1, intra_op // threads))
+            torch.set_num_threads(max(1, intra_op // count))
             with torch.set_grad_enabled(grad), context():
-                index = image_index[parts[i]]
-                out = rounds([leaf[index] for leaf in leaves], parts[i])
-                grads = torch.autograd.grad(out.loss, wrt, allow_unused=True) if wrt else ()
-            results[i] = (out, grads)
+                results[i] = job(i)
         except BaseException as error:  # re-raised in the calling thread
             failures.append(error)
 
-    workers = [threading.Thread(target=work, args=(i,), name=f"segapp-rounds-{i}") for i in range(threads)]
+    workers = [threading.Thread(target=work, args=(i,), name=f"segapp-train-{i}") for i in range(count)]
     try:
         for worker in workers:
             worker.start()
@@ -174,19 +160,59 @@ def run_rounds_threaded(model, features: list[torch.Tensor], image_index: torch.
         torch.set_num_threads(intra_op)  # the workers' setting also reaches process-wide libraries
     if failures:
         raise failures[0]
+    return results
+
+
+def run_rounds_threaded(model, encode: Callable[[torch.Tensor], list[torch.Tensor]], images: torch.Tensor,
+                        image_index: torch.Tensor, threads: int, context: Callable,
+                        rounds: Callable[[list[torch.Tensor], torch.Tensor], RoundsOutput]
+                        ) -> tuple[torch.Tensor, torch.Tensor]:
+    """A step on `threads` threads: `encode` (images -> per-image features) on consecutive parts
+    of the images, `rounds(rows of the features, prompt index)` on consecutive parts of the
+    prompts, then the encoder's backward on the image parts, each part on a thread of its own
+    (under `context()`, e.g. autocast, and this thread's grad mode). Returns (loss, values) for
+    all prompts: the loss is the parts' sum, with a gradient that gives each parameter the sum
+    of the parts' gradients, in part order (a surrogate of value 0: sum(p * g) minus its value)."""
+    grad = torch.is_grad_enabled()
+    image_parts = torch.arange(len(images), device=images.device).tensor_split(min(threads, len(images)))
+    encoded = _in_threads(len(image_parts), lambda i: encode(images[image_parts[i]]), context, grad)
+    features = [torch.cat([part[k] for part in encoded]) for k in range(len(encoded[0]))]
+    leaves = [f.detach().requires_grad_(grad and f.requires_grad) for f in features]
+    params = [q for q in model.parameters() if q.requires_grad] if grad else []
+    trained = [leaf for leaf in leaves if leaf.requires_grad]  # features the encoder is trained through
+    prompt_parts = torch.arange(len(image_index), device=image_index.device).tensor_split(threads)
+
+    def part_rounds(i: int):
+        out = rounds([leaf[image_index[prompt_parts[i]]] for leaf in leaves], prompt_parts[i])
+        grads = torch.autograd.grad(out.loss, params + trained, allow_unused=True) if params else ()
+        return out, grads
+
+    results = _in_threads(threads, part_rounds, context, grad)
     loss = sum(out.loss.detach() for out, _ in results)
     values = sum(out.values for out, _ in results)
-    if not wrt:
+    if not params:
         return loss, values
-    # A surrogate whose value is 0 and whose gradient is the summed gradients: sum(x * g) - its value.
-    surrogate = []
-    for j, source in enumerate(sources):
-        parts_grads = [grads[j] for _, grads in results if grads[j] is not None]
-        if not parts_grads:
-            continue  # unused by every part, as by one thread: its gradient stays None
-        total = parts_grads[0]
-        for g in parts_grads[1:]:
-            total = total + g
-        term = (source * total).sum()
-        surrogate.append(term - term.detach())
-    return loss + sum(surrogate), values
+    gradients = [_add([grads[j] for _, grads in results]) for j in range(len(params) + len(trained))]
+    if trained:  # the encoder's backward, image part by image part
+        outputs = [(k, f) for k, (f, leaf) in enumerate(zip(features, leaves)) if leaf.requires_grad]
+
+        def part_backward(i: int):
+            rows = image_parts[i]
+            own = [encoded[i][k] for k, _ in outputs]
+            return torch.autograd.grad(own, params, [g[rows] for g in gradients[len(params):]], allow_unused=True)
+
+        for grads in _in_threads(len(image_parts), part_backward, context, grad):
+            gradients[:len(params)] = [_add([a, b]) for a, b in zip(gradients[:len(params)], grads)]
+    surrogate = [(q * g).sum() for q, g in zip(params, gradients) if g is not None]
+    return loss + sum(term - term.detach() for term in surrogate), values
+
+
+def _add(tensors: list[torch.Tensor | None]) -> torch.Tensor | None:
+    """The sum of the tensors that are not None, in order (None if all are)."""
+    present = [t for t in tensors if t is not None]
+    if not present:
+        return None
+    total = present[0]
+    for t in present[1:]:
+        total = total + t
+    return total

@@ -145,27 +145,32 @@ class Trainer(EpochRun):
         if use_box is None:
             use_box = bool(torch.rand((), generator=generator, device=self.device) < cfg.prob_box)
         draws = R.draw(generator, targets.shape[0], use_box, cfg.correction_rounds, self.device)
+        totals = (targets.flatten(1).any(dim=1).sum().float(), targets.shape[0])
         with self._autocast():
-            embedding = model.embed_images(batch.images)
-            # Channels last, the layout in which the decoder's training fast path reads them
-            # (MaskDecoder matmul_convs): converted once per image, not once per round and prompt.
-            features = [f.contiguous(memory_format=torch.channels_last)
-                        for f in (embedding.image_embed, *embedding.high_res_feats)]
             image_pe = model.prompt_encoder.get_dense_pe()
-            totals = (targets.flatten(1).any(dim=1).sum().float(), targets.shape[0])
 
-            def rounds(rows: list[torch.Tensor], index: torch.Tensor | None) -> R.RoundsOutput:
-                """The rounds of the prompts `index` (all: None), given their feature rows."""
-                part = (lambda t: t) if index is None else (lambda t: t[index])
-                return R.run_rounds(model, cfg, size, rows[0], rows[1:] or None, image_pe, part(targets),
-                                    draws if index is None else draws.rows(index), use_box, totals)
+        def encode(images: torch.Tensor) -> list[torch.Tensor]:
+            """Image embeddings and high-res features, channels last: the layout in which the
+            decoder's training fast path reads them (MaskDecoder matmul_convs), converted once
+            per image, not once per round and prompt."""
+            embedding = model.embed_images(images)
+            return [f.contiguous(memory_format=torch.channels_last)
+                    for f in (embedding.image_embed, *embedding.high_res_feats)]
 
-            threads = self.round_threads or R.round_threads(self.device, targets.shape[0])
-            if threads == 1:
-                out = rounds([f[batch.image_index] for f in features], None)
-                return out.loss, StepStats(out.values)
-        loss, values = R.run_rounds_threaded(model, features, batch.image_index, threads, self._autocast, rounds)
-        return loss, StepStats(values)
+        def rounds(rows: list[torch.Tensor], index: torch.Tensor | None) -> R.RoundsOutput:
+            """The rounds of the prompts `index` (all: None), given their feature rows."""
+            part = (lambda t: t) if index is None else (lambda t: t[index])
+            return R.run_rounds(model, cfg, size, rows[0], rows[1:] or None, image_pe, part(targets),
+                                draws if index is None else draws.rows(index), use_box, totals)
+
+        threads = self.round_threads or R.round_threads(self.device, targets.shape[0])
+        if threads > 1:
+            loss, values = R.run_rounds_threaded(model, encode, batch.images, batch.image_index, threads,
+                                                 self._autocast, rounds)
+            return loss, StepStats(values)
+        with self._autocast():
+            out = rounds([f[batch.image_index] for f in encode(batch.images)], None)
+        return out.loss, StepStats(out.values)
 
     def train_step(self, batch: Batch) -> StepStats:
         """One optimizer step. A non-finite loss is noticed when the statistics are read
