@@ -5,143 +5,79 @@ download the instance-id PNG. A screenshot is kept in test-artifacts/ (git-ignor
 """
 from __future__ import annotations
 
-import io
-import shutil
-import socket
-import subprocess
-from pathlib import Path
-
 import numpy as np
 import pytest
-import torch
 from PIL import Image
 
-import segapp
 from segapp.service import examples
 from segapp.service import DemoService
+from browser import ARTIFACTS, chromium, chromium_page, content_position, served, shot  # noqa: F401
+from tiny_models import tiny_model
 
 pytest.importorskip("gradio")
 pytest.importorskip("playwright")
 
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                 "--disable-default-apps", "--disable-extensions", "--metrics-recording-only"]
-ARTIFACTS = Path(__file__).resolve().parents[1] / "test-artifacts"
-TIMEOUT_MS = 30_000
-
-
-@pytest.fixture(scope="session")
-def chromium() -> str:
-    """Debian's chromium, installed with apt-get when missing (never `playwright install`)."""
-    if not Path(CHROMIUM).exists():
-        if shutil.which("apt-get") is None:
-            pytest.fail(f"{CHROMIUM} is missing and apt-get is not available: install Debian's chromium package")
-        for cmd in (["apt-get", "update"], ["apt-get", "install", "-y", "chromium"]):
-            done = subprocess.run(cmd, capture_output=True, text=True, timeout=900)
-            if done.returncode != 0:
-                pytest.fail(f"`{' '.join(cmd)}` failed (exit {done.returncode}), so {CHROMIUM} is missing; "
-                            f"install it by hand with `apt-get install -y chromium`.\n{done.stderr[-2000:]}")
-        if not Path(CHROMIUM).exists():
-            pytest.fail(f"apt-get installed chromium but {CHROMIUM} does not exist")
-    return CHROMIUM
-
-
 @pytest.fixture(scope="module")
 def server():
-    from segapp.demo.app import launch
-
-    torch.manual_seed(0)
-    service = DemoService(segapp.build_model("test_tiny", device="cpu"))
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    demo = launch(service, host="127.0.0.1", port=port, block=False)
-    try:
-        yield f"http://127.0.0.1:{port}/", service
-    finally:
-        demo.close()
-
-
-def shot(locator) -> np.ndarray:
-    return np.asarray(Image.open(io.BytesIO(locator.screenshot())).convert("RGB")).astype(np.int16)
-
-
-def content_position(img, x: float, y: float) -> dict:
-    """Where pixel (x, y) of the image is inside the <img> element, which letterboxes it
-    (object-fit contain or scale-down, centred)."""
-    box = img.bounding_box()
-    nw, nh, fit = img.evaluate("e => [e.naturalWidth, e.naturalHeight, getComputedStyle(e).objectFit]")
-    scale = min(box["width"] / nw, box["height"] / nh)
-    if fit == "scale-down":
-        scale = min(scale, 1.0)
-    elif fit == "none":
-        scale = 1.0
-    return {"x": (box["width"] - nw * scale) / 2 + (x + 0.5) * scale,
-            "y": (box["height"] - nh * scale) / 2 + (y + 0.5) * scale}
+    service = DemoService(tiny_model())
+    with served(service) as url:
+        yield url, service
 
 
 @pytest.mark.slow
 def test_click_overlay_undo_and_download_in_chromium(chromium, server, tmp_path):
-    from playwright.sync_api import expect, sync_playwright
+    from playwright.sync_api import expect
 
     url, service = server
     image_path = tmp_path / "shapes.png"
     Image.fromarray(examples.synthetic_image(256)).save(image_path)
     ARTIFACTS.mkdir(exist_ok=True)
 
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=chromium, headless=True, args=CHROMIUM_ARGS)
-        try:
-            page = browser.new_page(viewport={"width": 1400, "height": 1000}, accept_downloads=True)
-            page.set_default_timeout(TIMEOUT_MS)
-            expect.set_options(timeout=TIMEOUT_MS)
-            page.goto(url, wait_until="load")  # "networkidle" never settles: Gradio keeps a connection
-            page.wait_for_selector("#image_canvas input[type=file]", state="attached")
+    with chromium_page(chromium) as page:
+        page.goto(url, wait_until="load")  # "networkidle" never settles: Gradio keeps a connection
+        page.wait_for_selector("#image_canvas input[type=file]", state="attached")
 
-            page.set_input_files("#image_canvas input[type=file]", str(image_path))
-            img = page.locator("#image_canvas img").first
-            expect(img).to_be_visible()
-            expect(page.locator("#status")).to_contain_text("image embedding")
-            before = shot(img)
+        page.set_input_files("#image_canvas input[type=file]", str(image_path))
+        img = page.locator("#image_canvas img").first
+        expect(img).to_be_visible()
+        expect(page.locator("#status")).to_contain_text("image embedding")
+        before = shot(img)
 
-            img.click(position=content_position(img, 80, 90))
-            legend = page.locator("#objects_legend")
-            expect(legend).to_contain_text("object 1")
-            expect(page.locator("#status")).to_contain_text("decoder (click)")
-            expect(page.locator("#candidate_choice")).to_contain_text("IoU")
-            page.wait_for_timeout(500)  # the new image has loaded once its pixels differ
-            after = shot(img)
-            assert after.shape == before.shape
-            changed = np.abs(after - before).sum(axis=2) > 30
-            assert changed.mean() > 0.01, "no mask overlay appeared after the click"
-            page.screenshot(path=str(ARTIFACTS / "demo_browser_click.png"), full_page=True)
+        img.click(position=content_position(img, 80, 90))
+        legend = page.locator("#objects_legend")
+        expect(legend).to_contain_text("object 1")
+        expect(page.locator("#status")).to_contain_text("decoder (click)")
+        expect(page.locator("#candidate_choice")).to_contain_text("IoU")
+        page.wait_for_timeout(500)  # the new image has loaded once its pixels differ
+        after = shot(img)
+        assert after.shape == before.shape
+        changed = np.abs(after - before).sum(axis=2) > 30
+        assert changed.mean() > 0.01, "no mask overlay appeared after the click"
+        page.screenshot(path=str(ARTIFACTS / "demo_browser_click.png"), full_page=True)
 
-            sessions = [service.get_session(s) for s in service.session_ids()]
-            session = next(s for s in sessions if s.image is not None)
-            assert len(session.objects) == 1
-            (x, y), = session.objects[0].points
-            assert abs(x - 80) <= 2 and abs(y - 90) <= 2, (x, y)  # Gradio maps clicks to image pixels
+        sessions = [service.get_session(s) for s in service.session_ids()]
+        session = next(s for s in sessions if s.image is not None)
+        assert len(session.objects) == 1
+        (x, y), = session.objects[0].points
+        assert abs(x - 80) <= 2 and abs(y - 90) <= 2, (x, y)  # Gradio maps clicks to image pixels
 
-            page.click("#undo_button")
-            expect(legend).to_contain_text("No objects yet")
-            page.wait_for_timeout(500)
-            undone = shot(img)
-            assert (np.abs(undone - before).sum(axis=2) > 30).mean() < changed.mean() / 4
-            assert session.objects == ()
+        page.click("#undo_button")
+        expect(legend).to_contain_text("No objects yet")
+        page.wait_for_timeout(500)
+        undone = shot(img)
+        assert (np.abs(undone - before).sum(axis=2) > 30).mean() < changed.mean() / 4
+        assert session.objects == ()
 
-            page.click("#redo_button")
-            expect(legend).to_contain_text("object 1")
-            page.click("#export_button")
-            link = page.locator("#download_files tr", has_text="instances").locator("a").first
-            expect(link).to_be_visible()
-            with page.expect_download() as download_info:
-                link.click()
-            target = tmp_path / "downloaded.png"
-            download_info.value.save_as(target)
-            page.screenshot(path=str(ARTIFACTS / "demo_browser.png"), full_page=True)
-        finally:
-            browser.close()
+        page.click("#redo_button")
+        expect(legend).to_contain_text("object 1")
+        page.click("#export_button")
+        link = page.locator("#download_files tr", has_text="instances").locator("a").first
+        expect(link).to_be_visible()
+        with page.expect_download() as download_info:
+            link.click()
+        target = tmp_path / "downloaded.png"
+        download_info.value.save_as(target)
+        page.screenshot(path=str(ARTIFACTS / "demo_browser.png"), full_page=True)
 
     ids = np.asarray(Image.open(target))
     assert ids.shape == (256, 256)
@@ -156,7 +92,7 @@ def test_video_tab_and_separate_sessions_in_chromium(chromium, server, tmp_path)
     browser context (another user) loads an image meanwhile and sees none of the first's state."""
     import zipfile
 
-    from playwright.sync_api import expect, sync_playwright
+    from playwright.sync_api import expect
 
     from segapp.service import exports
 
@@ -164,41 +100,35 @@ def test_video_tab_and_separate_sessions_in_chromium(chromium, server, tmp_path)
     clip = tmp_path / "clip.mp4"
     exports.write_mp4([np.roll(examples.synthetic_image(96), 5 * i, axis=1) for i in range(5)], clip, fps=5)
     ARTIFACTS.mkdir(exist_ok=True)
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=chromium, headless=True, args=CHROMIUM_ARGS)
-        try:
-            expect.set_options(timeout=TIMEOUT_MS)
-            page = browser.new_context(viewport={"width": 1400, "height": 1000}, accept_downloads=True).new_page()
-            page.goto(url, wait_until="load")
-            page.click("#video_tab-button")
-            page.set_input_files("#video_input input[type=file]", str(clip))
-            status = page.locator("#video_status")
-            expect(status).to_contain_text("5 frames, 96x96")
-            frame = page.locator("#video_frame img").first
-            page.wait_for_function("() => { const e = document.querySelector('#video_frame img');"
-                                   " return e && e.complete && e.naturalWidth === 96; }")
-            frame.click(position=content_position(frame, 40, 50))
-            expect(status).to_contain_text("click on frame 0")
-            expect(page.locator("#video_objects")).to_contain_text("object 1")
+    with chromium_page(chromium) as page:
+        page.goto(url, wait_until="load")
+        page.click("#video_tab-button")
+        page.set_input_files("#video_input input[type=file]", str(clip))
+        status = page.locator("#video_status")
+        expect(status).to_contain_text("5 frames, 96x96")
+        frame = page.locator("#video_frame img").first
+        page.wait_for_function("() => { const e = document.querySelector('#video_frame img');"
+                               " return e && e.complete && e.naturalWidth === 96; }")
+        frame.click(position=content_position(frame, 40, 50))
+        expect(status).to_contain_text("click on frame 0")
+        expect(page.locator("#video_objects")).to_contain_text("object 1")
 
-            other = browser.new_context().new_page()  # a second user
-            other.goto(url, wait_until="load")
-            other.click("#load_example_button")
-            expect(other.locator("#status")).to_contain_text("image embedding")
-            expect(other.locator("#objects_legend")).to_contain_text("No objects yet")
+        other = page.context.browser.new_context().new_page()  # a second user
+        other.goto(url, wait_until="load")
+        other.click("#load_example_button")
+        expect(other.locator("#status")).to_contain_text("image embedding")
+        expect(other.locator("#objects_legend")).to_contain_text("No objects yet")
 
-            page.click("#video_propagate_both")
-            expect(status).to_contain_text("masks on 5 of 5 frame")
-            expect(status).to_contain_text("propagate both (5 frames)")
-            page.click("#video_export_button")
-            link = page.locator("#video_downloads tr", has_text="masks").locator("a").first
-            with page.expect_download() as download_info:
-                link.click()
-            target = tmp_path / "masks.zip"
-            download_info.value.save_as(target)
-            expect(page.locator("#video_preview video")).to_be_attached()  # the tracked result plays in the tab
-            page.screenshot(path=str(ARTIFACTS / "demo_browser_video.png"), full_page=True)
-        finally:
-            browser.close()
+        page.click("#video_propagate_both")
+        expect(status).to_contain_text("masks on 5 of 5 frame")
+        expect(status).to_contain_text("propagate both (5 frames)")
+        page.click("#video_export_button")
+        link = page.locator("#video_downloads tr", has_text="masks").locator("a").first
+        with page.expect_download() as download_info:
+            link.click()
+        target = tmp_path / "masks.zip"
+        download_info.value.save_as(target)
+        expect(page.locator("#video_preview video")).to_be_attached()  # the tracked result plays in the tab
+        page.screenshot(path=str(ARTIFACTS / "demo_browser_video.png"), full_page=True)
     with zipfile.ZipFile(target) as zf:
         assert sorted(zf.namelist()) == [f"frames/{f:05d}.png" for f in range(5)]

@@ -12,17 +12,12 @@ after; 40 MB separates the two with room for noise. About 45 s, most of it the s
 from __future__ import annotations
 
 import os
-import socket
-import subprocess
-import sys
-import time
-import urllib.request
 
 import numpy as np
 import pytest
 from PIL import Image
 
-from test_demo_browser import CHROMIUM_ARGS, chromium  # noqa: F401
+from browser import chromium, chromium_page, segapp_server  # noqa: F401
 
 pytest.importorskip("gradio")
 pytest.importorskip("playwright")
@@ -30,7 +25,6 @@ pytest.importorskip("playwright")
 UPLOADS, WARM = 30, 5
 MAX_GROWTH_MB = 40
 WIDTH, HEIGHT = 640, 480
-CLI = [sys.executable, "-c", "import sys; from segapp.cli import main; sys.exit(main())"]
 
 
 def rss_mb(pid: int) -> float:
@@ -38,46 +32,20 @@ def rss_mb(pid: int) -> float:
         return next(int(line.split()[1]) for line in f if line.startswith("VmRSS:")) / 1024
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 @pytest.fixture
 def demo_server(tmp_path):
     """(url, pid) of `segapp demo --model segapp_small` in a subprocess; stopped afterwards."""
-    port = free_port()
     env = {k: v for k, v in os.environ.items() if k not in ("SEGAPP_CHECKPOINTS", "MALLOC_MMAP_THRESHOLD_")}
     env.update(GRADIO_ANALYTICS_ENABLED="False", HF_HUB_OFFLINE="1", OMP_WAIT_POLICY="PASSIVE")
-    log = tmp_path / "server.txt"
-    with open(log, "w") as out:
-        proc = subprocess.Popen([*CLI, "demo", "--model", "segapp_small", "--port", str(port)], cwd=tmp_path,
-                                env=env, stdout=out, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}/"
-    try:
-        deadline = time.monotonic() + 300
-        while proc.poll() is None and time.monotonic() < deadline:
-            try:
-                with urllib.request.urlopen(url + "config", timeout=5):
-                    break
-            except OSError:
-                time.sleep(1)
-        assert proc.poll() is None, f"the demo exited with {proc.returncode}:\n{log.read_text()}"
-        yield url, proc.pid
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+    with segapp_server(["demo", "--model", "segapp_small"], cwd=tmp_path, env=env,
+                       stdout=tmp_path / "server.txt") as started:
+        yield started.url, started.pid
 
 
 @pytest.mark.slow
 @pytest.mark.skipif(not os.path.exists("/proc/self/status"), reason="reads the server's RSS from /proc")
 def test_thirty_uploads_into_one_session_keep_the_server_memory_bounded(chromium, demo_server, tmp_path):
-    from playwright.sync_api import expect, sync_playwright
+    from playwright.sync_api import expect
 
     url, pid = demo_server
     rng = np.random.default_rng(16)
@@ -87,33 +55,26 @@ def test_thirty_uploads_into_one_session_keep_the_server_memory_bounded(chromium
         Image.fromarray(rng.integers(0, 256, (HEIGHT, WIDTH, 3), dtype=np.uint8)).save(path)
         paths.append(path)
     rss = {}
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=chromium, headless=True, args=CHROMIUM_ARGS)
-        try:
-            page = browser.new_page(viewport={"width": 1400, "height": 1000})
-            page.set_default_timeout(60_000)
-            expect.set_options(timeout=60_000)
-            page.goto(url, wait_until="load")
-            page.wait_for_selector("#image_canvas input[type=file]", state="attached")
-            status, legend = page.locator("#status"), page.locator("#objects_legend")
-            for k, path in enumerate(paths, start=1):
-                page.set_input_files("#image_canvas input[type=file]", str(path))
-                # The new image replaced the last one, its object and its undo history.
-                expect(status).to_contain_text("image embedding")
-                expect(status).to_contain_text("undo 0 · redo 0")
-                expect(legend).to_contain_text("No objects yet")
-                page.wait_for_function(
-                    "(name) => { const e = document.querySelector('#image_canvas img');"
-                    f" return e && e.complete && e.naturalWidth === {WIDTH} && !e.src.endsWith(name); }}",
-                    arg=path.name)
-                img = page.locator("#image_canvas img").first
-                box = img.bounding_box()
-                img.click(position={"x": box["width"] / 2, "y": box["height"] / 2})
-                expect(legend).to_contain_text("object 1")
-                expect(status).to_contain_text("undo 1")
-                rss[k] = rss_mb(pid)
-        finally:
-            browser.close()
+    with chromium_page(chromium, timeout_ms=60_000, accept_downloads=False) as page:
+        page.goto(url, wait_until="load")
+        page.wait_for_selector("#image_canvas input[type=file]", state="attached")
+        status, legend = page.locator("#status"), page.locator("#objects_legend")
+        for k, path in enumerate(paths, start=1):
+            page.set_input_files("#image_canvas input[type=file]", str(path))
+            # The new image replaced the last one, its object and its undo history.
+            expect(status).to_contain_text("image embedding")
+            expect(status).to_contain_text("undo 0 · redo 0")
+            expect(legend).to_contain_text("No objects yet")
+            page.wait_for_function(
+                "(name) => { const e = document.querySelector('#image_canvas img');"
+                f" return e && e.complete && e.naturalWidth === {WIDTH} && !e.src.endsWith(name); }}",
+                arg=path.name)
+            img = page.locator("#image_canvas img").first
+            box = img.bounding_box()
+            img.click(position={"x": box["width"] / 2, "y": box["height"] / 2})
+            expect(legend).to_contain_text("object 1")
+            expect(status).to_contain_text("undo 1")
+            rss[k] = rss_mb(pid)
     growth = rss[UPLOADS] - rss[WARM]
     print(f"server RSS: {rss[1]:.0f} MB after upload 1, {rss[WARM]:.0f} MB after {WARM}, "
           f"{rss[UPLOADS]:.0f} MB after {UPLOADS} (+{growth:.0f} MB)")

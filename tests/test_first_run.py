@@ -15,8 +15,6 @@ import socket
 import subprocess
 import sys
 import threading
-import time
-import urllib.request
 from pathlib import Path
 
 import numpy as np
@@ -25,6 +23,8 @@ from PIL import Image
 
 from segapp import registry
 from segapp.cli import main
+from browser import CLI, free_port, segapp_server, served
+from tiny_models import tiny_model
 
 BUNDLED_HINT = "run the bundled small model segapp_small (`segapp demo` alone starts it)"
 
@@ -108,7 +108,6 @@ def test_segment_counts_masks_per_input_and_names_the_empty_one(no_downloads, ca
 # ------------------------------------------------------- README command 1, download refused
 
 README = Path(__file__).resolve().parents[1] / "README.md"
-CLI = [sys.executable, "-c", "import sys; from segapp.cli import main; sys.exit(main())"]
 
 
 def readme_command_1() -> str:
@@ -123,42 +122,17 @@ def readme_command_1() -> str:
     return segapp_parts[0]
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def test_readme_command_1_starts_the_demo_on_the_bundled_model_when_the_download_is_refused(
         tmp_path):
     command = readme_command_1()
     assert command == "segapp demo --download sam2.1_hiera_t"
-    refused, port = free_port(), free_port()  # nothing listens on `refused`
+    refused = free_port()  # nothing listens on it
     env = {k: v for k, v in os.environ.items() if k != registry.CHECKPOINTS_ENV}
     env.update(SEGAPP_DOWNLOAD_MIRROR=f"http://127.0.0.1:{refused}", GRADIO_ANALYTICS_ENABLED="False")
     out, err = tmp_path / "stdout.txt", tmp_path / "stderr.txt"
-    with open(out, "w") as fout, open(err, "w") as ferr:
-        proc = subprocess.Popen([*CLI, *shlex.split(command)[1:], "--port", str(port)],
-                                cwd=tmp_path, env=env, stdout=fout, stderr=ferr)
-    try:
-        deadline, status = time.monotonic() + 300, None
-        while time.monotonic() < deadline and proc.poll() is None:
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/config", timeout=5) as r:
-                    status, config = r.status, r.read().decode("utf-8")
-                break
-            except OSError:
-                time.sleep(1)
-        assert proc.poll() is None, (
-            f"the demo exited with {proc.returncode}:\n{out.read_text()}\n{err.read_text()}")
-        assert status == 200, f"the demo did not come up:\n{out.read_text()}\n{err.read_text()}"
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+    with segapp_server(shlex.split(command)[1:], cwd=tmp_path, env=env, stdout=out, stderr=err) as started:
+        assert started.status == 200, f"the demo did not come up:\n{out.read_text()}\n{err.read_text()}"
+    port, config = started.port, started.config
     stdout, stderr = out.read_text(), err.read_text()
     notice = next(line for line in stderr.splitlines() if line.startswith("segapp demo: could not"))
     assert f"could not download sam2.1_hiera_t (the host 127.0.0.1:{refused} could not be reached" in notice
@@ -333,25 +307,16 @@ def test_demo_segment_everything_with_no_mask_says_so(bundled_model):
 
 def test_demo_refused_input_is_one_log_line_not_a_traceback(tmp_path, capfd, caplog):
     pytest.importorskip("gradio")
-    import torch
     from gradio_client import Client, handle_file
 
-    import segapp
-    from segapp.demo.app import launch
     from segapp.service import DemoService
 
-    torch.manual_seed(0)
-    service = DemoService(segapp.build_model("test_tiny", device="cpu"))
-    port = free_port()
-    demo = launch(service, host="127.0.0.1", port=port, block=False)
     image = tmp_path / "x.png"
     Image.fromarray(np.zeros((40, 50, 3), np.uint8)).save(image)
-    try:
-        client = Client(f"http://127.0.0.1:{port}/", verbose=False)
+    with served(DemoService(tiny_model())) as url:
+        client = Client(url, verbose=False)
         with caplog.at_level("INFO", logger="segapp.demo"), pytest.raises(Exception) as excinfo:
             client.predict(handle_file(str(image)), '{"points": [[1, 2, 3]]}', api_name="/segment_image")
-    finally:
-        demo.close()
     assert "points must be a list of [x, y] pairs" in str(excinfo.value)  # the user sees why
     server_output = capfd.readouterr()
     assert "Traceback" not in server_output.err + server_output.out
