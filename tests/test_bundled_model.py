@@ -16,6 +16,7 @@ import torch
 import segapp
 from segapp import bundled, registry
 from segapp.cli import main
+from tiny_models import tiny_model
 
 @pytest.fixture
 def no_downloads(tmp_path, monkeypatch):
@@ -215,8 +216,7 @@ def test_video_paths_refuse_weights_whose_memory_was_never_trained(tmp_path):
 
 
 def test_video_predictor_accepts_official_and_test_models():
-    torch.manual_seed(0)
-    tiny = segapp.build_model("test_tiny", device="cpu")
+    tiny = tiny_model()
     assert segapp.model_info(tiny).trained_parts is None
     segapp.VideoPredictor(tiny)  # no error
 

@@ -10,12 +10,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 from PIL import Image
 
-import segapp
 from segapp.service import examples, exports
 from segapp.service import DemoService
+from tiny_models import tiny_model
 
 pytest.importorskip("gradio")
 from gradio_client import Client, handle_file  # noqa: E402
@@ -34,8 +33,7 @@ def server():
     """(url, service, blocks) of a running demo; closed after the module."""
     from segapp.demo.app import launch
 
-    torch.manual_seed(0)
-    service = DemoService(segapp.build_model("test_tiny", device="cpu"), amg_options=PERMISSIVE_AMG)
+    service = DemoService(tiny_model(), amg_options=PERMISSIVE_AMG)
     port = free_port()
     demo = launch(service, host="127.0.0.1", port=port, block=False)
     try:
@@ -184,7 +182,7 @@ def test_the_cache_is_private_and_stays_under_its_cap(tmp_path):
     from segapp.service import Limits
 
     cap = 2 * 2**20
-    service = DemoService(segapp.build_model("test_tiny", device="cpu"), limits=Limits(max_cache_bytes=cap))
+    service = DemoService(tiny_model(), limits=Limits(max_cache_bytes=cap))
     port = free_port()
     demo = launch(service, host="127.0.0.1", port=port, block=False)
     try:

@@ -15,14 +15,14 @@ from segapp.service import examples, exports
 from segapp.service import (MAX_POINTS_PER_OBJECT, DemoError, DemoService, Limits, SessionNotFound,
                             parse_prompts)
 from tiny_models import tracking_model
+from tiny_models import tiny_model
 
 PERMISSIVE_AMG = {"pred_iou_thresh": 0.0, "stability_score_thresh": 0.0}
 
 
 @pytest.fixture(scope="module")
 def model():
-    torch.manual_seed(0)
-    return segapp.build_model("test_tiny", device="cpu")
+    return tiny_model()
 
 
 @pytest.fixture()

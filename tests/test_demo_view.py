@@ -4,16 +4,14 @@ from __future__ import annotations
 import cv2
 import numpy as np
 import pytest
-import torch
 
-import segapp
 from segapp.service import DemoError, ImageService, examples
+from tiny_models import tiny_model
 
 
 @pytest.fixture(scope="module")
 def service():
-    torch.manual_seed(0)
-    return ImageService(segapp.build_model("test_tiny", device="cpu"))
+    return ImageService(tiny_model())
 
 
 def test_render_opacity_and_hidden_objects(service):

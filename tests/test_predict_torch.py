@@ -9,12 +9,12 @@ import torch
 
 import segapp
 from segapp.image_predictor import ModelPrompts
+from tiny_models import tiny_model
 
 
 @pytest.fixture(scope="module")
 def model():
-    torch.manual_seed(0)
-    return segapp.build_model("test_tiny", device="cpu")
+    return tiny_model()
 
 
 @pytest.fixture(scope="module")

@@ -7,11 +7,10 @@ import json
 
 import numpy as np
 import pytest
-import torch
 
-import segapp
 from segapp.service import DemoError, ImageService, Limits, Runtime, examples, exports
 from segapp.service.types import LOW_QUALITY_IOU
+from tiny_models import tiny_model
 
 PERMISSIVE_AMG = {"pred_iou_thresh": 0.0, "stability_score_thresh": 0.0}
 STRICT_AMG = {"pred_iou_thresh": 0.99, "stability_score_thresh": 0.99}
@@ -19,8 +18,7 @@ STRICT_AMG = {"pred_iou_thresh": 0.99, "stability_score_thresh": 0.99}
 
 @pytest.fixture(scope="module")
 def model():
-    torch.manual_seed(0)
-    return segapp.build_model("test_tiny", device="cpu")
+    return tiny_model()
 
 
 @pytest.fixture(scope="module")

@@ -6,10 +6,9 @@ import subprocess
 import sys
 
 import pytest
-import torch
 
-import segapp
 from segapp.service import DemoService, ImageService, Limits, Runtime, VideoService
+from tiny_models import tiny_model
 
 
 def test_the_service_package_imports_without_gradio():
@@ -22,8 +21,7 @@ def test_the_service_package_imports_without_gradio():
 
 @pytest.fixture(scope="module")
 def model():
-    torch.manual_seed(0)
-    return segapp.build_model("test_tiny", device="cpu")
+    return tiny_model()
 
 
 def test_image_and_video_services_share_one_runtime(model):

@@ -10,11 +10,10 @@ import threading
 
 import numpy as np
 import pytest
-import torch
 
-import segapp
 from segapp.service import ImageService, examples
 from segapp.service.memory import pin_mmap_threshold
+from tiny_models import tiny_model
 
 PERMISSIVE_AMG = {"pred_iou_thresh": 0.0, "stability_score_thresh": 0.0}
 SESSIONS = 8
@@ -22,8 +21,7 @@ SESSIONS = 8
 
 @pytest.fixture(scope="module")
 def model():
-    torch.manual_seed(0)
-    return segapp.build_model("test_tiny", device="cpu")
+    return tiny_model()
 
 
 def session_image(k: int) -> np.ndarray:

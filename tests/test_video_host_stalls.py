@@ -8,11 +8,11 @@ import numpy as np
 import pytest
 import torch
 
-import segapp
 from segapp.postprocess import small_components, small_components_torch
 from segapp.video.prefetch import Prefetcher
 from segapp.video.predictor import VideoPredictor
 from segapp.video.tracker import HOLE_FILL_LOGIT, fill_holes
+from tiny_models import tiny_model
 
 
 def test_small_components_on_the_device_equal_opencv():
@@ -67,8 +67,7 @@ def test_prefetcher_prepares_ahead_in_a_worker_and_raises_there_errors():
 
 
 def test_propagation_resizes_frames_in_the_worker(monkeypatch):
-    torch.manual_seed(0)
-    predictor = VideoPredictor(segapp.build_model("test_tiny", device="cpu"))
+    predictor = VideoPredictor(tiny_model())
     threads = []
     original = VideoPredictor.prepare_frame
 
