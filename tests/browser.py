@@ -75,13 +75,13 @@ def free_port() -> int:
 @contextmanager
 def served(service):
     """The demo's Gradio app on `service` (a DemoService), in this process on a free port of
-    127.0.0.1: yields its URL; closed on exit."""
+    127.0.0.1: yields (its URL, the launched gradio Blocks); closed on exit."""
     from segapp.demo.app import launch
 
     port = free_port()
     demo = launch(service, host="127.0.0.1", port=port, block=False)
     try:
-        yield f"http://127.0.0.1:{port}/"
+        yield f"http://127.0.0.1:{port}/", demo
     finally:
         demo.close()
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import io
 import json
-import socket
 import threading
 from pathlib import Path
 
@@ -14,6 +13,7 @@ from PIL import Image
 
 from segapp.service import examples, exports
 from segapp.service import DemoService
+from browser import served
 from tiny_models import tiny_model
 
 pytest.importorskip("gradio")
@@ -22,24 +22,12 @@ from gradio_client import Client, handle_file  # noqa: E402
 PERMISSIVE_AMG = {"pred_iou_thresh": 0.0, "stability_score_thresh": 0.0}
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def server():
     """(url, service, blocks) of a running demo; closed after the module."""
-    from segapp.demo.app import launch
-
     service = DemoService(tiny_model(), amg_options=PERMISSIVE_AMG)
-    port = free_port()
-    demo = launch(service, host="127.0.0.1", port=port, block=False)
-    try:
-        yield f"http://127.0.0.1:{port}/", service, demo
-    finally:
-        demo.close()
+    with served(service) as (url, demo):
+        yield url, service, demo
 
 
 @pytest.fixture(scope="module")
@@ -178,17 +166,15 @@ def test_the_cache_is_private_and_stays_under_its_cap(tmp_path):
     server, launched last in this module, as launching moves Gradio's cache folder.)"""
     import os
 
-    from segapp.demo.app import CACHE_PREFIX, launch
+    from segapp.demo.app import CACHE_PREFIX
     from segapp.service import Limits
 
     cap = 2 * 2**20
     service = DemoService(tiny_model(), limits=Limits(max_cache_bytes=cap))
-    port = free_port()
-    demo = launch(service, host="127.0.0.1", port=port, block=False)
-    try:
+    with served(service) as (url, _):
         root = Path(os.environ["GRADIO_TEMP_DIR"]).parent
         assert root.name.startswith(CACHE_PREFIX)
-        client = Client(f"http://127.0.0.1:{port}/", verbose=False)
+        client = Client(url, verbose=False)
         rng = np.random.default_rng(0)
         sizes = []
         for k in range(8):  # 8 uploads of 0.75 MB: 6 MB and more without pruning
@@ -200,5 +186,3 @@ def test_the_cache_is_private_and_stays_under_its_cap(tmp_path):
         assert max(sizes) <= cap + 2**20  # a request's own files may overshoot until the next one
         assert sizes[-1] <= cap + 2**20 and len(sizes) == 8
         assert any((root / "gradio").rglob("*.png"))  # Gradio's copies are in the private folder
-    finally:
-        demo.close()

@@ -20,7 +20,7 @@ pytest.importorskip("playwright")
 @pytest.fixture(scope="module")
 def server():
     service = DemoService(tiny_model())
-    with served(service) as url:
+    with served(service) as (url, _):
         yield url, service
 
 

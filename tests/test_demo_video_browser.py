@@ -51,7 +51,7 @@ def video_server():
             yield step
 
     predictor.propagate_in_video = paced
-    with served(service) as url:
+    with served(service) as (url, _):
         yield url, slow
 
 

@@ -313,7 +313,7 @@ def test_demo_refused_input_is_one_log_line_not_a_traceback(tmp_path, capfd, cap
 
     image = tmp_path / "x.png"
     Image.fromarray(np.zeros((40, 50, 3), np.uint8)).save(image)
-    with served(DemoService(tiny_model())) as url:
+    with served(DemoService(tiny_model())) as (url, _):
         client = Client(url, verbose=False)
         with caplog.at_level("INFO", logger="segapp.demo"), pytest.raises(Exception) as excinfo:
             client.predict(handle_file(str(image)), '{"points": [[1, 2, 3]]}', api_name="/segment_image")
