@@ -16,6 +16,7 @@ from segapp.batch.inputs import image_id
 from segapp.batch.outputs import Segmentation, object_masks, read_id_png
 from segapp.batch.tracks import TrackOutputs
 from segapp.cli import main
+from test_segment_stream import write_video as stream_video
 
 TINY = ["--model", "test_tiny", "--no-progress"]
 EVERYTHING = ["--points-per-side", "4", "--pred-iou-thresh", "0", "--stability-score-thresh", "0"]
@@ -24,16 +25,8 @@ FRAMES = 7
 
 
 def write_video(path: Path, n: int = FRAMES) -> Path:
-    import cv2
-
-    rng = np.random.default_rng(0)
-    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), 10, (W, H))
-    for t in range(n):
-        img = rng.integers(0, 60, (H, W, 3), dtype=np.uint8)
-        img[10:30, 5 + t: 25 + t] = (40, 40, 220)
-        writer.write(img)
-    writer.release()
-    return path
+    """test_segment_stream's moving red square clip, FRAMES frames unless told."""
+    return stream_video(path, n)
 
 
 def decode(rle: dict) -> np.ndarray:
