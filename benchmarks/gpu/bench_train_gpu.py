@@ -55,7 +55,9 @@ def bench(config: str, data_dir: Path, device: str, steps: int, warmup: int, ima
                 samples.append(batch.images.shape[0])
                 instances.append(batch.masks.shape[0])
     step = statistics.median(times)
-    return {"config": config, "device": device, "image_size": model.image_size, "workers": trainer.workers,
+    name = torch.cuda.get_device_name() if device.startswith("cuda") else "cpu"
+    return {"config": config, "device": f"{device} ({name}, torch {torch.__version__})",
+            "image_size": model.image_size, "workers": trainer.workers,
             "s_per_step": round(step, 4), "steps_per_s": round(1 / step, 3),
             "samples_per_s": round(statistics.median(n / t for n, t in zip(samples, times)), 2),
             "instances_per_step": round(statistics.mean(instances), 1), "steps": steps, "warmup": warmup,

@@ -276,6 +276,23 @@ class Pipeline:
             self.save()
 
 
+    def summary(self) -> None:
+        """The numbers that matter, last on the console (the run tool returns its tail)."""
+        stages, lines = self.results["stages"], []
+        for row in stages.get("bench", {}).get("rows", []):
+            lines.append(f"bench {row['config']}: " + (row.get("error") or
+                         f"{row['s_per_step']} s/step, {row['samples_per_s']} samples/s, workers {row['workers']}"))
+        for stage, metric in (("pretrain", "loss_last"), ("train", "val_miou"), ("video", "val_j")):
+            rec = stages.get(stage, {})
+            last = rec.get("log", [{}])[-1].get(metric) if "log" in rec else rec.get(metric)
+            lines.append(f"{stage}: status {rec.get('status')}, {rec.get('seconds')} s, plan {rec.get('plan')}, "
+                         f"{metric} {last} {rec.get('error', '')}")
+        for name, rec in stages.get("eval", {}).items():
+            overall = rec.get("overall", {}) if isinstance(rec, dict) else {}
+            lines.append(f"{name}: {overall.get('miou', overall.get('J&F', rec))}")
+        print("SUMMARY\n" + "\n".join(lines), flush=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--deadline", type=float, required=True, help="end time, seconds since the epoch")
@@ -296,6 +313,7 @@ def main() -> None:
     pipe.evaluate(final)
     pipe.results["total_s"] = round(time.time() - started, 1)
     pipe.save()
+    pipe.summary()
     pipe.log(f"done: {sorted(p.name for p in pipe.out.iterdir())}")
 
 
