@@ -1,13 +1,15 @@
 """benchmarks/gpu (the lent-GPU pipeline, docs/training.md "On a lent GPU"): its --smoke mode runs
 every stage on this CPU and leaves in $OUT what a GPU run brings back.
 
-Needs the data pack: `bash benchmarks/gpu/prepare.sh` (skipped without it).
+Uses the data pack of `bash benchmarks/gpu/prepare.sh` when it is there, else packs its own
+(smaller images) from ../shared/data with benchmarks/gpu/pack_data.py.
 """
 from __future__ import annotations
 
 import json
 import os
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -19,11 +21,14 @@ WEIGHTS = ("pretrained.safetensors", "image.safetensors", "segapp_small_gpu.safe
 
 
 @pytest.mark.slow
-def test_gpu_pipeline_smoke(tmp_path):
-    if not (ROOT / ".gpu" / "data" / "davis_val").is_dir():
-        pytest.skip("no .gpu/data: run bash benchmarks/gpu/prepare.sh")
+def test_gpu_pipeline_smoke(tmp_path, shared_data):
+    data = ROOT / ".gpu" / "data"
+    if not (data / "davis_val").is_dir():
+        data = tmp_path / "data"
+        subprocess.run([sys.executable, "benchmarks/gpu/pack_data.py", "--src", str(shared_data), "--dst", str(data),
+                        "--coco-side", "256", "--davis-side", "256"], cwd=ROOT, check=True, capture_output=True)
     out = tmp_path / "out"
-    env = {**os.environ, "OUT": str(out), "WORK": str(tmp_path / "work")}
+    env = {**os.environ, "OUT": str(out), "WORK": str(tmp_path / "work"), "GPU_DATA": str(data)}
     done = subprocess.run(["bash", "benchmarks/gpu/run.sh", "--smoke", "400"], cwd=ROOT, env=env,
                           capture_output=True, text=True, timeout=600, check=False)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]

@@ -19,7 +19,8 @@ case "${1:-}" in [0-9]*) BUDGET_S=$1; shift;; esac
 OUT=${OUT:-/tmp/gpu_out}
 mkdir -p "$OUT"
 export OMP_WAIT_POLICY=PASSIVE PYTHONUNBUFFERED=1
-[ -d .gpu/data ] || { echo "no .gpu/data: run bash benchmarks/gpu/prepare.sh first (and carry .gpu)"; exit 2; }
+DATA=${GPU_DATA:-.gpu/data}   # GPU_DATA: another pack (the smoke test packs its own)
+[ -d "$DATA" ] || { echo "no $DATA: run bash benchmarks/gpu/prepare.sh first (and carry .gpu)"; exit 2; }
 {
   if [ -z "$SMOKE" ]; then
     python3 -m pip install -q --no-index --no-deps --target .gpu/pysite .gpu/whl/*.whl &&
@@ -29,6 +30,6 @@ export OMP_WAIT_POLICY=PASSIVE PYTHONUNBUFFERED=1
     nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader || true
   fi
   python3 -c "import torch, segapp; print('torch', torch.__version__, 'cuda', torch.cuda.is_available(), 'segapp', segapp.__file__)"
-  python3 benchmarks/gpu/pipeline.py --deadline $(( START + BUDGET_S )) --out "$OUT" $SMOKE "$@"
+  python3 benchmarks/gpu/pipeline.py --deadline $(( START + BUDGET_S )) --out "$OUT" --data "$DATA" $SMOKE "$@"
 } 2>&1 | tee "$OUT/run.log"
 exit "${PIPESTATUS[0]}"
