@@ -26,10 +26,9 @@ import os
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
-from common import REPO, machine, median, write_report
+from common import REPO, machine, median, time_train_steps, write_report
 
 DATA = REPO.parent / "shared" / "data" / "coco128"
 CONFIGS = ("segapp_small", "sam2.1_hiera_t")
@@ -42,36 +41,19 @@ def worker(config: str, checkpoint: str | None, steps: int, warmup: int, threads
     if threads:
         torch.set_num_threads(threads)
     from segapp.build import build_model
-    from segapp.training import AugmentConfig, CocoInstanceDataset, TrainConfig, Trainer
 
     torch.manual_seed(0)
     if checkpoint:
         model = build_model(config, checkpoint, device="cpu")
-        train_config = TrainConfig(freeze=("image_encoder",), augment=AugmentConfig.light())
     else:
         model = build_model(config, device="cpu", random_init=True)
-        train_config = TrainConfig()
-    data = CocoInstanceDataset(DATA / "annotations" / "instances_train2017.json", DATA / "train2017",
-                               model.image_size, instances_per_image=train_config.instances_per_image,
-                               augment=train_config.augment, seed=train_config.seed)
-    with tempfile.TemporaryDirectory() as out:
-        trainer = Trainer(model, data, train_config, out)
-        times, samples, instances = [], [], []
-        it = iter(trainer.loader(1))
-        for i in range(warmup + steps):
-            start = time.perf_counter()
-            batch = next(it)
-            stats = trainer.train_step(batch)
-            float(stats.loss)  # wait for the step (a no-op on CPU)
-            if i >= warmup:
-                times.append(time.perf_counter() - start)
-                samples.append(batch.images.shape[0])
-                instances.append(batch.masks.shape[0])
+    trainer, times, samples, instances = time_train_steps(
+        model, DATA / "annotations" / "instances_train2017.json", DATA / "train2017", bool(checkpoint), steps, warmup)
     import segapp
 
     if not Path(segapp.__file__).resolve().is_relative_to(Path.cwd().resolve()):
         raise RuntimeError(f"imported {segapp.__file__}, not the code in {Path.cwd()}")
-    workers = getattr(trainer, "workers", train_config.workers)
+    workers = trainer.workers if hasattr(trainer, "workers") else trainer.config.workers  # the base has none
     print(json.dumps({"times": times, "samples": samples, "instances": instances, "workers": workers,
                       "threads": torch.get_num_threads(), "image_size": model.image_size}))
 

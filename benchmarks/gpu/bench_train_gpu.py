@@ -17,43 +17,26 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
-import tempfile
-import time
+import sys
 from pathlib import Path
 
 import torch
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # benchmarks/common.py
+from common import time_train_steps  # noqa: E402
+
 
 def bench(config: str, data_dir: Path, device: str, steps: int, warmup: int, image_size: int | None) -> dict:
     from segapp.build import build_model
-    from segapp.training import AugmentConfig, CocoInstanceDataset, TrainConfig, Trainer
 
     torch.manual_seed(0)
     model = build_model(config, device=device, random_init=True, image_size=image_size)
-    if config == "segapp_small":
-        train_config = TrainConfig()
-    else:  # as `segapp train --init CHECKPOINT --freeze image_encoder`
-        train_config = TrainConfig(freeze=("image_encoder",), augment=AugmentConfig.light())
-    data = CocoInstanceDataset(data_dir / "instances.json", data_dir / "images", model.image_size,
-                               instances_per_image=train_config.instances_per_image,
-                               augment=train_config.augment, seed=train_config.seed)
     sync = torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)
     if device.startswith("cuda"):
         torch.cuda.reset_peak_memory_stats()
-    with tempfile.TemporaryDirectory() as out:
-        trainer = Trainer(model, data, train_config, out)
-        times, samples, instances = [], [], []
-        it = iter(trainer.loader(1))
-        for i in range(warmup + steps):
-            start = time.perf_counter()
-            batch = next(it)
-            stats = trainer.train_step(batch)
-            float(stats.loss)  # reads the loss back: waits for the step
-            sync()
-            if i >= warmup:
-                times.append(time.perf_counter() - start)
-                samples.append(batch.images.shape[0])
-                instances.append(batch.masks.shape[0])
+    # segapp_small from random weights; the others as `segapp train --init CHECKPOINT --freeze image_encoder`
+    trainer, times, samples, instances = time_train_steps(model, data_dir / "instances.json", data_dir / "images",
+                                                          config != "segapp_small", steps, warmup, sync)
     step = statistics.median(times)
     name = torch.cuda.get_device_name() if device.startswith("cuda") else "cpu"
     return {"config": config, "device": f"{device} ({name}, torch {torch.__version__})",
